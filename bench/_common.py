@@ -1,0 +1,109 @@
+"""Helpers shared by the kernel benchmarks: real-model shapes, peak rates, and derived metrics.
+
+Benchmarks run the real-model shapes on CUDA; without CUDA they run tiny smoke shapes (the
+Triton interpreter is far too slow for real ones), and the numbers they print are CPU numbers.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    name: str
+    heads: int
+    kv_heads: int
+    head_dim: int
+    hidden: int
+
+
+# Attention-layer shapes of the language models inside the target/draft video LLMs.
+MODELS = {
+    "llava-ov-0.5b": LayerShape("llava-ov-0.5b", 14, 2, 64, 896),
+    "llava-ov-7b": LayerShape("llava-ov-7b", 28, 4, 128, 3584),
+    "llava-ov-72b": LayerShape("llava-ov-72b", 64, 8, 128, 8192),
+    "qwen2.5-vl-7b": LayerShape("qwen2.5-vl-7b", 28, 4, 128, 3584),
+    "qwen2.5-vl-32b": LayerShape("qwen2.5-vl-32b", 40, 8, 128, 5120),
+    "qwen3-vl-8b": LayerShape("qwen3-vl-8b", 32, 8, 128, 4096),
+}
+
+# Dense peak rates from the vendor datasheets (SXM parts): HBM GB/s and 16-bit tensor TFLOP/s.
+# Datasheet rates are upper bounds; docs/kernels.md says which measured ceilings we compare to.
+PEAKS = {
+    "H100": {"hbm_gbs": 3350.0, "tc16_tflops": 989.0},
+    "H200": {"hbm_gbs": 4800.0, "tc16_tflops": 989.0},
+    "A100": {"hbm_gbs": 2039.0, "tc16_tflops": 312.0},
+}
+
+
+def on_gpu() -> bool:
+    return torch.cuda.is_available()
+
+
+def bench_device() -> torch.device:
+    return torch.device("cuda" if on_gpu() else "cpu")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def peaks_for(device: torch.device) -> dict | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peaks in PEAKS.items():
+        if key in name:
+            return peaks
+    return None
+
+
+def synchronized(fn, device: torch.device):
+    """Wrap ``fn`` so a wall-clock timer around it measures finished device work."""
+    if device.type != "cuda":
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return run
+
+
+def median_seconds(benchmark) -> float | None:
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:  # --benchmark-disable
+        return None
+    return float(stats.stats.median)
+
+
+def record_metrics(benchmark, *, device, flops: float, bytes_moved: float, **info) -> None:
+    """Store shapes/versions and the derived rates of the last timed run in ``extra_info``."""
+    import triton
+
+    extra = benchmark.extra_info
+    extra.update(info)
+    extra.update(
+        device=device_name(device),
+        torch=torch.__version__,
+        triton=triton.__version__,
+        flops=flops,
+        bytes=bytes_moved,
+    )
+    seconds = median_seconds(benchmark)
+    if seconds is None or seconds <= 0:
+        return
+    extra["median_us"] = seconds * 1e6
+    extra["gbs"] = bytes_moved / seconds / 1e9
+    extra["tflops"] = flops / seconds / 1e12
+    peaks = peaks_for(device)
+    if peaks:
+        extra["pct_hbm_peak"] = 100.0 * extra["gbs"] / peaks["hbm_gbs"]
+        extra["pct_tc_peak"] = 100.0 * extra["tflops"] / peaks["tc16_tflops"]

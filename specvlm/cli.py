@@ -1,0 +1,49 @@
+"""Command-line entry point: ``specvlm <command>``.
+
+Commands: ``selfcheck`` (every kernel against its PyTorch reference, with timings). The
+``demo`` and ``bench`` commands arrive with the orchestration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _prepare_backend(device: str) -> None:
+    """Triton reads TRITON_INTERPRET when a kernel is defined: set it before importing them."""
+    if device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="specvlm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("selfcheck", help="run every kernel against its PyTorch reference")
+    check.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if present)")
+    check.add_argument("--repeats", type=int, default=3, help="timed runs per op (median)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        print(f"specvlm: error: bad --device {args.device!r}: {err}", file=sys.stderr)
+        return 2
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("specvlm: error: --device cuda given but CUDA is not available", file=sys.stderr)
+        return 2
+    if args.repeats < 1:
+        print("specvlm: error: --repeats must be >= 1", file=sys.stderr)
+        return 2
+    _prepare_backend(device.type)
+    from specvlm.selfcheck import run_selfcheck
+
+    return 0 if run_selfcheck(device, repeats=args.repeats) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

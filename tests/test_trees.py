@@ -1,0 +1,84 @@
+"""specvlm.trees: static trees, masks and greedy acceptance."""
+
+import pytest
+import torch
+
+from specvlm.trees import Tree, build_tree, chain, default_tree, greedy_accept
+
+
+def test_from_paths_orders_by_depth_and_links_parents():
+    tree = Tree.from_paths([[0, 0], [1], [0], [0, 1], [0, 0, 0]])
+    assert tree.paths == ((0,), (1,), (0, 0), (0, 1), (0, 0, 0))
+    assert tree.parents == (-1, -1, 0, 0, 2)
+    assert tree.depths == (1, 1, 2, 2, 3)
+    assert tree.depth == 3 and tree.size == 5 and tree.max_rank() == 1
+    assert tree.nodes_at_depth(2) == [2, 3]
+
+
+def test_ancestor_mask():
+    tree = Tree.from_paths([[0], [1], [0, 0], [0, 0, 0]])
+    expected = torch.tensor(
+        [[1, 0, 0, 0], [0, 1, 0, 0], [1, 0, 1, 0], [1, 0, 1, 1]], dtype=torch.bool
+    )
+    assert torch.equal(tree.ancestor_mask(), expected)
+
+
+@pytest.mark.parametrize(
+    "paths,error,match",
+    [
+        ([], ValueError, "at least one node"),
+        ([[0], [0]], ValueError, "unique"),
+        ([[0, 1]], ValueError, "no parent"),
+        ([[0], []], ValueError, "non-empty"),
+        ([[0], [-1]], ValueError, "non-negative"),
+        ("abc", TypeError, "sequence of rank paths"),
+    ],
+)
+def test_bad_trees(paths, error, match):
+    with pytest.raises(error, match=match):
+        Tree.from_paths(paths)
+
+
+def test_chain():
+    tree = chain(4)
+    assert tree.paths == ((0,), (0, 0), (0, 0, 0), (0, 0, 0, 0))
+    assert torch.equal(tree.ancestor_mask(), torch.ones(4, 4, dtype=torch.bool).tril())
+    with pytest.raises(ValueError):
+        chain(0)
+
+
+def test_default_tree_shape():
+    tree = default_tree()
+    assert 25 <= tree.size <= 60
+    assert tree.depth in (5, 6)
+    assert tree.paths[0] == (0,)
+
+
+def test_build_tree_prefers_likely_paths():
+    # values: (0)=.9, (0,0)=.81, (0,0,0)=.73, (0,0,0,0)=.66 all beat (1)=.05
+    tree = build_tree([0.9, 0.05], num_nodes=4, max_depth=10)
+    assert tree.paths == ((0,), (0, 0), (0, 0, 0), (0, 0, 0, 0))
+    # values: (0)=.5, (1)=.4, (0,0)=.25 beat (0,1)=(1,0)=.2
+    assert build_tree([0.5, 0.4], 3, 10).paths == ((0,), (1,), (0, 0))
+    assert build_tree([0.9], 10, 3).paths == ((0,), (0, 0), (0, 0, 0))  # capped by max_depth
+
+
+def test_greedy_accept_follows_matching_children():
+    tree = Tree.from_paths([[0], [1], [0, 0], [0, 1], [1, 0]])
+    node_tokens = torch.tensor([5, 6, 7, 8, 9])
+    # target: after root -> 5 (node 0), after node 0 -> 8 (node 3), after node 3 -> 42 (bonus)
+    target = torch.tensor([5, 8, 1, 1, 42, 1])
+    assert greedy_accept(tree, node_tokens, target) == ([0, 3], 42)
+
+
+def test_greedy_accept_nothing_matches():
+    tree = chain(3)
+    assert greedy_accept(tree, torch.tensor([1, 2, 3]), torch.tensor([9, 2, 3, 4])) == ([], 9)
+
+
+def test_greedy_accept_full_chain():
+    tree = chain(3)
+    assert greedy_accept(tree, torch.tensor([1, 2, 3]), torch.tensor([1, 2, 3, 4])) == (
+        [0, 1, 2],
+        4,
+    )
