@@ -1,0 +1,135 @@
+"""Driving a stock model's text decoder directly, and the transformers version differences.
+
+The multimodal wrapper of each family (vision tower, projector, placeholder merge, M-RoPE index)
+is run *unchanged* once per prompt by :func:`capture_decoder_inputs`: a forward pre-hook on the
+text decoder records exactly what the wrapper hands it (``inputs_embeds``, ``position_ids`` and
+family extras such as Qwen3-VL's deepstack features) and stops the forward there. Everything
+after that (prefill, tree drafting, verification) calls the decoder with those inputs, pruned
+or extended, and a cache we own.
+
+Version differences live here and only here:
+
+* transformers >= 5.2x names the decoder's cache argument ``cache``; 5.17 names it
+  ``past_key_values`` (newer releases still accept it with a deprecation warning).
+* ``DynamicCache.crop`` changed its argument meaning; we never call it, and compact the cache
+  layers' ``keys`` / ``values`` tensors ourselves (:func:`keep_cache_entries`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+# Keyword arguments of the decoder call that we provide ourselves on every forward.
+_OWN_ARGS = {
+    "input_ids",
+    "inputs_embeds",
+    "position_ids",
+    "attention_mask",
+    "cache",
+    "past_key_values",
+    "use_cache",
+    "cache_position",
+    "return_dict",
+    "output_attentions",
+    "output_hidden_states",
+}
+
+
+@dataclass
+class DecoderInputs:
+    """What a model's multimodal wrapper passes to its text decoder for one prompt."""
+
+    inputs_embeds: torch.Tensor  # [1, L, C]
+    position_ids: torch.Tensor | None  # [1, L] (1-D RoPE) or [R, 1, L] (M-RoPE); None: 0..L-1
+    extra: dict = field(default_factory=dict)  # family-specific keyword arguments
+
+
+class _Captured(Exception):
+    pass
+
+
+def capture_decoder_inputs(model: nn.Module, decoder: nn.Module, inputs: dict) -> DecoderInputs:
+    """Run ``model(**inputs)`` up to the decoder call and return the decoder's inputs."""
+    captured: dict = {}
+
+    def hook(module, args, kwargs):
+        if args:
+            raise RuntimeError("specvlm expects the text decoder to be called with keywords")
+        captured.update(kwargs)
+        raise _Captured
+
+    handle = decoder.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        model(**inputs, use_cache=False)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    if "inputs_embeds" not in captured or captured["inputs_embeds"] is None:
+        raise RuntimeError(
+            f"{type(model).__name__} did not call its text decoder with inputs_embeds; "
+            "this model layout is not supported"
+        )
+    extra = {k: v for k, v in captured.items() if k not in _OWN_ARGS}
+    return DecoderInputs(captured["inputs_embeds"], captured.get("position_ids"), extra)
+
+
+def cache_argument_name(decoder: nn.Module) -> str:
+    params = inspect.signature(decoder.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def new_cache():
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
+def cache_length(cache) -> int:
+    return cache.get_seq_length()
+
+
+def keep_cache_entries(cache, start: int, offsets: list[int]) -> None:
+    """Keep positions ``0 .. start - 1`` and ``start + o`` for ``o`` in ``offsets`` (ascending) of
+    every layer; drop the rest. In place: the kept entries move down, the tail is sliced off."""
+    for layer in cache.layers:
+        keys, values = layer.keys, layer.values
+        if offsets != list(range(len(offsets))):
+            src = torch.tensor(offsets, device=keys.device) + start
+            dst = slice(start, start + len(offsets))
+            keys[..., dst, :] = keys.index_select(-2, src)
+            values[..., dst, :] = values.index_select(-2, src)
+        layer.keys = keys[..., : start + len(offsets), :]
+        layer.values = values[..., : start + len(offsets), :]
+
+
+def decoder_forward(
+    decoder: nn.Module,
+    lm_head: nn.Module,
+    cache,
+    inputs_embeds: torch.Tensor,
+    position_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor,
+    *,
+    logits_rows: slice | None = None,
+    extra: dict | None = None,
+) -> torch.Tensor | None:
+    """One decoder forward with our cache; the logits of ``logits_rows`` (None: no logits)."""
+    kwargs = {cache_argument_name(decoder): cache}
+    out = decoder(
+        inputs_embeds=inputs_embeds,
+        position_ids=position_ids,
+        attention_mask=attention_mask,
+        use_cache=True,
+        **kwargs,
+        **(extra or {}),
+    )
+    if logits_rows is None:
+        return None
+    hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
+    hidden = hidden[:, logits_rows]
+    return lm_head(hidden.to(lm_head.weight.device))

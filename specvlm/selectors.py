@@ -1,0 +1,78 @@
+"""Which video tokens the draft keeps: the selectors ``accelerate(selector=...)`` accepts.
+
+A selector is called as ``selector(scores, keep, grid)`` with ``scores`` fp32 ``[Nv]`` (the
+target's text-to-video attention per grid token, summed over layers), the budget ``keep`` and
+``grid = (T, H, W)``, and returns the kept grid indices (long ``[keep]``, unique, any order;
+they are sorted afterwards). All built-ins run the same code path so ablations are comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from specvlm_kernels import select_video_tokens
+
+Selector = Callable[[torch.Tensor, int, tuple[int, int, int]], torch.Tensor]
+NAMES = ("two_stage", "attention", "uniform", "random")
+
+
+def two_stage(mass: float) -> Selector:
+    """Stage I: highest scores up to ``mass`` of the total; Stage II: uniform over the grid."""
+
+    def select(scores, keep, grid):
+        return select_video_tokens(scores[None], keep, mass=mass, grid=grid)[0]
+
+    return select
+
+
+def attention_only(scores, keep, grid):
+    """Stage I to the full budget: the ``keep`` highest scores."""
+    return torch.topk(scores, keep, sorted=False).indices
+
+
+def uniform(scores, keep, grid):
+    """Stage II only: evenly over frames and over a spatial lattice within each frame."""
+    return select_video_tokens(scores[None], keep, mass=0.0, grid=grid)[0]
+
+
+def random_selector(seed: int) -> Selector:
+    """``keep`` tokens drawn uniformly without replacement (a fixed seed per call)."""
+
+    def select(scores, keep, grid):
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randperm(scores.numel(), generator=gen)[:keep].to(scores.device)
+
+    return select
+
+
+def resolve(selector, *, mass: float, seed: int) -> Selector:
+    if callable(selector):
+        return selector
+    if selector == "two_stage":
+        return two_stage(mass)
+    if selector == "attention":
+        return attention_only
+    if selector == "uniform":
+        return uniform
+    if selector == "random":
+        return random_selector(seed)
+    raise ValueError(f"selector must be one of {', '.join(NAMES)} or a callable, got {selector!r}")
+
+
+def run_selector(select: Selector, scores: torch.Tensor, keep: int, grid) -> torch.Tensor:
+    """Call ``select`` and check what it returns: sorted unique long indices ``[keep]``."""
+    nv = scores.numel()
+    idx = select(scores, keep, grid)
+    if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"the selector must return an integer tensor, got {idx!r:.80}")
+    idx = idx.reshape(-1).long().cpu()
+    if idx.numel() != keep:
+        raise ValueError(f"the selector returned {idx.numel()} indices, expected keep={keep}")
+    idx = torch.sort(idx).values
+    if keep and (idx[0] < 0 or idx[-1] >= nv):
+        raise ValueError(f"the selector returned indices outside [0, {nv})")
+    if keep > 1 and bool((idx[1:] == idx[:-1]).any()):
+        raise ValueError("the selector returned duplicate indices")
+    return idx
