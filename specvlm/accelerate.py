@@ -240,7 +240,7 @@ class SpeculativeDecoder:
             )
         mask = inputs.get("attention_mask")
         if mask is not None and not bool(mask.bool().all()):
-            raise NotImplementedError("padded prompts (attention_mask with zeros) are not supported")
+            raise NotImplementedError("padded prompts (zeros in attention_mask) are not supported")
         prompt_len = input_ids.shape[1]
         if gc.max_new_tokens is not None:
             max_new = int(gc.max_new_tokens)
