@@ -25,17 +25,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from specvlm import selectors
+from specvlm import positions, selectors
 from specvlm.attention import AttentionPlan, attention_plan, routed_attention
-from specvlm.decoder import (
-    cache_length,
-    capture_decoder_inputs,
-    decoder_forward,
-    keep_cache_entries,
-    new_cache,
-)
+from specvlm.decoder import capture_decoder_inputs, decoder_forward, new_cache
+from specvlm.drafting import draft_tree, fed_nodes
 from specvlm.families import Family, VideoLayout, family_of
-from specvlm.trees import Tree, default_tree, greedy_accept
+from specvlm.runner import Side, ones_mask
+from specvlm.trees import Tree, default_tree
+from specvlm.verify import verify_mask, verify_tree
 
 __all__ = ["GenerationStats", "SpeculativeDecoder", "accelerate"]
 
@@ -319,14 +316,17 @@ class SpeculativeDecoder:
         with attention_plan(plan):
             logits = decoder_forward(
                 t_dec, t_head, t_cache, t_in.inputs_embeds, t_in.position_ids,
-                _ones_mask(t_in.inputs_embeds, prompt_len),
+                ones_mask(prompt_len, t_in.inputs_embeds.device),
                 logits_rows=slice(prompt_len - 1, prompt_len), extra=t_in.extra,
             )  # fmt: skip
         root = int(logits[0, -1].argmax())
         stats.target_forwards += 1
         stats.target_prefill = _now(devices) - t0
         stats.scoring = plan.score_seconds
-        t_next = _next_positions(t_in.position_ids, prompt_len, fam.mrope)
+        t_pos = positions.prompt_positions(
+            t_in.position_ids, prompt_len, fam.mrope, t_in.inputs_embeds.device
+        )
+        t_next = positions.next_positions(t_pos)
         done = emit([root])
         if layout is not None:
             stats.video_tokens = layout.num_tokens
@@ -360,91 +360,38 @@ class SpeculativeDecoder:
         d_cache = new_cache()
         with attention_plan(AttentionPlan()):
             decoder_forward(
-                d_dec, d_head, d_cache, d_embeds, d_pos, _ones_mask(d_embeds, d_embeds.shape[1]),
-                extra=d_extra,
+                d_dec, d_head, d_cache, d_embeds, d_pos,
+                ones_mask(d_embeds.shape[1], d_embeds.device), extra=d_extra,
             )  # fmt: skip
         stats.draft_forwards += 1
-        d_next = _next_positions(d_pos, d_embeds.shape[1], fam.mrope)
+        d_next = positions.next_positions(d_pos)
         stats.draft_prefill = _now(devices) - t0
 
         # 4. Speculate / verify.
         t0 = _now(devices)
-        pending = [root]  # tokens the draft has not processed yet (the root is the last one)
-        t_embed, d_embed = target.get_input_embeddings(), draft.get_input_embeddings()
-        top_k = tree.max_rank() + 1
-        depth = tree.depth
-        forwarded = [i for i, dd in enumerate(tree.depths) if dd < depth]  # draft-forwarded nodes
-        tree_mask = _verify_mask(tree)  # [N + 1, N + 1] over root + nodes
+        tgt = Side(t_dec, t_head, target.get_input_embeddings(), t_cache, t_next, fam.mrope,
+                   t_in.inputs_embeds.device)  # fmt: skip
+        drf = Side(d_dec, d_head, draft.get_input_embeddings(), d_cache, d_next, fam.mrope,
+                   d_embeds.device)  # fmt: skip
+        fed = fed_nodes(tree)
+        tree_mask = verify_mask(tree)
+        pending = [root]  # tokens the draft has not processed yet; the last one is the root
         while True:
-            # 4a. Draft: the pending chain, then the tree level by level.
-            node_tokens = [0] * tree.size
-            d_base = cache_length(d_cache)
-            ids = torch.tensor([pending], device=d_embed.weight.device)
-            offsets = torch.arange(len(pending))
-            with attention_plan(AttentionPlan()):
-                logits = decoder_forward(
-                    d_dec, d_head, d_cache, d_embed(ids),
-                    _decode_ids(fam, d_next, offsets, d_embeds.device),
-                    _ones_mask(d_embeds, d_base + len(pending)),
-                    logits_rows=slice(len(pending) - 1, len(pending)),
-                )  # fmt: skip
-            stats.draft_forwards += 1
-            root_pos = d_next + len(pending) - 1
-            prefix_len = d_base + len(pending)
-            children = {-1: torch.topk(logits[0, -1], top_k).indices.tolist()}
-            for i, path in enumerate(tree.paths):
-                if tree.depths[i] == 1:
-                    node_tokens[i] = children[-1][path[-1]]
-            for level in range(1, depth):
-                nodes = tree.nodes_at_depth(level)
-                seen = [i for i in range(tree.size) if tree.depths[i] <= level]
-                mask = torch.ones(1, 1, len(nodes), prefix_len + len(seen), dtype=torch.bool)
-                mask[0, 0, :, prefix_len:] = tree.ancestor_mask()[nodes][:, seen]
-                mask = mask.to(d_embeds.device)
-                ids = torch.tensor([[node_tokens[i] for i in nodes]], device=d_embed.weight.device)
-                offsets = torch.full((len(nodes),), level)
-                with attention_plan(AttentionPlan(mode="masked", mask=mask)):
-                    logits = decoder_forward(
-                        d_dec, d_head, d_cache, d_embed(ids),
-                        _decode_ids(fam, root_pos, offsets, d_embeds.device), mask,
-                        logits_rows=slice(None),
-                    )  # fmt: skip
-                stats.draft_forwards += 1
-                top = torch.topk(logits[0], top_k, dim=-1).indices.tolist()
-                for row, node in enumerate(nodes):
-                    children[node] = top[row]
-                for i, parent in enumerate(tree.parents):
-                    if tree.depths[i] == level + 1:
-                        node_tokens[i] = children[parent][tree.paths[i][-1]]
-
-            # 4b. Target: verify root + all nodes in one forward.
-            t_base = cache_length(t_cache)
-            ids = torch.tensor([[pending[-1], *node_tokens]], device=t_embed.weight.device)
-            offsets = torch.tensor([0, *tree.depths])
-            n = tree.size + 1
-            mask = torch.ones(1, 1, n, t_base + n, dtype=torch.bool)
-            mask[0, 0, :, t_base:] = tree_mask
-            device = t_in.inputs_embeds.device
-            with attention_plan(AttentionPlan(mode="tree", tree_mask=tree_mask.to(device))):
-                logits = decoder_forward(
-                    t_dec, t_head, t_cache, t_embed(ids),
-                    _decode_ids(fam, t_next, offsets, device), mask.to(device),
-                    logits_rows=slice(None),
-                )  # fmt: skip
-            stats.target_forwards += 1
-            choice = logits[0].argmax(dim=-1)
-            accepted, bonus = greedy_accept(tree, torch.tensor(node_tokens), choice)
+            node_tokens, prefix_len, root_pos = draft_tree(drf, tree, pending)
+            t_base = tgt.length
+            accepted, bonus = verify_tree(tgt, tree, tree_mask, pending[-1], node_tokens)
             stats.accepted_lengths.append(len(accepted) + 1)
-
-            # 4c. Keep only the accepted path in both caches.
-            keep_cache_entries(t_cache, t_base, [0] + [1 + a for a in accepted])
-            t_next = t_next + 1 + len(accepted)
-            in_draft = [a for a in accepted if tree.depths[a] < depth]
-            keep_cache_entries(d_cache, prefix_len, [forwarded.index(a) for a in in_draft])
-            d_next = root_pos + 1 + len(in_draft)
-            pending = [node_tokens[a] for a in accepted if tree.depths[a] == depth] + [bonus]
+            # Both caches keep only the accepted path; the draft has not fed the deepest level.
+            tgt.keep(t_base, [0] + [1 + a for a in accepted])
+            tgt.next_pos = tgt.next_pos + 1 + len(accepted)
+            in_draft = [a for a in accepted if tree.depths[a] < tree.depth]
+            drf.keep(prefix_len, [fed.index(a) for a in in_draft])
+            drf.next_pos = root_pos + 1 + len(in_draft)
+            pending = [node_tokens[a] for a in accepted if tree.depths[a] == tree.depth] + [bonus]
             if emit([node_tokens[a] for a in accepted] + [bonus]):
                 break
+        stats.target_forwards += tgt.forwards
+        stats.draft_forwards += drf.forwards
         stats.decode = _now(devices) - t0
         return emitted
 
@@ -452,15 +399,10 @@ class SpeculativeDecoder:
         device = d_in.inputs_embeds.device
         keep_dev = keep_seq.to(device)
         embeds = d_in.inputs_embeds[:, keep_dev]
-        if self.family.mrope:
-            pos = d_in.position_ids[..., keep_dev.to(d_in.position_ids.device)]
-        elif self.draft_positions == "original":
-            full = d_in.position_ids
-            if full is None:
-                full = torch.arange(keep_seq.numel(), device=device)[None]
-            pos = full[..., keep_dev.to(full.device)]
-        else:
-            pos = torch.arange(embeds.shape[1], device=device)[None]
+        full = positions.prompt_positions(
+            d_in.position_ids, keep_seq.numel(), self.family.mrope, device
+        )
+        pos = positions.draft_positions(full, keep_seq, self.draft_positions)
         extra = self.family.prune_extra(d_in.extra, keep_seq)
         return embeds, pos, extra
 
@@ -495,37 +437,6 @@ def _now(devices: list[torch.device]) -> float:
     for dev in devices:
         torch.cuda.synchronize(dev)
     return time.perf_counter()
-
-
-def _ones_mask(like: torch.Tensor, length: int) -> torch.Tensor:
-    """A 2-D all-ones attention mask (also disables packed-sequence detection from gapped
-    position ids in transformers' mask code)."""
-    return torch.ones(1, length, dtype=torch.long, device=like.device)
-
-
-def _next_positions(position_ids: torch.Tensor | None, length: int, mrope: bool) -> torch.Tensor:
-    """Per position row, the position of the next token: ``[R]`` (M-RoPE) or ``[1]``."""
-    if position_ids is None:
-        return torch.tensor([length])
-    flat = position_ids.reshape(position_ids.shape[0] if mrope else 1, -1)
-    return flat.max(dim=-1).values.cpu() + 1
-
-
-def _decode_ids(fam: Family, next_pos: torch.Tensor, offsets: torch.Tensor, device):
-    """Position ids of decoded tokens at ``next_pos + offsets`` (every row advances alike)."""
-    ids = next_pos[:, None] + offsets[None, :]  # [R, N]
-    if fam.mrope:
-        ids = ids[:, None, :]  # [R, 1, N]
-    return ids.to(device)
-
-
-def _verify_mask(tree: Tree) -> torch.Tensor:
-    """Bool ``[N + 1, N + 1]``: the root, then the nodes, each seeing the root and its path."""
-    n = tree.size
-    mask = torch.zeros(n + 1, n + 1, dtype=torch.bool)
-    mask[:, 0] = True
-    mask[1:, 1:] = tree.ancestor_mask()
-    return mask
 
 
 def _gather_scores(buffers: dict, layout: VideoLayout) -> torch.Tensor:

@@ -1,0 +1,275 @@
+"""specvlm.accelerate: token-for-token equality with ``target.generate(do_sample=False)``.
+
+Tiny random models of each supported family (tests/tiny_models.py, built from configs, no
+downloads). The kernels run through their PyTorch references here (their own tests compare the
+Triton kernels with those references); ``test_triton_kernels_in_the_loop`` runs the Triton
+kernels (interpreter on CPU) inside the loop once per family.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import specvlm
+from specvlm.trees import Tree, chain
+from tests import tiny_models as tm
+
+FAMILIES = tm.FAMILIES
+NEW = 12
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with tm.single_threaded():  # tiny models are far faster on one intra-op thread
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _reference_kernels(monkeypatch, request):
+    if "triton_loop" not in request.keywords:
+        monkeypatch.setenv("SPECVLM_KERNELS_BACKEND", "reference")
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return request.param
+
+
+_PAIRS: dict = {}
+
+
+def pair(family):
+    if family not in _PAIRS:
+        _PAIRS[family] = tm.make_pair(family, seed=0)
+    return _PAIRS[family]
+
+
+def reference(target, inputs, **kw):
+    kw.setdefault("max_new_tokens", NEW)
+    with torch.no_grad():
+        return target.generate(**inputs, do_sample=False, **kw)
+
+
+def assert_same(family, inputs, *, tree=None, drop_rate=0.9, selector="two_stage", draft=None,
+                **gen):  # fmt: skip
+    target, small = pair(family)
+    ref = reference(target, inputs, **gen)
+    sd = specvlm.accelerate((target, draft or small), drop_rate=drop_rate, selector=selector,
+                            tree=tree)  # fmt: skip
+    gen.setdefault("max_new_tokens", NEW)
+    out = sd.generate(**inputs, **gen)
+    assert out.tolist() == ref.tolist(), f"{family}: speculative output differs from greedy"
+    return sd.last_stats
+
+
+# --------------------------------------------------------------------------------------------
+# Equality
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("drop_rate", [0.0, 0.5, 0.9])
+def test_equal_to_greedy_for_drop_rates(family, drop_rate):
+    target, _ = pair(family)
+    stats = assert_same(family, tm.make_inputs(family, target, seed=1), drop_rate=drop_rate)
+    assert stats.video_tokens > 0
+    assert stats.kept_video_tokens == int(stats.video_tokens * (1 - drop_rate))
+    assert stats.new_tokens == NEW
+    assert stats.target_forwards == 1 + len(stats.accepted_lengths)
+
+
+def _callable_selector(scores, keep, grid):
+    return torch.arange(keep) * 0 + torch.arange(keep)  # the first `keep` grid tokens
+
+
+@pytest.mark.parametrize("selector", ["attention", "uniform", "random", _callable_selector])
+def test_equal_to_greedy_for_selectors(family, selector):
+    target, _ = pair(family)
+    assert_same(family, tm.make_inputs(family, target, seed=2), selector=selector)
+
+
+@pytest.mark.parametrize(
+    "tree",
+    [chain(1), chain(4), [[0], [1], [0, 0], [0, 1], [1, 0], [0, 0, 0]], None],
+    ids=["chain1", "chain4", "small-tree", "default-tree"],
+)
+def test_equal_to_greedy_for_trees(family, tree):
+    target, _ = pair(family)
+    assert_same(family, tm.make_inputs(family, target, seed=3), tree=tree, drop_rate=0.5)
+
+
+@pytest.mark.parametrize("before,after", [(0, 6), (7, 1), (3, 9)])
+def test_text_around_the_video(family, before, after):
+    target, _ = pair(family)
+    inputs = tm.make_inputs(family, target, seed=4, text_before=before, text_after=after)
+    assert_same(family, inputs)
+
+
+def test_prompt_without_video(family):
+    target, _ = pair(family)
+    stats = assert_same(family, tm.make_inputs(family, target, seed=5, video=False))
+    assert stats.video_tokens == 0
+
+
+def test_one_new_token(family):
+    target, _ = pair(family)
+    stats = assert_same(family, tm.make_inputs(family, target, seed=6), max_new_tokens=1)
+    assert stats.new_tokens == 1
+
+
+def test_stops_at_eos(family):
+    target, _ = pair(family)
+    inputs = tm.make_inputs(family, target, seed=7)
+    greedy = reference(target, inputs)[0, inputs["input_ids"].shape[1] :].tolist()
+    eos = greedy[4]  # a token the target produces: generation must stop at its first occurrence
+    stats = assert_same(family, inputs, eos_token_id=[eos, 1])
+    assert stats.new_tokens == greedy.index(eos) + 1
+
+
+def test_max_length_instead_of_max_new_tokens(family):
+    target, _ = pair(family)
+    inputs = tm.make_inputs(family, target, seed=8)
+    length = inputs["input_ids"].shape[1] + 5
+    assert_same(family, inputs, max_length=length, max_new_tokens=None)
+
+
+def test_copy_draft_accepts_nearly_everything(family):
+    """A draft identical to the target must have (almost) every proposal accepted: this catches
+    broken acceptance that equality alone cannot see."""
+    target, _ = pair(family)
+    tree = chain(5)
+    inputs = tm.make_inputs(family, target, seed=9)
+    stats = assert_same(family, inputs, tree=tree, drop_rate=0.0, draft=tm.make_copy_draft(target),
+                        max_new_tokens=25)  # fmt: skip
+    full = stats.accepted_lengths[:-1]  # the last step may be cut by the budget
+    assert sum(full) / len(full) >= tree.depth + 0.5, stats.accepted_lengths
+
+
+def test_streamer_sees_every_token(family):
+    target, small = pair(family)
+    inputs = tm.make_inputs(family, target, seed=10)
+
+    class Recorder:
+        def __init__(self):
+            self.chunks, self.ended = [], False
+
+        def put(self, value):
+            self.chunks.append(value.reshape(-1).tolist())
+
+        def end(self):
+            self.ended = True
+
+    rec = Recorder()
+    out = specvlm.accelerate((target, small)).generate(**inputs, max_new_tokens=NEW, streamer=rec)
+    assert rec.ended
+    assert rec.chunks[0] == inputs["input_ids"][0].tolist()
+    assert sum(rec.chunks[1:], []) == out[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+def test_models_unchanged(family):
+    target, small = pair(family)
+    inputs = tm.make_inputs(family, target, seed=11)
+    before = reference(target, inputs)
+    states = [copy.deepcopy(m.state_dict()) for m in (target, small)]
+    impls = [m.config.get_text_config()._attn_implementation for m in (target, small)]
+    specvlm.accelerate((target, small)).generate(**inputs, max_new_tokens=NEW)
+
+    def broken(scores, keep, grid):
+        raise RuntimeError("selector failure")
+
+    with pytest.raises(RuntimeError, match="selector failure"):
+        specvlm.accelerate((target, small), selector=broken).generate(**inputs, max_new_tokens=3)
+    for m, state, impl in zip((target, small), states, impls, strict=True):
+        assert m.config.get_text_config()._attn_implementation == impl
+        now = m.state_dict()
+        assert all(torch.equal(now[k], v) for k, v in state.items())
+    assert reference(target, inputs).tolist() == before.tolist()
+
+
+@pytest.mark.triton_loop
+def test_triton_kernels_in_the_loop(family):
+    """The Triton kernels (interpreter on CPU) inside the loop: scores, selection, tree
+    attention."""
+    target, _ = pair(family)
+    inputs = tm.make_inputs(family, target, seed=12, frames=2)
+    assert_same(family, inputs, tree=[[0], [1], [0, 0]], drop_rate=0.5, max_new_tokens=4)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors, raised before any work
+# --------------------------------------------------------------------------------------------
+def test_sampling_and_beams_refused(family):
+    target, small = pair(family)
+    inputs = tm.make_inputs(family, target, seed=13)
+    sd = specvlm.accelerate((target, small))
+    with pytest.raises(NotImplementedError, match="do_sample"):
+        sd.generate(**inputs, do_sample=True, max_new_tokens=3)
+    with pytest.raises(NotImplementedError, match="num_beams"):
+        sd.generate(**inputs, num_beams=2, max_new_tokens=3)
+    with pytest.raises(NotImplementedError, match="repetition_penalty"):
+        sd.generate(**inputs, repetition_penalty=1.2, max_new_tokens=3)
+
+
+def test_batch_of_two_refused(family):
+    target, small = pair(family)
+    inputs = tm.make_inputs(family, target, seed=14, video=False)
+    inputs = {k: (torch.cat([v, v]) if k in ("input_ids", "attention_mask") else v)
+              for k, v in inputs.items()}  # fmt: skip
+    with pytest.raises(NotImplementedError, match="batch size 2"):
+        specvlm.accelerate((target, small)).generate(**inputs, max_new_tokens=3)
+
+
+@pytest.mark.parametrize("drop_rate", [1.0, -0.1, 1.5])
+def test_bad_drop_rate(family, drop_rate):
+    with pytest.raises(ValueError, match="drop_rate"):
+        specvlm.accelerate(pair(family), drop_rate=drop_rate)
+
+
+def test_bad_selector_and_tree(family):
+    with pytest.raises(ValueError, match="selector must be one of"):
+        specvlm.accelerate(pair(family), selector="best")
+    with pytest.raises(ValueError, match="no parent"):
+        specvlm.accelerate(pair(family), tree=[[0, 0]])
+
+
+def test_selector_returning_garbage(family):
+    target, small = pair(family)
+    inputs = tm.make_inputs(family, target, seed=15)
+    sd = specvlm.accelerate((target, small), selector=lambda s, k, g: torch.zeros(k + 1).long())
+    with pytest.raises(ValueError, match="expected keep"):
+        sd.generate(**inputs, max_new_tokens=3)
+    sd = specvlm.accelerate((target, small), selector=lambda s, k, g: torch.zeros(k).long())
+    with pytest.raises(ValueError, match="duplicate"):
+        sd.generate(**inputs, max_new_tokens=3)
+
+
+def test_different_vocabularies_refused():
+    target, _ = pair("llava_onevision")
+    other = copy.deepcopy(pair("llava_onevision")[1])
+    other.resize_token_embeddings(160)
+    with pytest.raises(ValueError, match="vocabularies differ"):
+        specvlm.accelerate((target, other))
+
+
+def test_mixed_families_refused():
+    with pytest.raises(ValueError, match="same model family"):
+        specvlm.accelerate((pair("llava_onevision")[0], pair("qwen2_5_vl")[1]))
+
+
+def test_unsupported_family_refused():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2))  # fmt: skip
+    with pytest.raises(ValueError, match="supported: LLaVA-OneVision"):
+        specvlm.accelerate((llama, llama))
+
+
+def test_not_a_pair():
+    with pytest.raises(TypeError, match="pair"):
+        specvlm.accelerate(pair("llava_onevision")[0])
+
+
+def test_tree_objects_accepted():
+    sd = specvlm.accelerate(pair("llava_onevision"), tree=Tree.from_paths([[0], [0, 0]]))
+    assert sd.tree.size == 2
