@@ -273,3 +273,33 @@ def test_not_a_pair():
 def test_tree_objects_accepted():
     sd = specvlm.accelerate(pair("llava_onevision"), tree=Tree.from_paths([[0], [0, 0]]))
     assert sd.tree.size == 2
+
+
+@pytest.mark.parametrize("mode", ["compact", "original"])
+@pytest.mark.parametrize("drop_rate", [0.5, 0.9])
+def test_one_d_draft_position_modes(drop_rate, mode):
+    target, small = pair("llava_onevision")
+    inputs = tm.make_inputs("llava_onevision", target, seed=16)
+    ref = reference(target, inputs)
+    sd = specvlm.accelerate((target, small), drop_rate=drop_rate, draft_positions=mode)
+    assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref.tolist()
+
+
+def test_draft_position_modes_validated():
+    with pytest.raises(ValueError, match="M-RoPE"):
+        specvlm.accelerate(pair("qwen2_5_vl"), draft_positions="compact")
+    with pytest.raises(ValueError, match="draft_positions"):
+        specvlm.accelerate(pair("llava_onevision"), draft_positions="gapped")
+
+
+def test_eager_attention_models():
+    """A model loaded with attn_implementation="eager" keeps its own (float-mask) attention for
+    the prefill; the routing restores "eager" afterwards."""
+    target, small = (copy.deepcopy(m) for m in pair("llava_onevision"))
+    for m in (target, small):
+        m.set_attn_implementation("eager")
+    inputs = tm.make_inputs("llava_onevision", target, seed=17)
+    ref = reference(target, inputs)
+    out = specvlm.accelerate((target, small)).generate(**inputs, max_new_tokens=NEW)
+    assert out.tolist() == ref.tolist()
+    assert target.config.get_text_config()._attn_implementation == "eager"
