@@ -55,6 +55,9 @@ class GenerationStats:
     total: float = 0.0
     peak_memory_bytes: dict[str, int] = field(default_factory=dict)  # per CUDA device
     accepted_lengths: list[int] = field(default_factory=list)  # per verification
+    video_grid: tuple[int, int, int] | None = None  # (T, H, W) of the video tokens
+    video_scores: torch.Tensor | None = field(default=None, repr=False)  # CPU fp32 [T*H*W]
+    kept_indices: torch.Tensor | None = field(default=None, repr=False)  # CPU long, sorted
 
 
 # GenerationConfig fields that change greedy choices; not implemented yet, so refused.
@@ -338,13 +341,17 @@ class SpeculativeDecoder:
         # 2. Pruning.
         t0 = _now(devices)
         keep_seq = torch.ones(prompt_len, dtype=torch.bool)
-        if layout is not None and self.drop_rate > 0:
+        if layout is not None:
             scores = _gather_scores(plan.scores, layout)
+            stats.video_grid, stats.video_scores = layout.grid, scores.float().cpu()
+            stats.kept_indices = torch.arange(layout.num_tokens)
+        if layout is not None and self.drop_rate > 0:
             keep = int(layout.num_tokens * (1.0 - self.drop_rate))
             kept = selectors.run_selector(self.selector, scores, keep, layout.grid)
             keep_seq[layout.positions] = False
             keep_seq[layout.positions[kept]] = True
             stats.kept_video_tokens = keep
+            stats.kept_indices = kept
         stats.pruning = _now(devices) - t0
 
         # 3. Draft prefill on the kept tokens.

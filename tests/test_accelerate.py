@@ -76,6 +76,11 @@ def test_equal_to_greedy_for_drop_rates(family, drop_rate):
     assert stats.kept_video_tokens == int(stats.video_tokens * (1 - drop_rate))
     assert stats.new_tokens == NEW
     assert stats.target_forwards == 1 + len(stats.accepted_lengths)
+    t, h, w = stats.video_grid
+    assert stats.video_scores.shape == (t * h * w,) == (stats.video_tokens,)
+    assert bool((stats.video_scores >= 0).all()) and float(stats.video_scores.sum()) > 0
+    kept = stats.kept_indices
+    assert kept.numel() == stats.kept_video_tokens and bool((kept[1:] > kept[:-1]).all())
 
 
 def _callable_selector(scores, keep, grid):

@@ -1,0 +1,128 @@
+"""End-to-end comparison of generation methods on the same inputs (used by ``specvlm demo`` and
+``specvlm bench``).
+
+Methods:
+
+* ``autoregressive``: the target's own greedy ``generate`` (the reference output and timing).
+* ``naive_sd``: SpecVLM's loop with the draft seeing every video token (``drop_rate=0``).
+* ``assisted_generation``: transformers' ``generate(assistant_model=draft)``; upstream support
+  for vision-language drafts varies, so a failure is recorded with its message, never dropped.
+* ``specvlm``: two-stage verifier-guided pruning; ``attention``, ``uniform``, ``random``: the
+  other selectors at the same budget (ablations).
+
+Each record: ``method``, ``mean_accepted_length`` (None where the method does not report it),
+``new_tokens``, ``decode_s``, ``decode_tokens_per_s``, ``e2e_s``, ``ttft_s``,
+``peak_memory_bytes``, ``decode_speedup`` / ``e2e_speedup`` (vs ``autoregressive`` on the same
+inputs), ``identical`` (token-for-token equal to ``autoregressive``), ``error``, plus the
+caller's sweep parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import specvlm
+from specvlm.measure import cuda_devices, timed
+
+METHODS = (
+    "autoregressive",
+    "naive_sd",
+    "assisted_generation",
+    "specvlm",
+    "attention",
+    "uniform",
+    "random",
+)
+LOSSLESS = METHODS  # every method here must reproduce the target's greedy output
+_SELECTOR = {"specvlm": "two_stage", "attention": "attention", "uniform": "uniform",
+             "random": "random", "naive_sd": "two_stage"}  # fmt: skip
+
+
+def _peak_reset(devices) -> None:
+    for dev in devices:
+        torch.cuda.reset_peak_memory_stats(dev)
+
+
+def _peak(devices) -> int | None:
+    if not devices:
+        return None
+    return max(torch.cuda.max_memory_allocated(dev) for dev in devices)
+
+
+def run_method(method: str, target, draft, inputs: dict, *, max_new_tokens: int,
+               drop_rate: float = 0.9, tree=None) -> tuple[torch.Tensor | None, dict]:  # fmt: skip
+    """Run one method once; return ``(output ids or None on error, record)``."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    devices = cuda_devices(target, draft)
+    record = {"method": method, "mean_accepted_length": None, "error": None}
+    _peak_reset(devices)
+    try:
+        with torch.no_grad():
+            if method == "autoregressive":
+                out, t = timed(
+                    lambda s: target.generate(**inputs, do_sample=False,
+                                              max_new_tokens=max_new_tokens, streamer=s),
+                    devices,
+                )  # fmt: skip
+            elif method == "assisted_generation":
+                out, t = timed(
+                    lambda s: target.generate(**inputs, do_sample=False, assistant_model=draft,
+                                              max_new_tokens=max_new_tokens, streamer=s),
+                    devices,
+                )  # fmt: skip
+            else:
+                rate = 0.0 if method == "naive_sd" else drop_rate
+                sd = specvlm.accelerate((target, draft), drop_rate=rate,
+                                        selector=_SELECTOR[method], tree=tree)  # fmt: skip
+                out, t = timed(
+                    lambda s: sd.generate(**inputs, max_new_tokens=max_new_tokens, streamer=s),
+                    devices,
+                )
+                stats = sd.last_stats
+                record.update(
+                    mean_accepted_length=stats.mean_accepted_length,
+                    video_tokens=stats.video_tokens,
+                    kept_video_tokens=stats.kept_video_tokens,
+                )
+    except Exception as err:  # recorded, not raised: a broken baseline stays in the results
+        record.update(error=f"{type(err).__name__}: {err}", new_tokens=0, decode_s=None,
+                      decode_tokens_per_s=None, e2e_s=None, ttft_s=None,
+                      peak_memory_bytes=None)  # fmt: skip
+        return None, record
+    record.update(new_tokens=t.new_tokens, decode_s=t.decode_s,
+                  decode_tokens_per_s=t.decode_tokens_per_s, e2e_s=t.e2e_s, ttft_s=t.ttft_s,
+                  peak_memory_bytes=_peak(devices))  # fmt: skip
+    return out, record
+
+
+def compare(target, draft, inputs: dict, methods=METHODS, *, max_new_tokens: int,
+            drop_rate: float = 0.9, tree=None, **params) -> list[dict]:  # fmt: skip
+    """Run ``methods`` on ``inputs``; ``autoregressive`` is always run first (the reference).
+
+    Returns one record per method with speedups and ``identical`` filled in, and ``params``
+    (sweep parameters such as ``frames``) copied into every record."""
+    order = ["autoregressive"] + [m for m in methods if m != "autoregressive"]
+    ref_out, ref = run_method("autoregressive", target, draft, inputs,
+                              max_new_tokens=max_new_tokens)  # fmt: skip
+    records = []
+    for method in order:
+        if method == "autoregressive":
+            out, rec = ref_out, dict(ref)
+        else:
+            out, rec = run_method(method, target, draft, inputs, max_new_tokens=max_new_tokens,
+                                  drop_rate=drop_rate, tree=tree)  # fmt: skip
+        rec["identical"] = (
+            None if out is None or ref_out is None else out.tolist() == ref_out.tolist()
+        )
+        rec["decode_speedup"] = _ratio(ref.get("decode_s"), rec.get("decode_s"))
+        rec["e2e_speedup"] = _ratio(ref.get("e2e_s"), rec.get("e2e_s"))
+        rec.update(params, drop_rate=drop_rate if method != "naive_sd" else 0.0)
+        records.append(rec)
+    return records
+
+
+def _ratio(reference: float | None, value: float | None) -> float | None:
+    if not reference or not value:
+        return None
+    return reference / value

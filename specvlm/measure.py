@@ -1,0 +1,71 @@
+"""Timing one generation method on one input: time to first token, decode, end to end.
+
+Every method (the target's own ``generate``, transformers' assisted generation, SpecVLM) is
+timed the same way: a streamer records when the prompt is handed over, when the first new token
+arrives and when generation ends. ``decode_s`` is end minus first token, so prefill (and, for
+SpecVLM, scoring, pruning and the draft prefill) is excluded from it and included in ``e2e_s``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+class TimingStreamer:
+    """A ``generate`` streamer that only records times (device-synchronised when given CUDA
+    devices, so a token's time is when it exists, not when it was queued)."""
+
+    def __init__(self, devices=()):
+        self.devices = list(devices)
+        self.start = self.first = self.end_time = None
+        self.tokens = 0
+
+    def _now(self) -> float:
+        for dev in self.devices:
+            torch.cuda.synchronize(dev)
+        return time.perf_counter()
+
+    def put(self, value) -> None:
+        if self.start is None:  # the prompt
+            self.start = self._now()
+            return
+        self.tokens += int(value.numel())
+        if self.first is None:
+            self.first = self._now()
+
+    def end(self) -> None:
+        self.end_time = self._now()
+
+
+@dataclass
+class Timing:
+    new_tokens: int
+    ttft_s: float  # call start -> first new token
+    decode_s: float  # first new token -> end
+    e2e_s: float  # call start -> end
+    decode_tokens_per_s: float
+
+
+def timed(generate: Callable[[TimingStreamer], torch.Tensor], devices=()):
+    """Run ``generate(streamer)`` and return ``(output, Timing)``."""
+    streamer = TimingStreamer(devices)
+    t0 = streamer._now()
+    out = generate(streamer)
+    end = streamer.end_time if streamer.end_time is not None else streamer._now()
+    first = streamer.first if streamer.first is not None else end
+    decode = end - first
+    rate = (streamer.tokens - 1) / decode if decode > 0 and streamer.tokens > 1 else 0.0
+    return out, Timing(streamer.tokens, first - t0, decode, end - t0, rate)
+
+
+def cuda_devices(*models) -> list[torch.device]:
+    found = {p.device for m in models for p in m.parameters() if p.device.type == "cuda"}
+    return sorted(found, key=str)
+
+
+def as_record(timing: Timing) -> dict:
+    return asdict(timing)

@@ -1,0 +1,61 @@
+"""specvlm.e2e / specvlm.measure: method comparison records on tiny random models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from specvlm.e2e import METHODS, compare, run_method
+from specvlm.measure import TimingStreamer, timed
+from tests import tiny_models as tm
+
+
+@pytest.fixture(autouse=True)
+def _setup(monkeypatch):
+    monkeypatch.setenv("SPECVLM_KERNELS_BACKEND", "reference")
+    with tm.single_threaded():
+        yield
+
+
+def test_compare_records_every_method():
+    target, draft = tm.make_pair("llava_onevision")
+    inputs = tm.make_inputs("llava_onevision", target, seed=1)
+    records = compare(target, draft, inputs, max_new_tokens=6, drop_rate=0.5, frames=4)
+    assert [r["method"] for r in records] == list(METHODS)
+    for rec in records:
+        assert rec["frames"] == 4
+        if rec["error"] is None:
+            assert rec["identical"] is True, rec
+            assert rec["new_tokens"] == 6
+            assert 0 < rec["ttft_s"] <= rec["e2e_s"] and rec["decode_s"] >= 0
+            assert rec["decode_speedup"] > 0 and rec["e2e_speedup"] > 0
+        else:  # a failing upstream baseline is kept with its message
+            assert rec["identical"] is None and rec["e2e_s"] is None
+    by = {r["method"]: r for r in records}
+    assert by["autoregressive"]["e2e_speedup"] == pytest.approx(1.0)
+    assert by["naive_sd"]["drop_rate"] == 0.0 and by["specvlm"]["drop_rate"] == 0.5
+    assert by["specvlm"]["kept_video_tokens"] == by["specvlm"]["video_tokens"] // 2
+    assert by["specvlm"]["mean_accepted_length"] >= 1.0
+
+
+def test_failing_method_is_recorded_not_raised():
+    target, draft = tm.make_pair("llava_onevision")
+    inputs = tm.make_inputs("llava_onevision", target, seed=2)
+    inputs = {**inputs, "do_sample": True}  # refused by specvlm: recorded as an error
+    out, rec = run_method("specvlm", target, draft, inputs, max_new_tokens=3)
+    assert out is None and rec["error"].startswith("NotImplementedError")
+    with pytest.raises(ValueError, match="method must be one of"):
+        run_method("beam", target, draft, inputs, max_new_tokens=3)
+
+
+def test_timing_streamer_splits_prefill_and_decode():
+    def fake_generate(streamer: TimingStreamer):
+        streamer.put(torch.tensor([[1, 2, 3]]))
+        for tok in range(4):
+            streamer.put(torch.tensor([tok]))
+        streamer.end()
+        return torch.tensor([[1, 2, 3, 0, 1, 2, 3]])
+
+    out, timing = timed(fake_generate)
+    assert out.shape == (1, 7) and timing.new_tokens == 4
+    assert timing.e2e_s >= timing.ttft_s >= 0 and timing.decode_s >= 0
