@@ -1,0 +1,160 @@
+"""``specvlm bench``: every method on the same inputs, over sweeps of drop rate, frames and tree
+size; results as JSON, CSV and plots.
+
+A *workload* provides the models and inputs: ``workload.target``, ``workload.draft`` and
+``workload.inputs(frames, seed) -> dict`` (processor outputs for one prompt). Each sweep point
+runs every method on ``prompts`` inputs (seeds ``0 .. prompts-1``) and sums times and tokens
+over them; tau is the mean over prompts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+
+from specvlm.e2e import METHODS, compare
+from specvlm.trees import build_tree, default_tree
+
+FIELDS = (
+    "method", "mean_accepted_length", "new_tokens", "decode_s", "decode_tokens_per_s", "e2e_s",
+    "ttft_s", "peak_memory_bytes", "decode_speedup", "e2e_speedup", "identical", "drop_rate",
+    "frames", "video_tokens", "tree_size", "sweep", "error",
+)  # fmt: skip
+
+
+@dataclass
+class SweepPoint:
+    sweep: str  # "drop_rate" | "frames" | "tree_size"
+    drop_rate: float
+    frames: int
+    tree_size: int
+
+
+def tree_of_size(size: int):
+    """The static tree of ``size`` nodes used by the tree-size sweep (default tree at 48)."""
+    if size == 48:
+        return default_tree()
+    return build_tree((0.72, 0.12, 0.05, 0.03, 0.02), num_nodes=size, max_depth=6)
+
+
+def sweep_points(quick: bool, *, drop_rates=None, frames=None, tree_sizes=None,
+                 base_frames: int = 8) -> list[SweepPoint]:  # fmt: skip
+    drop_rates = drop_rates or ((0.5, 0.9) if quick else (0.5, 0.75, 0.9, 0.95))
+    frames = frames or ((4, base_frames) if quick else (2, 4, base_frames, 2 * base_frames))
+    tree_sizes = tree_sizes or ((8, 48) if quick else (1, 8, 24, 48, 64))
+    points = [SweepPoint("drop_rate", d, base_frames, 48) for d in drop_rates]
+    points += [SweepPoint("frames", 0.9, f, 48) for f in frames]
+    points += [SweepPoint("tree_size", 0.9, base_frames, n) for n in tree_sizes]
+    return points
+
+
+def _merge(runs: list[list[dict]]) -> list[dict]:
+    """Sum times/tokens of the same method over prompts; tau averaged; identical all-true."""
+    merged = []
+    for per_method in zip(*runs, strict=True):
+        rec = dict(per_method[0])
+        ok = [r for r in per_method if r["error"] is None]
+        if len(ok) != len(per_method):
+            rec["error"] = next(r["error"] for r in per_method if r["error"] is not None)
+        for key in ("new_tokens", "decode_s", "e2e_s", "ttft_s"):
+            vals = [r[key] for r in ok if r.get(key) is not None]
+            rec[key] = sum(vals) if vals else None
+        taus = [r["mean_accepted_length"] for r in ok if r["mean_accepted_length"] is not None]
+        rec["mean_accepted_length"] = sum(taus) / len(taus) if taus else None
+        peaks = [r["peak_memory_bytes"] for r in ok if r.get("peak_memory_bytes") is not None]
+        rec["peak_memory_bytes"] = max(peaks) if peaks else None
+        idents = [r["identical"] for r in per_method]
+        rec["identical"] = None if any(i is None for i in idents) else all(idents)
+        merged.append(rec)
+    by_method = {r["method"]: r for r in merged}
+    ref = by_method.get("autoregressive", {})
+    for rec in merged:
+        dec = rec.get("decode_s")
+        tokens = rec.get("new_tokens") or 0
+        rec["decode_tokens_per_s"] = (tokens - len(runs)) / dec if dec else None
+        rec["decode_speedup"] = ref.get("decode_s") / dec if dec and ref.get("decode_s") else None
+        e2e = rec.get("e2e_s")
+        rec["e2e_speedup"] = ref.get("e2e_s") / e2e if e2e and ref.get("e2e_s") else None
+    return merged
+
+
+def run_sweeps(workload, points: list[SweepPoint], *, methods=METHODS, prompts: int = 2,
+               max_new_tokens: int = 32, progress=None) -> list[dict]:  # fmt: skip
+    results = []
+    for point in points:
+        runs = []
+        for seed in range(prompts):
+            inputs = workload.inputs(point.frames, seed)
+            records = compare(
+                workload.target, workload.draft, inputs, methods, max_new_tokens=max_new_tokens,
+                drop_rate=point.drop_rate, tree=tree_of_size(point.tree_size),
+                frames=point.frames, tree_size=point.tree_size, sweep=point.sweep,
+            )  # fmt: skip
+            runs.append(records)
+            if progress is not None:
+                progress(1)
+        merged = _merge(runs)
+        video = next((r["video_tokens"] for r in merged if r.get("video_tokens")), None)
+        for rec in merged:
+            rec["video_tokens"] = video
+        results.extend(merged)
+    return results
+
+
+def write_results(results: list[dict], out_dir: str) -> list[str]:
+    """``results.json``, ``results.csv`` and the PNG plots; returns the paths written."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [os.path.join(out_dir, "results.json"), os.path.join(out_dir, "results.csv")]
+    with open(paths[0], "w") as f:
+        json.dump(results, f, indent=1)
+    with open(paths[1], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(results)
+    paths += plot_results(results, out_dir)
+    return paths
+
+
+def plot_results(results: list[dict], out_dir: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    frames = [r for r in results if r["sweep"] == "frames" and r["e2e_speedup"] is not None]
+    if frames:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        for method in sorted({r["method"] for r in frames}):
+            pts = sorted((r["video_tokens"] or 0, r) for r in frames if r["method"] == method)
+            xs = [p[0] for p in pts]
+            axes[0].plot(xs, [p[1]["decode_speedup"] or 0 for p in pts], marker="o", label=method)
+            axes[1].plot(xs, [p[1]["e2e_speedup"] or 0 for p in pts], marker="o", label=method)
+        for ax, name in zip(axes, ("decode", "end-to-end"), strict=True):
+            ax.set_xlabel("video tokens")
+            ax.set_ylabel(f"{name} speedup vs target generate")
+            ax.axhline(1.0, color="grey", linewidth=0.8)
+        axes[1].legend(fontsize=7)
+        fig.tight_layout()
+        path = os.path.join(out_dir, "speedup_vs_video_tokens.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    drops = [r for r in results if r["sweep"] == "drop_rate" and r["mean_accepted_length"]]
+    if drops:
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        for method in sorted({r["method"] for r in drops}):
+            pts = sorted((r["drop_rate"], r["mean_accepted_length"]) for r in drops
+                         if r["method"] == method)  # fmt: skip
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+        ax.set_xlabel("drop rate")
+        ax.set_ylabel("tau (tokens per verification)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = os.path.join(out_dir, "tau_vs_drop_rate.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,62 @@
+"""specvlm.bench_e2e: sweeps, merged records, JSON/CSV/plots, on tiny random models."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from specvlm.bench_e2e import (
+    FIELDS,
+    SweepPoint,
+    run_sweeps,
+    sweep_points,
+    tree_of_size,
+    write_results,
+)
+from tests import tiny_models as tm
+
+
+class TinyWorkload:
+    def __init__(self, family="qwen2_5_vl"):
+        self.family = family
+        self.target, self.draft = tm.make_pair(family)
+
+    def inputs(self, frames, seed):
+        return tm.make_inputs(self.family, self.target, frames=frames, seed=seed)
+
+
+@pytest.fixture(autouse=True)
+def _setup(monkeypatch):
+    monkeypatch.setenv("SPECVLM_KERNELS_BACKEND", "reference")
+    with tm.single_threaded():
+        yield
+
+
+def test_sweep_writes_json_csv_and_plots(tmp_path):
+    points = [SweepPoint("drop_rate", 0.5, 2, 8), SweepPoint("drop_rate", 0.9, 2, 8),
+              SweepPoint("frames", 0.9, 1, 8), SweepPoint("frames", 0.9, 3, 8)]  # fmt: skip
+    calls = []
+    results = run_sweeps(TinyWorkload(), points, prompts=2, max_new_tokens=5,
+                         methods=("autoregressive", "specvlm", "random"), progress=calls.append)
+    assert len(calls) == 8 and len(results) == 12
+    for rec in results:
+        assert set(FIELDS) <= set(rec)
+        assert rec["identical"] is True and rec["error"] is None
+        assert rec["new_tokens"] == 10  # 2 prompts x 5 tokens
+    frames = {r["frames"]: r["video_tokens"] for r in results if r["sweep"] == "frames"}
+    assert frames[3] == 3 * frames[1]
+    paths = write_results(results, str(tmp_path))
+    assert sorted(p.rsplit("/", 1)[1] for p in paths) == [
+        "results.csv", "results.json", "speedup_vs_video_tokens.png", "tau_vs_drop_rate.png"]
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert len(rows) == 12 and rows[0]["method"] == "autoregressive"
+
+
+def test_sweep_points_and_trees():
+    quick = sweep_points(True)
+    assert {p.sweep for p in quick} == {"drop_rate", "frames", "tree_size"}
+    assert tree_of_size(48).size == 48 and tree_of_size(8).size == 8
+    assert tree_of_size(1).size == 1
