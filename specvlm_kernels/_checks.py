@@ -85,3 +85,17 @@ def check_gqa(q_name: str, hq: int, k_name: str, hk: int) -> int:
             f"{k_name} ({hk}) (grouped-query attention)"
         )
     return hq // hk
+
+
+def check_q_k(q: torch.Tensor, k: torch.Tensor, k_len_name: str) -> None:
+    """``q [B, Hq, *, D]`` and ``k [B, Hk, <k_len_name>, D]``: same batch and head dim, D >= 1,
+    ``Hq % Hk == 0``."""
+    b, hq, _, d = q.shape
+    if d < 1:
+        raise ValueError(f"q must have a head dimension >= 1, got shape {tuple(q.shape)}")
+    if k.shape[0] != b or k.shape[3] != d:
+        raise ValueError(
+            f"k must have shape [B={b}, Hk, {k_len_name}, D={d}] to match q {tuple(q.shape)}, "
+            f"got {tuple(k.shape)}"
+        )
+    check_gqa("q", hq, "k", k.shape[1])

@@ -31,8 +31,8 @@ import triton.language as tl
 
 from specvlm_kernels._checks import (
     FLOAT_DTYPES,
-    check_gqa,
     check_int,
+    check_q_k,
     check_same_device,
     check_same_dtype,
     check_scale,
@@ -286,16 +286,8 @@ def _check_inputs(q, k, video_start, video_end, q_offset, out) -> tuple[int, int
     check_tensor("k", k, 4, FLOAT_DTYPES)
     check_same_dtype(q=q, k=k)
     check_same_device(q=q, k=k)
-    b, hq, lq, d = q.shape
-    hk, lk = k.shape[1], k.shape[2]
-    if d < 1:
-        raise ValueError(f"q must have a head dimension >= 1, got shape {tuple(q.shape)}")
-    if k.shape[0] != b or k.shape[3] != d:
-        raise ValueError(
-            f"k must have shape [B={b}, Hk, Lk, D={d}] to match q {tuple(q.shape)}, "
-            f"got {tuple(k.shape)}"
-        )
-    check_gqa("q", hq, "k", hk)
+    check_q_k(q, k, "Lk")
+    b, lq, lk = q.shape[0], q.shape[2], k.shape[2]
     if lq < 1:
         raise ValueError(f"q must have at least one query row (Lq >= 1), got {tuple(q.shape)}")
     if lq > lk:

@@ -63,6 +63,16 @@ def _spread_pick(rank, count, total):
 
 
 @triton.jit
+def _load_block(row_ptr, idx, nv, stride_sn):
+    """Scores of one block as fp32, their order-preserving int32 keys (non-negative scores sort
+    like their bit patterns; -0.0 -> key 0) and the in-row mask."""
+    in_row = idx < nv
+    x = tl.load(row_ptr + idx.to(tl.int64) * stride_sn, mask=in_row, other=0.0).to(tl.float32)
+    key = tl.maximum(x.to(tl.int32, bitcast=True), 0)
+    return x, key, in_row
+
+
+@triton.jit
 def _select_kernel(
     scores_ptr,
     stride_sb,
@@ -92,10 +102,7 @@ def _select_kernel(
     max_key = tl.zeros((), dtype=tl.int32)
     for start in range(0, nv, BLOCK):
         idx = start + offs
-        in_row = idx < nv
-        x = tl.load(row_ptr + idx.to(tl.int64) * stride_sn, mask=in_row, other=0.0)
-        x = x.to(tl.float32)
-        key = tl.maximum(x.to(tl.int32, bitcast=True), 0)  # -0.0 -> key 0
+        x, key, in_row = _load_block(row_ptr, idx, nv, stride_sn)
         total += tl.sum(x.to(tl.float64), axis=0)
         max_key = tl.maximum(max_key, tl.max(key, axis=0))
     target = mass * total
@@ -122,10 +129,7 @@ def _select_kernel(
         c_mid_c = tl.zeros((), dtype=tl.int32)
         for start in range(0, nv, BLOCK):
             idx = start + offs
-            in_row = idx < nv
-            x = tl.load(row_ptr + idx.to(tl.int64) * stride_sn, mask=in_row, other=0.0)
-            x = x.to(tl.float32)
-            key = tl.maximum(x.to(tl.int32, bitcast=True), 0)  # -0.0 -> key 0
+            x, key, in_row = _load_block(row_ptr, idx, nv, stride_sn)
             at_or_above_s = key >= mid_s
             s_mid += tl.sum(tl.where(at_or_above_s, x, 0.0).to(tl.float64), axis=0)
             c_mid_s += tl.sum(at_or_above_s.to(tl.int32), axis=0)
@@ -172,10 +176,7 @@ def _select_kernel(
     kept_run = tl.zeros((), dtype=tl.int32)
     for start in range(0, nv, BLOCK):
         idx = start + offs
-        in_row = idx < nv
-        x = tl.load(row_ptr + idx.to(tl.int64) * stride_sn, mask=in_row, other=0.0)
-        x = x.to(tl.float32)
-        key = tl.maximum(x.to(tl.int32, bitcast=True), 0)  # -0.0 -> key 0
+        x, key, in_row = _load_block(row_ptr, idx, nv, stride_sn)
         tie = (key == tau) & in_row
         tie_rank = tie_run + tl.cumsum(tie.to(tl.int32), axis=0)  # 1-based among ties
         stage1 = in_row & ((key > tau) | (tie & (tie_rank <= take)))

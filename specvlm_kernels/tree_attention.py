@@ -32,7 +32,7 @@ import triton.language as tl
 
 from specvlm_kernels._checks import (
     FLOAT_DTYPES,
-    check_gqa,
+    check_q_k,
     check_same_device,
     check_same_dtype,
     check_scale,
@@ -476,17 +476,10 @@ def _check_inputs(q, k, v, tree_mask) -> None:
     check_tensor("v", v, 4, FLOAT_DTYPES)
     check_same_dtype(q=q, k=k, v=v)
     check_same_device(q=q, k=k, v=v)
-    b, hq, n, d = q.shape
-    if d < 1:
-        raise ValueError(f"q must have a head dimension >= 1, got shape {tuple(q.shape)}")
-    if k.shape[0] != b or k.shape[3] != d:
-        raise ValueError(
-            f"k must have shape [B={b}, Hk, L, D={d}] to match q {tuple(q.shape)}, "
-            f"got {tuple(k.shape)}"
-        )
+    check_q_k(q, k, "L")
+    b, n = q.shape[0], q.shape[2]
     if v.shape != k.shape:
         raise ValueError(f"v must have the shape of k {tuple(k.shape)}, got {tuple(v.shape)}")
-    check_gqa("q", hq, "k", k.shape[1])
     if n > k.shape[2]:
         raise ValueError(
             f"k/v must hold at least the N={n} tree nodes of q (N <= L), got L={k.shape[2]}"
