@@ -1,7 +1,7 @@
 """Command-line entry point: ``specvlm <command>``.
 
-Commands: ``selfcheck`` (every kernel against its PyTorch reference, with timings). The
-``demo`` and ``bench`` commands arrive with the orchestration.
+Commands: ``demo`` (the embedded micro pair, or any supported checkpoint pair: target alone vs
+SpecVLM on one video), ``selfcheck`` (every kernel against its PyTorch reference, with timings).
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("selfcheck", help="run every kernel against its PyTorch reference")
     check.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if present)")
     check.add_argument("--repeats", type=int, default=3, help="timed runs per op (median)")
+    from specvlm import demo
+
+    demo_parser = sub.add_parser("demo", help="target alone vs SpecVLM on one video")
+    demo.add_arguments(demo_parser)
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo.main(args)
 
     import torch
 
