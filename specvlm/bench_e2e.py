@@ -158,3 +158,83 @@ def plot_results(results: list[dict], out_dir: str) -> list[str]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+# -------------------------------------------------------------------------------------------
+# `specvlm bench`
+# -------------------------------------------------------------------------------------------
+class CheckpointWorkload:
+    """A target/draft checkpoint pair asked about generated clips (one question per seed)."""
+
+    def __init__(self, target_dir: str, draft_dir: str, device, prompt: str):
+        from transformers import AutoModelForImageTextToText
+
+        from specvlm.video_inputs import VideoPrompter
+
+        self.target = AutoModelForImageTextToText.from_pretrained(target_dir).to(device).eval()
+        self.draft = AutoModelForImageTextToText.from_pretrained(draft_dir).to(device).eval()
+        self.prompter = VideoPrompter(target_dir, self.target.config)
+        self.device, self.prompt = device, prompt
+
+    def inputs(self, frames: int, seed: int) -> dict:
+        from specvlm.micro.clips import make_clip
+
+        video = make_clip(seed, frames=frames)[0]
+        inputs = self.prompter(video, self.prompt)
+        return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--quick", action="store_true", help="a few minutes on a CPU")
+    parser.add_argument("--out", default="bench-results", help="output directory")
+    parser.add_argument("--target", help="target checkpoint directory (default: embedded)")
+    parser.add_argument("--draft", help="draft checkpoint directory (default: embedded)")
+    parser.add_argument("--prompt", default="describe the video .")
+    parser.add_argument("--prompts", type=int, default=None, help="clips per sweep point")
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated subset of " + ",".join(METHODS))  # fmt: skip
+    parser.add_argument("--device", default=None)
+
+
+def main(args) -> int:
+    import sys
+
+    import torch
+    from tqdm import tqdm
+
+    from specvlm.demo import EMBEDDED, DemoError, _checkpoint, _device
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    try:
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise DemoError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        if (args.target is None) != (args.draft is None):
+            raise DemoError("give both --target and --draft, or neither (the embedded pair)")
+        target_dir = _checkpoint(args.target or str(EMBEDDED / "target"),
+                                 "target" if args.target else "embedded target")  # fmt: skip
+        draft_dir = _checkpoint(args.draft or str(EMBEDDED / "draft"),
+                                "draft" if args.draft else "embedded draft")  # fmt: skip
+        device = _device(args.device)
+    except DemoError as err:
+        print(f"specvlm bench: error: {err}", file=sys.stderr)
+        return 2
+    prompts = args.prompts or (2 if args.quick else 4)
+    max_new = args.max_new_tokens or (24 if args.quick else 48)
+    points = sweep_points(args.quick)
+    workload = CheckpointWorkload(target_dir, draft_dir, device, args.prompt)
+    with torch.no_grad():  # warm-up outside the timings
+        warm = workload.inputs(8, 0)
+        compare(workload.target, workload.draft, warm, ("autoregressive", "specvlm"),
+                max_new_tokens=4)  # fmt: skip
+    with tqdm(total=len(points) * prompts, desc="specvlm bench", unit="run") as bar:
+        results = run_sweeps(workload, points, methods=methods, prompts=prompts,
+                             max_new_tokens=max_new, progress=bar.update)  # fmt: skip
+    paths = write_results(results, args.out)
+    broken = [r for r in results if r["identical"] is False]
+    print("wrote " + ", ".join(paths))
+    if broken:
+        print(f"NOT IDENTICAL: {sorted({r['method'] for r in broken})}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,7 +1,8 @@
 """Command-line entry point: ``specvlm <command>``.
 
-Commands: ``demo`` (the embedded micro pair, or any supported checkpoint pair: target alone vs
-SpecVLM on one video), ``selfcheck`` (every kernel against its PyTorch reference, with timings).
+Commands: ``demo`` (target alone vs SpecVLM on one video, with the embedded micro pair or any
+supported checkpoint pair), ``bench`` (every method on the same clips, sweeps, JSON/CSV/plots),
+``selfcheck`` (every kernel against its PyTorch reference, with timings).
 """
 
 from __future__ import annotations
@@ -27,9 +28,15 @@ def main(argv: list[str] | None = None) -> int:
 
     demo_parser = sub.add_parser("demo", help="target alone vs SpecVLM on one video")
     demo.add_arguments(demo_parser)
+    from specvlm import bench_e2e
+
+    bench_parser = sub.add_parser("bench", help="every method on the same clips, with sweeps")
+    bench_e2e.add_arguments(bench_parser)
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo.main(args)
+    if args.command == "bench":
+        return bench_e2e.main(args)
 
     import torch
 
