@@ -335,16 +335,15 @@ class SpeculativeDecoder:
         if layout is not None:
             stats.video_tokens = layout.num_tokens
             stats.kept_video_tokens = layout.num_tokens
+            scores = _gather_scores(plan.scores, layout)
+            stats.video_grid, stats.video_scores = layout.grid, scores.float().cpu()
+            stats.kept_indices = torch.arange(layout.num_tokens)
         if done:
             return emitted
 
         # 2. Pruning.
         t0 = _now(devices)
         keep_seq = torch.ones(prompt_len, dtype=torch.bool)
-        if layout is not None:
-            scores = _gather_scores(plan.scores, layout)
-            stats.video_grid, stats.video_scores = layout.grid, scores.float().cpu()
-            stats.kept_indices = torch.arange(layout.num_tokens)
         if layout is not None and self.drop_rate > 0:
             keep = int(layout.num_tokens * (1.0 - self.drop_rate))
             kept = selectors.run_selector(self.selector, scores, keep, layout.grid)
