@@ -20,7 +20,7 @@ if ! python -c "import torch" >/dev/null 2>&1; then
         python -m pip install --quiet torch==2.13.0
     fi
 fi
-if ! python -c "import specvlm, specvlm_kernels, pytest_benchmark, hypothesis, matplotlib" \
+if ! python -c "import specvlm, specvlm_kernels, pytest_benchmark, hypothesis, matplotlib, av" \
         >/dev/null 2>&1; then
     python -m pip install --quiet -e ".[dev]"
 fi
