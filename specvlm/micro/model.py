@@ -1,0 +1,118 @@
+"""Configs of the micro LLaVA-OneVision target / draft pair (stock transformers classes).
+
+Both share the micro tokenizer's vocabulary and special ids (tokenizer.py) and the vision
+geometry: 64x64 frames, SigLIP patch 8 -> 8x8 patches, projected, bilinearly pooled 2x to 4x4 =
+16 tokens per frame; 8 frames + 1 image_newline = 129 video tokens
+(``vision_feature_select_strategy="full"``, ``vision_feature_layer=-1``).  Text models are Qwen2
+(untied lm_head, as tests/tiny_models.py); vision towers are tiny SigLIP encoders without head.
+
+Sizes are dicts (see TARGET / DRAFT / TINY_*); ``param_count(config)`` counts parameters by
+building the model on the meta device.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+from specvlm.micro.processor import FRAME_SIZE, PATCH_SIZE
+from specvlm.micro.tokenizer import EOS_ID, IMAGE_ID, PAD_ID, VIDEO_ID, vocabulary
+
+# hidden / heads / kv_heads / layers / inter: text (Qwen2); vis_*: SigLIP vision tower.
+TARGET = dict(
+    hidden=256, heads=4, kv_heads=2, layers=4, inter=768,
+    vis_hidden=192, vis_heads=3, vis_layers=3, vis_inter=576,
+)  # fmt: skip
+DRAFT = dict(
+    hidden=128, heads=2, kv_heads=1, layers=1, inter=384,
+    vis_hidden=64, vis_heads=2, vis_layers=2, vis_inter=192,
+)  # fmt: skip
+# For tests (--tiny): seconds to train, not meant to learn much.
+TINY_TARGET = dict(
+    hidden=64, heads=2, kv_heads=1, layers=2, inter=128,
+    vis_hidden=32, vis_heads=2, vis_layers=1, vis_inter=64,
+)  # fmt: skip
+TINY_DRAFT = dict(
+    hidden=32, heads=2, kv_heads=1, layers=1, inter=64,
+    vis_hidden=32, vis_heads=2, vis_layers=1, vis_inter=64,
+)  # fmt: skip
+
+
+def build_config(size: dict, frame_size: int = FRAME_SIZE, patch_size: int = PATCH_SIZE):
+    """LlavaOnevisionConfig of `size` for the micro vocabulary and vision geometry."""
+    vocab_size = len(vocabulary())
+    text = dict(
+        model_type="qwen2",
+        vocab_size=vocab_size,
+        hidden_size=size["hidden"],
+        intermediate_size=size["inter"],
+        num_hidden_layers=size["layers"],
+        num_attention_heads=size["heads"],
+        num_key_value_heads=size["kv_heads"],
+        max_position_embeddings=1024,
+        rms_norm_eps=1e-6,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+        bos_token_id=None,
+        eos_token_id=EOS_ID,
+        pad_token_id=PAD_ID,
+        tie_word_embeddings=False,
+    )
+    vision = dict(
+        model_type="siglip_vision_model",
+        hidden_size=size["vis_hidden"],
+        intermediate_size=size["vis_inter"],
+        num_hidden_layers=size["vis_layers"],
+        num_attention_heads=size["vis_heads"],
+        image_size=frame_size,
+        patch_size=patch_size,
+        num_channels=3,
+        vision_use_head=False,
+    )
+    config = LlavaOnevisionConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_index=IMAGE_ID,
+        video_token_index=VIDEO_ID,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=[[frame_size, frame_size]],
+        tie_word_embeddings=False,
+    )
+    return config
+
+
+def build_pair_configs(tiny: bool = False):
+    """(target_config, draft_config): same vocab, special ids and vision geometry."""
+    if tiny:
+        return build_config(TINY_TARGET), build_config(TINY_DRAFT)
+    return build_config(TARGET), build_config(DRAFT)
+
+
+def build_model(config, seed: int = 0) -> LlavaOnevisionForConditionalGeneration:
+    """A freshly initialised model (HF init, seeded), eval mode, with generation settings."""
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config)
+    gc = model.generation_config
+    gc.bos_token_id = None
+    gc.eos_token_id = EOS_ID
+    gc.pad_token_id = PAD_ID
+    gc.do_sample = False
+    gc.max_new_tokens = 20
+    return model.eval()
+
+
+def param_count(config) -> dict[str, int]:
+    """Parameter counts (total, text, vision, projector) without allocating weights."""
+    with torch.device("meta"):
+        model = LlavaOnevisionForConditionalGeneration(config)
+    inner = model.model
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    return dict(
+        total=count(model),
+        text=count(inner.language_model) + count(model.lm_head),
+        vision=count(inner.vision_tower),
+        projector=count(inner.multi_modal_projector) + inner.image_newline.numel(),
+    )

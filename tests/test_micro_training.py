@@ -1,0 +1,161 @@
+"""Micro pair: tokenizer / processor / data agree, configs, and scripts/train_micro.py --tiny."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from specvlm.micro import data, model, processor, tokenizer
+from specvlm.micro.clips import make_clip, make_example, make_question
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tokenizer_round_trip():
+    tok = tokenizer.build_tokenizer()
+    _, question, answer = make_example(4)
+    text = f"{question} {answer}"
+    ids = tok(text)["input_ids"]
+    assert tok.unk_token_id not in ids
+    assert tok.decode(ids) == text
+    assert tok("<video><video>")["input_ids"] == [tokenizer.VIDEO_ID] * 2
+    assert tok.pad_token_id == tokenizer.PAD_ID and tok.eos_token_id == tokenizer.EOS_ID
+
+
+def test_processor_video_output_and_round_trip(tmp_path):
+    proc = processor.build_processor()
+    video, _ = make_clip(0)
+    out = processor.video_inputs(proc, video, "what colour is the square ?")
+    pv = out["pixel_values_videos"]
+    assert pv.shape == (1, 8, 3, 64, 64) and pv.dtype == torch.float32
+    assert torch.equal(pv[0], data.pixels(video))
+    n_video = int((out["input_ids"] == tokenizer.VIDEO_ID).sum())
+    assert n_video == processor.num_video_tokens(8) == 129
+    proc.save_pretrained(tmp_path)
+    loaded = processor.load_processor(tmp_path)
+    assert type(loaded).__name__ == "LlavaOnevisionProcessor"
+    again = processor.video_inputs(loaded, video, "what colour is the square ?")
+    assert all(torch.equal(out[k], again[k]) for k in out)
+
+
+def test_training_conversation_matches_processor():
+    """data.conversation() builds exactly the processor's tokens for a multi-turn chat."""
+    proc = processor.build_processor()
+    video, facts = make_clip(7)
+    rng = np.random.default_rng(0)
+    turns = [make_question(facts, t, rng) for t in ("caption", "count", "motion")]
+    messages = []
+    for i, (q, a) in enumerate(turns):
+        content = ([{"type": "video"}] if i == 0 else []) + [{"type": "text", "text": q}]
+        messages.append({"role": "user", "content": content})
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": a}]})
+    text = proc.apply_chat_template(messages, tokenize=False)
+    out = proc(text=text, videos=[video], return_tensors="pt")
+    ids, labels = data.conversation(turns)
+    assert out["input_ids"][0].tolist() == ids
+    answer_ids = [x for x in labels if x != data.IGNORE]
+    expected = sum((data.word_ids(a) + [tokenizer.EOS_ID] for _, a in turns), [])
+    assert answer_ids == expected
+    # the first turn alone is the evaluation prompt + answer
+    first = proc(text=processor.prompt(proc, turns[0][0]), videos=[video])["input_ids"][0]
+    assert ids[: len(first)] == list(first)
+
+
+def test_packed_questions_equal_separate_prompts(one_thread):
+    """A packed training row computes each question exactly as its own prompt would."""
+    m = model.build_model(model.build_config(model.TINY_TARGET), seed=0)
+    video, facts = make_clip(11)
+    rng = np.random.default_rng(1)
+    turns = [make_question(facts, t, rng) for t in ("caption", "colour", "exists")]
+    short = [make_question(facts, "count", rng)]
+    pix = data.pixels(video)
+    ids = data.packed(turns)[0]
+    batch = data.collate([(*data.packed(turns), pix), (*data.packed(short), pix)])
+    assert batch["attention_mask"].shape == (2, 1, len(ids), len(ids))
+    with torch.no_grad():
+        packed_logits = m(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        for row, qs in ((0, turns), (1, short)):
+            seg = torch.tensor(data.packed(qs)[3])
+            for j, turn in enumerate(qs, start=1):
+                single, _ = data.conversation([turn])
+                ref = m(
+                    input_ids=torch.tensor([single]),
+                    pixel_values_videos=pix[None],
+                ).logits[0]
+                got = packed_logits[row, : len(seg)][(seg == 0) | (seg == j)]
+                torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_pair_configs_share_vocab_and_geometry():
+    target, draft = model.build_pair_configs()
+    for a, b in ((target, draft),):
+        assert a.text_config.vocab_size == b.text_config.vocab_size == len(tokenizer.vocabulary())
+        assert a.video_token_index == b.video_token_index == tokenizer.VIDEO_ID
+        assert a.image_token_index == b.image_token_index == tokenizer.IMAGE_ID
+        for key in ("image_size", "patch_size"):
+            assert getattr(a.vision_config, key) == getattr(b.vision_config, key)
+    assert (target.vision_config.image_size, target.vision_config.patch_size) == (64, 8)
+    assert draft.text_config.num_hidden_layers == 1
+    nt, nd = model.param_count(target)["total"], model.param_count(draft)["total"]
+    assert 4_000_000 <= nt <= 20_000_000
+    assert 300_000 <= nd <= 1_000_000 and nt >= 8 * nd
+
+
+def test_train_script_tiny_end_to_end(tmp_path, one_thread):
+    from transformers import AutoModelForImageTextToText
+
+    out = tmp_path / "micro"
+    start = time.time()
+    script = str(ROOT / "scripts" / "train_micro.py")
+    cmd = [sys.executable, script, "--tiny", "--out", str(out), "--model", "both", "--threads", "1"]
+    res = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    elapsed = time.time() - start
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert elapsed < 60, f"--tiny took {elapsed:.0f} s"
+
+    video, question, answer = make_example(data.EVAL_SEED_BASE + 3)
+    vocab_sizes = set()
+    for name in ("target", "draft"):
+        path = out / name
+        report = json.loads((path / "train_report.json").read_text())
+        assert report["steps"] == 20 and set(report["eval"]) == {"video", "noise"}
+        proc = processor.load_processor(path)  # AutoProcessor.from_pretrained
+        m = AutoModelForImageTextToText.from_pretrained(path)
+        assert type(m).__name__ == "LlavaOnevisionForConditionalGeneration"
+        vocab_sizes.add(m.config.text_config.vocab_size)
+        inputs = processor.video_inputs(proc, video, question)
+        with torch.no_grad():
+            gen = m.generate(**inputs, max_new_tokens=4, do_sample=False)
+        assert gen.shape[0] == 1 and inputs["input_ids"].shape[1] < gen.shape[1]
+        assert torch.equal(gen[0, : inputs["input_ids"].shape[1]], inputs["input_ids"][0])
+        assert isinstance(proc.tokenizer.decode(gen[0], skip_special_tokens=True), str)
+    assert len(vocab_sizes) == 1
+
+
+def test_torchvision_stand_ins_are_undone():
+    import transformers
+
+    names = ("VideoProcessorMixin", "BaseVideoProcessor", "LlavaOnevisionVideoProcessor")
+    before = {n: transformers.__dict__.get(n) for n in names}
+    processor.build_processor()
+    after = {n: transformers.__dict__.get(n) for n in before}
+    assert after == before
