@@ -195,6 +195,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated subset of " + ",".join(METHODS))  # fmt: skip
     parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default 1)")
 
 
 def main(args) -> int:
@@ -203,7 +204,7 @@ def main(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from specvlm.demo import EMBEDDED, DemoError, _checkpoint, _device
+    from specvlm.demo import EMBEDDED, DemoError, _checkpoint, _device, set_threads
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     try:
@@ -217,6 +218,7 @@ def main(args) -> int:
         draft_dir = _checkpoint(args.draft or str(EMBEDDED / "draft"),
                                 "draft" if args.draft else "embedded draft")  # fmt: skip
         device = _device(args.device)
+        set_threads(device, args.threads)
     except DemoError as err:
         print(f"specvlm bench: error: {err}", file=sys.stderr)
         return 2
