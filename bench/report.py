@@ -33,8 +33,23 @@ def load_records(path: Path) -> list[dict]:
     return records
 
 
+BASELINES = ("eager", "sdpa")  # the eager PyTorch path each kernel is compared with
+
+
+def add_speedups(records: list[dict]) -> list[dict]:
+    """``speedup`` of every timed record over the eager baseline of its group (same shape)."""
+    base = {r["group"]: r["median_us"] for r in records
+            if r.get("impl") in BASELINES and r.get("median_us")}  # fmt: skip
+    for rec in records:
+        ref = base.get(rec["group"])
+        if ref and rec.get("median_us"):
+            rec["speedup"] = ref / rec["median_us"]
+    return records
+
+
 def markdown_table(records: list[dict]) -> str:
-    cols = ["name", "median_us", "gbs", "tflops", "pct_hbm_peak", "pct_tc_peak", "device"]
+    cols = ["name", "median_us", "speedup", "gbs", "tflops", "pct_hbm_peak", "pct_tc_peak",
+            "device"]  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for rec in records:
         cells = []
@@ -81,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args(argv)
-    records = load_records(args.json)
+    records = add_speedups(load_records(args.json))
     if not records:
         print(f"no benchmarks in {args.json}", file=sys.stderr)
         return 1

@@ -7,9 +7,9 @@ Compared implementations, per layer:
 * ``prefill``: the layer's own causal SDPA (flash) prefill over all ``Lk`` tokens, for the
   "scoring is under 5% of the layer's prefill" goal.
 
-CUDA: layer shapes of llava-ov-7b/72b and qwen2.5-vl-7b/32b; 32 system tokens, then ``Nv`` video
-tokens (2k, 16k, 64k), then ``Lq`` text rows (64, 256); fp16 and bf16. CPU (interpreter): two
-tiny smoke shapes.
+CUDA: layer shapes of llava-ov-7b/72b, qwen2.5-vl-7b/32b and qwen3-vl-8b; 32 system tokens,
+then ``Nv`` video tokens (2k, 16k, 64k), then ``Lq`` text rows (64, 256); fp16 and bf16.
+CPU (interpreter): two tiny smoke shapes.
 
     PYTHONPATH=. python -m pytest bench/test_bench_attention_scores.py --benchmark-json=s.json
 
@@ -33,7 +33,7 @@ if on_gpu():
     SHAPES = [
         # (name, Hq, Hk, D, Nv, Lq, dtype)
         (m, MODELS[m].heads, MODELS[m].kv_heads, MODELS[m].head_dim, nv, lq, dtype)
-        for m in ("llava-ov-7b", "llava-ov-72b", "qwen2.5-vl-7b", "qwen2.5-vl-32b")
+        for m in ("llava-ov-7b", "llava-ov-72b", "qwen2.5-vl-7b", "qwen2.5-vl-32b", "qwen3-vl-8b")
         for nv in (2048, 16384, 65536)
         for lq in (64, 256)
         for dtype in (torch.float16, torch.bfloat16)

@@ -1,6 +1,7 @@
 """Benchmark: two-stage video-token selection (Triton) vs the eager PyTorch reference.
 
-CUDA: batch 1, Nv in 2k/16k/64k/128k video tokens, keep = 10% of Nv, mass = 0.4, scores an
+CUDA: batch 1, Nv in 2k/16k/64k/128k video tokens, keep = 10% of Nv (selection alone also at
+drop rates 0.5 / 0.75 / 0.95 for 64k Qwen2.5-VL tokens), mass = 0.4, scores an
 fp32 softmax row (attention-like). Token layouts: LLaVA-OneVision frames of 14 x 14 = 196
 tokens, Qwen2.5-VL frames of 16 x 28 = 448 tokens (after the 2 x 2 merge), with T the number
 of frames closest to Nv (so Nv is T * H * W, e.g. 65464 = 334 * 196), plus a flat layout
@@ -47,7 +48,9 @@ def _layout(name: str, nv: int):
 
 if on_gpu():
     SIZES = [2048, 16384, 65536, 131072]
-    SELECT_SHAPES = [(lay, nv) for nv in SIZES for lay in ("llava-ov", "qwen2.5-vl", "flat")]
+    SELECT_SHAPES = [
+        (lay, nv, 0.9) for nv in SIZES for lay in ("llava-ov", "qwen2.5-vl", "flat")
+    ] + [("qwen2.5-vl", 65536, drop) for drop in (0.5, 0.75, 0.95)]  # drop-rate sweep
     CHANNELS = [MODELS["llava-ov-7b"].hidden, MODELS["llava-ov-0.5b"].hidden]  # 3584, 896
     PRUNE_SHAPES = [
         (lay, nv, c, torch.bfloat16)
@@ -56,12 +59,12 @@ if on_gpu():
         for c in CHANNELS
     ]
 else:  # interpreter smoke shapes
-    SELECT_SHAPES = [("llava-ov", 196), ("flat", 120)]
+    SELECT_SHAPES = [("llava-ov", 196, 0.9), ("flat", 120, 0.5)]
     PRUNE_SHAPES = [("llava-ov", 196, 32, torch.float32), ("flat", 120, 16, torch.float32)]
 
 
 def _select_id(shape) -> str:
-    return f"{shape[0]}-Nv{shape[1]}"
+    return f"{shape[0]}-Nv{shape[1]}-drop{shape[2]}"
 
 
 def _prune_id(shape) -> str:
@@ -76,13 +79,14 @@ def _scores(nv: int, device: torch.device) -> torch.Tensor:
 
 
 def _select_case(shape, device):
-    lay, target_nv = shape
+    lay, target_nv, drop_rate = shape
     grid, nv = _layout(lay, target_nv)
-    keep = nv // 10
+    keep = int(nv * (1.0 - drop_rate))
     scores = _scores(nv, device)
     # scores read once + indices written (see the module docstring)
     bytes_moved = scores.numel() * 4 + keep * 8
-    info = dict(layout=lay, B=1, Nv=nv, keep=keep, grid=str(grid), mass=MASS)
+    info = dict(layout=lay, B=1, Nv=nv, keep=keep, drop_rate=drop_rate, grid=str(grid),
+                mass=MASS)  # fmt: skip
     return scores, keep, grid, float(bytes_moved), info
 
 

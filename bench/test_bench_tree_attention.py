@@ -1,7 +1,7 @@
 """Benchmark: tree attention (Triton split-K kernel) vs eager SDPA with an explicit mask.
 
 CUDA: the attention-layer shapes of the models in ``_common.MODELS`` (llava-ov-0.5b/7b/72b,
-qwen2.5-vl-7b/32b), batch 1, prefix lengths L in 2k/8k/32k/64k keys, tree sizes N in
+qwen2.5-vl-7b/32b, qwen3-vl-8b), batch 1, prefix lengths L in 2k/8k/32k/64k keys, tree sizes N in
 1/8/26/64, fp16 and bf16. CPU (Triton interpreter): two tiny smoke shapes.
 
     PYTHONPATH=. python -m pytest bench/test_bench_tree_attention.py --benchmark-json=tree.json
@@ -21,7 +21,10 @@ from _common import MODELS, bench_device, on_gpu, record_metrics, synchronized
 
 from specvlm_kernels.tree_attention import tree_attention
 
-GPU_MODELS = ["llava-ov-0.5b", "llava-ov-7b", "llava-ov-72b", "qwen2.5-vl-7b", "qwen2.5-vl-32b"]
+GPU_MODELS = [
+    "llava-ov-0.5b", "llava-ov-7b", "llava-ov-72b",
+    "qwen2.5-vl-7b", "qwen2.5-vl-32b", "qwen3-vl-8b",
+]  # fmt: skip
 GPU_LENGTHS = [2048, 8192, 32768, 65536]
 GPU_NODES = [1, 8, 26, 64]
 

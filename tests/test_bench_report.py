@@ -59,3 +59,14 @@ def test_roofline_plot_skipped_for_cpu_records(report, tmp_path):
     out = tmp_path / "roofline.png"
     assert not report.roofline_plot(report.load_records(_write(tmp_path, "cpu (x86_64)")), out)
     assert not out.exists()
+
+
+def test_speedup_over_the_eager_baseline_of_the_group(report):
+    records = [
+        {"group": "g1", "impl": "triton", "median_us": 10.0, "name": "a"},
+        {"group": "g1", "impl": "eager", "median_us": 40.0, "name": "b"},
+        {"group": "g2", "impl": "triton", "median_us": 5.0, "name": "c"},  # no baseline
+    ]
+    out = report.add_speedups(records)
+    assert out[0]["speedup"] == 4.0 and out[1]["speedup"] == 1.0 and "speedup" not in out[2]
+    assert "speedup" in report.markdown_table(out).splitlines()[0]
