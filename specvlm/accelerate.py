@@ -18,6 +18,7 @@ One ``generate`` call, top to bottom (see ``docs/design.md``):
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from specvlm.attention import AttentionPlan, attention_plan, routed_attention
 from specvlm.decoder import capture_decoder_inputs, decoder_forward, new_cache
 from specvlm.drafting import draft_tree, fed_nodes
 from specvlm.families import Family, VideoLayout, family_of
+from specvlm.penalty import RepetitionPenalty
 from specvlm.runner import Side, ones_mask
 from specvlm.trees import Tree, default_tree
 from specvlm.verify import verify_mask, verify_tree
@@ -62,7 +64,6 @@ class GenerationStats:
 
 # GenerationConfig fields that change greedy choices; not implemented yet, so refused.
 _UNSUPPORTED_DEFAULTS = {
-    "repetition_penalty": 1.0,
     "no_repeat_ngram_size": 0,
     "encoder_no_repeat_ngram_size": 0,
     "bad_words_ids": None,
@@ -253,6 +254,9 @@ class SpeculativeDecoder:
                 f"for a prompt of {prompt_len}"
             )
         eos = _as_set(gc.eos_token_id)
+        penalty = gc.repetition_penalty if gc.repetition_penalty not in (None, 1.0) else None
+        if penalty is not None and not penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {penalty}")
 
         snapshots = [
             (m, self.family.snapshot(m)) for m in (self.target, self.draft)
@@ -268,7 +272,8 @@ class SpeculativeDecoder:
                 routed_attention(self.family.decoder(self.target)),
                 routed_attention(self.family.decoder(self.draft)),
             ):
-                new = self._generate(input_ids, inputs, max_new, eos, streamer, stats, devices)
+                new = self._generate(input_ids, inputs, max_new, eos, streamer, stats, devices,
+                                     penalty)  # fmt: skip
             if streamer is not None:
                 streamer.end()
         finally:
@@ -284,7 +289,8 @@ class SpeculativeDecoder:
         out = torch.tensor([new], dtype=input_ids.dtype, device=input_ids.device)
         return torch.cat([input_ids, out], dim=1)
 
-    def _generate(self, input_ids, inputs, max_new, eos, streamer, stats, devices) -> list[int]:
+    def _generate(self, input_ids, inputs, max_new, eos, streamer, stats, devices,
+                  penalty) -> list[int]:  # fmt: skip
         fam, tree = self.family, self.tree
         target, draft = self.target, self.draft
         t_dec, d_dec = fam.decoder(target), fam.decoder(draft)
@@ -294,11 +300,17 @@ class SpeculativeDecoder:
         if streamer is not None:
             streamer.put(input_ids.cpu())
         emitted: list[int] = []
+        rep = None
+        if penalty is not None:
+            vocab, device = t_head.weight.shape[0], t_head.weight.device
+            rep = RepetitionPenalty(penalty, input_ids, vocab, device)
 
         def emit(tokens: list[int]) -> bool:
             """Append tokens up to EOS / the budget; True when generation is finished."""
             for tok in tokens:
                 emitted.append(tok)
+                if rep is not None:
+                    rep.add([tok])
                 if streamer is not None:
                     streamer.put(torch.tensor([tok]))
                 if tok in eos or len(emitted) >= max_new:
@@ -323,7 +335,8 @@ class SpeculativeDecoder:
                 ones_mask(prompt_len, t_in.inputs_embeds.device),
                 logits_rows=slice(prompt_len - 1, prompt_len), extra=t_in.extra,
             )  # fmt: skip
-        root = int(logits[0, -1].argmax())
+        last = logits[0, -1:].float() if rep is None else rep.last(logits[0, -1:])
+        root = int(last[0].argmax())
         stats.target_forwards += 1
         stats.target_prefill = _now(devices) - t0
         stats.scoring = plan.score_seconds
@@ -382,11 +395,15 @@ class SpeculativeDecoder:
                    d_embeds.device)  # fmt: skip
         fed = fed_nodes(tree)
         tree_mask = verify_mask(tree)
+        ancestors = tree.ancestor_mask()
         pending = [root]  # tokens the draft has not processed yet; the last one is the root
         while True:
             node_tokens, prefix_len, root_pos = draft_tree(drf, tree, pending)
             t_base = tgt.length
-            accepted, bonus = verify_tree(tgt, tree, tree_mask, pending[-1], node_tokens)
+            adjust = None
+            if rep is not None:
+                adjust = functools.partial(rep.tree, ancestors=ancestors, node_tokens=node_tokens)
+            accepted, bonus = verify_tree(tgt, tree, tree_mask, pending[-1], node_tokens, adjust)
             stats.accepted_lengths.append(len(accepted) + 1)
             # Both caches keep only the accepted path; the draft has not fed the deepest level.
             tgt.keep(t_base, [0] + [1 + a for a in accepted])

@@ -19,11 +19,18 @@ def verify_mask(tree: Tree) -> torch.Tensor:
 
 
 def verify_tree(
-    target: Side, tree: Tree, tree_mask: torch.Tensor, root: int, node_tokens: list[int]
+    target: Side,
+    tree: Tree,
+    tree_mask: torch.Tensor,
+    root: int,
+    node_tokens: list[int],
+    adjust=None,
 ) -> tuple[list[int], int]:
     """Feed ``[root, *node_tokens]`` (positions: next + depth) with tree attention and accept
-    greedily. Returns ``(accepted node indices, bonus token)``; the target cache then holds the
-    root and all nodes after its previous ``target.length`` entries."""
+    greedily. ``adjust(logits [N + 1, V]) -> logits``: the generation's logits processing (e.g.
+    :class:`~specvlm.penalty.RepetitionPenalty`). Returns ``(accepted node indices, bonus
+    token)``; the target cache then holds the root and all nodes after its previous
+    ``target.length`` entries."""
     base = target.length
     n = tree.size + 1
     mask = torch.ones(1, 1, n, base + n, dtype=torch.bool)
@@ -32,5 +39,6 @@ def verify_tree(
     logits = target.step(
         [root, *node_tokens], torch.tensor([0, *tree.depths]), plan, mask, slice(None)
     )
-    choice = logits[0].argmax(dim=-1)
+    scores = logits[0].float() if adjust is None else adjust(logits[0])
+    choice = scores.argmax(dim=-1)
     return greedy_accept(tree, torch.tensor(node_tokens), choice)

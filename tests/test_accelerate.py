@@ -211,8 +211,8 @@ def test_sampling_and_beams_refused(family):
         sd.generate(**inputs, do_sample=True, max_new_tokens=3)
     with pytest.raises(NotImplementedError, match="num_beams"):
         sd.generate(**inputs, num_beams=2, max_new_tokens=3)
-    with pytest.raises(NotImplementedError, match="repetition_penalty"):
-        sd.generate(**inputs, repetition_penalty=1.2, max_new_tokens=3)
+    with pytest.raises(NotImplementedError, match="no_repeat_ngram_size"):
+        sd.generate(**inputs, no_repeat_ngram_size=2, max_new_tokens=3)
 
 
 def test_batch_of_two_refused(family):
@@ -308,3 +308,17 @@ def test_eager_attention_models():
     out = specvlm.accelerate((target, small)).generate(**inputs, max_new_tokens=NEW)
     assert out.tolist() == ref.tolist()
     assert target.config.get_text_config()._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("penalty", [1.3, 0.8])
+def test_repetition_penalty_like_generate(family, penalty):
+    """generate's repetition penalty (Qwen2.5-VL ships 1.05) applied per tree node."""
+    target, _ = pair(family)
+    inputs = tm.make_inputs(family, target, seed=18)
+    stats = assert_same(family, inputs, repetition_penalty=penalty, max_new_tokens=16,
+                        tree=[[0], [1], [0, 0], [1, 0], [0, 0, 0]])  # fmt: skip
+    assert stats.new_tokens == 16
+    plain = reference(target, inputs, max_new_tokens=16)
+    assert reference(target, inputs, max_new_tokens=16, repetition_penalty=penalty).tolist() != (
+        plain.tolist()
+    ), "the penalty must change this greedy output, or the test shows nothing"
