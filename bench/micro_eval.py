@@ -73,13 +73,22 @@ def main() -> None:
         ident = all(r["identical"] for r in recs)
         print(f"| {method} | {tau} | {dec:.2f}x | {e2e:.2f}x | {ident} |")
 
-    print(f"\n## Tree size (two_stage, drop rate {args.drop_rate})\n")
+    for title, gen, new in (
+        ("answers as generated (stop at EOS)", None, args.max_new_tokens),
+        ("steady state: EOS ignored, 48 tokens (the answers above are 1-12 tokens long)",
+         {"eos_token_id": None}, 48),
+    ):  # fmt: skip
+        tree_table(target, draft, examples, args.drop_rate, title, gen, new)
+
+
+def tree_table(target, draft, examples, drop_rate, title, gen, new) -> None:
+    print(f"\n## Tree size (two_stage, drop rate {drop_rate}): {title}\n")
     print("| tree nodes | tau | decode speedup | end-to-end speedup | identical |")
     print("|---|---|---|---|---|")
     for size in (1, 3, 6, 12, 24, 48):
-        runs = [compare(target, draft, x, ("autoregressive", "specvlm"),
-                        max_new_tokens=args.max_new_tokens, drop_rate=args.drop_rate,
-                        tree=tree_of_size(size)) for x in examples]  # fmt: skip
+        runs = [compare(target, draft, x, ("autoregressive", "specvlm"), max_new_tokens=new,
+                        drop_rate=drop_rate, tree=tree_of_size(size),
+                        generate_kwargs=gen) for x in examples]  # fmt: skip
         taus = [r[1]["mean_accepted_length"] for r in runs if r[1]["mean_accepted_length"]]
         dec = sum(r[0]["decode_s"] for r in runs) / sum(r[1]["decode_s"] for r in runs)
         e2e = sum(r[0]["e2e_s"] for r in runs) / sum(r[1]["e2e_s"] for r in runs)

@@ -49,9 +49,13 @@ def _peak(devices) -> int | None:
     return max(torch.cuda.max_memory_allocated(dev) for dev in devices)
 
 
-def run_method(method: str, target, draft, inputs: dict, *, max_new_tokens: int,
-               drop_rate: float = 0.9, tree=None) -> tuple[torch.Tensor | None, dict]:  # fmt: skip
-    """Run one method once; return ``(output ids or None on error, record)``."""
+def run_method(
+    method: str, target, draft, inputs: dict, *, max_new_tokens: int, drop_rate: float = 0.9,
+    tree=None, generate_kwargs: dict | None = None,
+) -> tuple[torch.Tensor | None, dict]:  # fmt: skip
+    """Run one method once; return ``(output ids or None on error, record)``.
+    ``generate_kwargs`` (e.g. ``eos_token_id``) go to every method's ``generate``."""
+    gen = dict(generate_kwargs or {}, max_new_tokens=max_new_tokens)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     devices = cuda_devices(target, draft)
@@ -61,14 +65,13 @@ def run_method(method: str, target, draft, inputs: dict, *, max_new_tokens: int,
         with torch.no_grad():
             if method == "autoregressive":
                 out, t = timed(
-                    lambda s: target.generate(**inputs, do_sample=False,
-                                              max_new_tokens=max_new_tokens, streamer=s),
+                    lambda s: target.generate(**inputs, do_sample=False, streamer=s, **gen),
                     devices,
                 )  # fmt: skip
             elif method == "assisted_generation":
                 out, t = timed(
                     lambda s: target.generate(**inputs, do_sample=False, assistant_model=draft,
-                                              max_new_tokens=max_new_tokens, streamer=s),
+                                              streamer=s, **gen),
                     devices,
                 )  # fmt: skip
             else:
@@ -76,7 +79,7 @@ def run_method(method: str, target, draft, inputs: dict, *, max_new_tokens: int,
                 sd = specvlm.accelerate((target, draft), drop_rate=rate,
                                         selector=_SELECTOR[method], tree=tree)  # fmt: skip
                 out, t = timed(
-                    lambda s: sd.generate(**inputs, max_new_tokens=max_new_tokens, streamer=s),
+                    lambda s: sd.generate(**inputs, streamer=s, **gen),
                     devices,
                 )
                 stats = sd.last_stats
@@ -97,21 +100,24 @@ def run_method(method: str, target, draft, inputs: dict, *, max_new_tokens: int,
 
 
 def compare(target, draft, inputs: dict, methods=METHODS, *, max_new_tokens: int,
-            drop_rate: float = 0.9, tree=None, **params) -> list[dict]:  # fmt: skip
+            drop_rate: float = 0.9, tree=None, generate_kwargs: dict | None = None,
+            **params) -> list[dict]:  # fmt: skip
     """Run ``methods`` on ``inputs``; ``autoregressive`` is always run first (the reference).
 
     Returns one record per method with speedups and ``identical`` filled in, and ``params``
     (sweep parameters such as ``frames``) copied into every record."""
     order = ["autoregressive"] + [m for m in methods if m != "autoregressive"]
     ref_out, ref = run_method("autoregressive", target, draft, inputs,
-                              max_new_tokens=max_new_tokens)  # fmt: skip
+                              max_new_tokens=max_new_tokens,
+                              generate_kwargs=generate_kwargs)  # fmt: skip
     records = []
     for method in order:
         if method == "autoregressive":
             out, rec = ref_out, dict(ref)
         else:
             out, rec = run_method(method, target, draft, inputs, max_new_tokens=max_new_tokens,
-                                  drop_rate=drop_rate, tree=tree)  # fmt: skip
+                                  drop_rate=drop_rate, tree=tree,
+                                  generate_kwargs=generate_kwargs)  # fmt: skip
         rec["identical"] = (
             None if out is None or ref_out is None else out.tolist() == ref_out.tolist()
         )
