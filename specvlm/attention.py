@@ -74,11 +74,8 @@ def _base_function(base: str, module: nn.Module):
 
 def _sdpa_with_mask(module, query, key, value, mask, scaling):
     group = query.shape[1] // key.shape[1]
-    if group > 1:
-        key = key.repeat_interleave(group, dim=1)
-        value = value.repeat_interleave(group, dim=1)
     out = torch.nn.functional.scaled_dot_product_attention(
-        query, key, value, attn_mask=mask.to(query.device), scale=scaling
+        query, key, value, attn_mask=mask.to(query.device), scale=scaling, enable_gqa=group > 1
     )
     return out.transpose(1, 2).contiguous(), None
 

@@ -39,12 +39,18 @@ def draft_tree(draft: Side, tree: Tree, pending: list[int]) -> tuple[list[int], 
             break
         nodes = tree.nodes_at_depth(level)
         seen = [i for i in range(tree.size) if tree.depths[i] <= level]  # fed so far, in order
-        mask = torch.ones(1, 1, len(nodes), prefix_len + len(seen), dtype=torch.bool)
-        mask[0, 0, :, prefix_len:] = ancestors[nodes][:, seen]
-        mask = mask.to(draft.device)
+        visible = ancestors[nodes][:, seen]
+        if len(nodes) == 1 and bool(visible.all()):
+            # A chain level: the node sees everything before it; plain causal attention.
+            plan, mask = AttentionPlan(), ones_mask(prefix_len + len(seen), draft.device)
+        else:
+            mask = torch.ones(1, 1, len(nodes), prefix_len + len(seen), dtype=torch.bool)
+            mask[0, 0, :, prefix_len:] = visible
+            mask = mask.to(draft.device)
+            plan = AttentionPlan(mode="masked", mask=mask)
         logits = draft.step(
-            [node_tokens[i] for i in nodes], torch.full((len(nodes),), level),
-            AttentionPlan(mode="masked", mask=mask), mask, slice(None), start=root_pos,
+            [node_tokens[i] for i in nodes], torch.full((len(nodes),), level), plan, mask,
+            slice(None), start=root_pos,
         )  # fmt: skip
         top = torch.topk(logits[0], top_k, dim=-1).indices.tolist()
         for row, node in enumerate(nodes):
