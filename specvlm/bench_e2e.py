@@ -204,21 +204,14 @@ def main(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from specvlm.demo import EMBEDDED, DemoError, _checkpoint, _device, set_threads
+    from specvlm.demo import DemoError, checkpoint_pair
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     try:
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             raise DemoError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-        if (args.target is None) != (args.draft is None):
-            raise DemoError("give both --target and --draft, or neither (the embedded pair)")
-        target_dir = _checkpoint(args.target or str(EMBEDDED / "target"),
-                                 "target" if args.target else "embedded target")  # fmt: skip
-        draft_dir = _checkpoint(args.draft or str(EMBEDDED / "draft"),
-                                "draft" if args.draft else "embedded draft")  # fmt: skip
-        device = _device(args.device)
-        set_threads(device, args.threads)
+        target_dir, draft_dir, device = checkpoint_pair(args)
     except DemoError as err:
         print(f"specvlm bench: error: {err}", file=sys.stderr)
         return 2

@@ -62,8 +62,6 @@ def _check_args(args) -> None:
         raise DemoError("--frames must be >= 1")
     if args.tree_size is not None and not 1 <= args.tree_size <= 256:
         raise DemoError("--tree-size must be in [1, 256]")
-    if (args.target is None) != (args.draft is None):
-        raise DemoError("give both --target and --draft, or neither (the embedded pair)")
     if args.dtype not in (None, "float32", "float16", "bfloat16"):
         raise DemoError(f"--dtype must be float32, float16 or bfloat16, got {args.dtype!r}")
     if args.video is not None and not os.path.isfile(args.video):
@@ -114,15 +112,24 @@ def set_threads(device, threads: int | None) -> None:
         torch.set_num_threads(1)
 
 
-def run(args) -> dict:
-    """Run the demo; returns the result record (also printed, and written with ``--json``)."""
-    _check_args(args)
+def checkpoint_pair(args):
+    """``(target_dir, draft_dir, device)`` from ``--target/--draft/--device/--threads`` (the
+    embedded pair by default); :class:`DemoError` for a bad combination or directory."""
+    if (args.target is None) != (args.draft is None):
+        raise DemoError("give both --target and --draft, or neither (the embedded pair)")
     target_dir = _checkpoint(args.target or str(EMBEDDED / "target"),
                              "target" if args.target else "embedded target")  # fmt: skip
     draft_dir = _checkpoint(args.draft or str(EMBEDDED / "draft"),
                             "draft" if args.draft else "embedded draft")  # fmt: skip
     device = _device(args.device)
     set_threads(device, args.threads)
+    return target_dir, draft_dir, device
+
+
+def run(args) -> dict:
+    """Run the demo; returns the result record (also printed, and written with ``--json``)."""
+    _check_args(args)
+    target_dir, draft_dir, device = checkpoint_pair(args)
     steps = 5
 
     _progress(1, steps, f"loading {target_dir} and {draft_dir}")
