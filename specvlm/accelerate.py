@@ -31,6 +31,7 @@ from specvlm.attention import AttentionPlan, attention_plan, routed_attention
 from specvlm.decoder import capture_decoder_inputs, decoder_forward, new_cache
 from specvlm.drafting import draft_tree, fed_nodes
 from specvlm.families import Family, VideoLayout, family_of
+from specvlm.measure import cuda_devices
 from specvlm.penalty import RepetitionPenalty
 from specvlm.runner import Side, ones_mask
 from specvlm.trees import Tree, default_tree
@@ -262,7 +263,7 @@ class SpeculativeDecoder:
             (m, self.family.snapshot(m)) for m in (self.target, self.draft)
         ]  # fmt: skip
         stats = GenerationStats()
-        devices = _cuda_devices(self.target, self.draft)
+        devices = cuda_devices(self.target, self.draft)
         for dev in devices:
             torch.cuda.reset_peak_memory_stats(dev)
         t_start = _now(devices)
@@ -450,11 +451,6 @@ def _device_of(module: nn.Module) -> torch.device:
 
 def _to_device(inputs: dict, device: torch.device) -> dict:
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
-
-
-def _cuda_devices(*models: nn.Module) -> list[torch.device]:
-    found = {p.device for m in models for p in m.parameters() if p.device.type == "cuda"}
-    return sorted(found, key=str)
 
 
 def _now(devices: list[torch.device]) -> float:

@@ -17,6 +17,7 @@ Version differences live here and only here:
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 
@@ -79,7 +80,13 @@ def capture_decoder_inputs(model: nn.Module, decoder: nn.Module, inputs: dict) -
 
 
 def cache_argument_name(decoder: nn.Module) -> str:
-    params = inspect.signature(decoder.forward).parameters
+    return _cache_argument_name(type(decoder))
+
+
+@functools.cache
+def _cache_argument_name(decoder_class: type) -> str:
+    """Per decoder class (read once: this runs on every forward)."""
+    params = inspect.signature(decoder_class.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
