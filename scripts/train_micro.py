@@ -97,6 +97,13 @@ def parse_args(argv=None):
         help="continue from OUT-style DIR (loads DIR/<model>) instead of fresh weights; data\n"
         "seeds are offset by --seed, so pass a new --seed to see new clips",
     )
+    p.add_argument(
+        "--grow-layers",
+        type=int,
+        default=None,
+        help="with --init: deepen the loaded text decoder to this many layers first (new\n"
+        "layers start as identity: specvlm.micro.model.grow_text_layers)",
+    )
     p.add_argument("--eval-per-type", type=int, default=100, help="held-out clips per type")
     p.add_argument("--eval-every", type=float, default=2.0, help="minutes between small evals")
     p.add_argument("--generate-check", type=int, default=8, help="examples run via generate")
@@ -112,6 +119,8 @@ def parse_args(argv=None):
     args.types = tuple(t for t in args.types.split(",") if t)
     if not args.types or any(t not in QUESTION_TYPES for t in args.types):
         p.error(f"--types: choose from {','.join(QUESTION_TYPES)}")
+    if args.grow_layers is not None and not args.init:
+        p.error("--grow-layers needs --init (it deepens a trained model)")
     if args.tiny:
         args.steps = args.steps or 20
         args.batch = min(args.batch, 4)
@@ -217,6 +226,8 @@ def train_one(name: str, args, device, amp, processor) -> dict:
         from transformers import LlavaOnevisionForConditionalGeneration
 
         model = LlavaOnevisionForConditionalGeneration.from_pretrained(Path(args.init) / name)
+        if args.grow_layers is not None:
+            model = micro_model.grow_text_layers(model, args.grow_layers)
         config = model.config
     else:
         model = micro_model.build_model(config, seed=args.seed + (0 if name == "target" else 1))

@@ -29,7 +29,7 @@ from torch import nn
 from specvlm import positions, selectors
 from specvlm.attention import AttentionPlan, attention_plan, routed_attention
 from specvlm.decoder import capture_decoder_inputs, decoder_forward, new_cache
-from specvlm.drafting import draft_tree, fed_nodes
+from specvlm.drafting import DraftPlan, draft_tree
 from specvlm.families import Family, VideoLayout, family_of
 from specvlm.measure import cuda_devices
 from specvlm.penalty import RepetitionPenalty
@@ -58,6 +58,7 @@ class GenerationStats:
     total: float = 0.0
     peak_memory_bytes: dict[str, int] = field(default_factory=dict)  # per CUDA device
     accepted_lengths: list[int] = field(default_factory=list)  # per verification
+    drafted_depths: list[int] = field(default_factory=list)  # tree depth drafted, per step
     video_grid: tuple[int, int, int] | None = None  # (T, H, W) of the video tokens
     video_scores: torch.Tensor | None = field(default=None, repr=False)  # CPU fp32 [T*H*W]
     kept_indices: torch.Tensor | None = field(default=None, repr=False)  # CPU long, sorted
@@ -90,6 +91,7 @@ def accelerate(
     selector="two_stage",
     tree=None,
     draft_positions: str | None = None,
+    min_draft_confidence: float = 0.0,
     seed: int = 0,
 ) -> SpeculativeDecoder:
     """Wrap ``(target, draft)`` for lossless speculative decoding with verifier-guided pruning.
@@ -106,13 +108,17 @@ def accelerate(
             positions, with gaps) or ``"compact"`` (consecutive positions, as the published
             code). M-RoPE families always use the original 3-D positions. Measured in
             ``docs/families.md``: original positions gave the higher acceptance.
+        min_draft_confidence: stop drafting a step at the first tree level whose every node
+            has a path probability (product of the draft's softmax along the path) below this,
+            in ``[0, 1]``; 0 drafts the whole tree. Drafting always stops below EOS nodes.
+            Never changes the output, only the work per step.
         seed: seed of the ``random`` selector.
     """
     if isinstance(models, nn.Module) or not isinstance(models, Sequence) or len(models) != 2:
         raise TypeError("accelerate expects a pair (target, draft) of models")
     return SpeculativeDecoder(
         models[0], models[1], drop_rate=drop_rate, mass=mass, selector=selector, tree=tree,
-        draft_positions=draft_positions, seed=seed,
+        draft_positions=draft_positions, min_draft_confidence=min_draft_confidence, seed=seed,
     )  # fmt: skip
 
 
@@ -138,7 +144,8 @@ def _as_tree(tree) -> Tree:
 class SpeculativeDecoder:
     """The object :func:`accelerate` returns. ``generate`` mirrors ``target.generate`` (greedy)."""
 
-    def __init__(self, target, draft, *, drop_rate, mass, selector, tree, draft_positions, seed):
+    def __init__(self, target, draft, *, drop_rate, mass, selector, tree, draft_positions,
+                 min_draft_confidence=0.0, seed=0):  # fmt: skip
         self.family: Family = family_of(target, "target")
         draft_family = family_of(draft, "draft")
         if draft_family is not self.family:
@@ -150,6 +157,9 @@ class SpeculativeDecoder:
         self._check_vocabularies()
         self.drop_rate = _check_rate("drop_rate", drop_rate, 0.0, 1.0, high_open=True)
         self.mass = _check_rate("mass", mass, 0.0, 1.0, high_open=False)
+        self.min_draft_confidence = _check_rate(
+            "min_draft_confidence", min_draft_confidence, 0.0, 1.0, high_open=False
+        )
         self.selector = selectors.resolve(selector, mass=self.mass, seed=seed)
         self.selector_name = selector if isinstance(selector, str) else "callable"
         self.tree = _as_tree(tree)
@@ -394,25 +404,37 @@ class SpeculativeDecoder:
                    t_in.inputs_embeds.device)  # fmt: skip
         drf = Side(d_dec, d_head, draft.get_input_embeddings(), d_cache, d_next, fam.mrope,
                    d_embeds.device)  # fmt: skip
-        fed = fed_nodes(tree)
-        tree_mask = verify_mask(tree)
+        plan = DraftPlan.of(tree)
+        full_mask = verify_mask(tree)
         ancestors = tree.ancestor_mask()
+        stop_tokens = frozenset(eos)
         pending = [root]  # tokens the draft has not processed yet; the last one is the root
         while True:
-            node_tokens, prefix_len, root_pos = draft_tree(drf, tree, pending)
+            node_tokens, prefix_len, root_pos = draft_tree(
+                drf, plan, pending, stop_tokens, self.min_draft_confidence
+            )
+            n = len(node_tokens)  # the tree drafted: `tree` cut at some depth
+            step_tree = tree.cut(tree.depths[n - 1])
             t_base = tgt.length
             adjust = None
             if rep is not None:
-                adjust = functools.partial(rep.tree, ancestors=ancestors, node_tokens=node_tokens)
-            accepted, bonus = verify_tree(tgt, tree, tree_mask, pending[-1], node_tokens, adjust)
+                adjust = functools.partial(
+                    rep.tree, ancestors=ancestors[:n, :n], node_tokens=node_tokens
+                )
+            accepted, bonus = verify_tree(
+                tgt, step_tree, full_mask[: n + 1, : n + 1], pending[-1], node_tokens, adjust
+            )
             stats.accepted_lengths.append(len(accepted) + 1)
-            # Both caches keep only the accepted path; the draft has not fed the deepest level.
+            stats.drafted_depths.append(step_tree.depth)
+            # Both caches keep only the accepted path. The draft fed every node above the
+            # deepest drafted level, in node order (so a fed node's cache offset is its index).
             tgt.keep(t_base, [0] + [1 + a for a in accepted])
             tgt.next_pos = tgt.next_pos + 1 + len(accepted)
-            in_draft = [a for a in accepted if tree.depths[a] < tree.depth]
-            drf.keep(prefix_len, [fed.index(a) for a in in_draft])
+            in_draft = [a for a in accepted if step_tree.depths[a] < step_tree.depth]
+            drf.keep(prefix_len, in_draft)
             drf.next_pos = root_pos + 1 + len(in_draft)
-            pending = [node_tokens[a] for a in accepted if tree.depths[a] == tree.depth] + [bonus]
+            pending = [node_tokens[a] for a in accepted if step_tree.depths[a] == step_tree.depth]
+            pending.append(bonus)
             if emit([node_tokens[a] for a in accepted] + [bonus]):
                 break
         stats.target_forwards += tgt.forwards

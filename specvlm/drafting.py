@@ -1,6 +1,9 @@
-"""Tree expansion by the draft: one forward for the pending chain, then one per tree level."""
+"""Tree expansion by the draft: one forward for the pending chain, then one per tree level, until
+the tree's depth or until no node of a level is worth expanding."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -9,19 +12,61 @@ from specvlm.runner import Side, ones_mask
 from specvlm.trees import Tree
 
 
-def draft_tree(draft: Side, tree: Tree, pending: list[int]) -> tuple[list[int], int, torch.Tensor]:
-    """Propose a token for every node of ``tree``.
+@dataclass(frozen=True)
+class DraftPlan:
+    """Everything about a static tree that drafting needs, computed once per ``generate``.
+
+    Nodes are numbered by depth, so the tree cut at depth ``d`` is its first ``counts[d]`` nodes.
+    """
+
+    tree: Tree
+    top_k: int
+    levels: tuple[tuple[int, ...], ...]  # levels[d]: nodes at depth d (levels[0] is empty)
+    counts: tuple[int, ...]  # counts[d]: nodes at depth <= d
+    # visible[d] (d >= 1): bool [len(levels[d]), counts[d]], node -> node of depth <= d it may
+    # see; None where level d is a single node that sees all of them (a chain level).
+    visible: tuple[torch.Tensor | None, ...]
+
+    @classmethod
+    def of(cls, tree: Tree) -> DraftPlan:
+        ancestors = tree.ancestor_mask()
+        levels: list[tuple[int, ...]] = [()]
+        counts = [0]
+        visible: list[torch.Tensor | None] = [None]
+        for d in range(1, tree.depth + 1):
+            nodes = tuple(tree.nodes_at_depth(d))
+            levels.append(nodes)
+            counts.append(counts[-1] + len(nodes))
+            vis = ancestors[list(nodes)][:, : counts[-1]]
+            visible.append(None if len(nodes) == 1 and bool(vis.all()) else vis)
+        return cls(tree, tree.max_rank() + 1, tuple(levels), tuple(counts), tuple(visible))
+
+
+def draft_tree(
+    draft: Side,
+    plan: DraftPlan,
+    pending: list[int],
+    stop_tokens: frozenset[int] = frozenset(),
+    min_confidence: float = 0.0,
+) -> tuple[list[int], int, torch.Tensor]:
+    """Propose a token for every node of ``plan.tree``, or of the tree cut at a smaller depth.
 
     ``pending``: tokens the draft has not processed yet, the last one being the tree's root (the
     last emitted token). They are fed as a causal chain; the root's top-k tokens become the
-    depth-1 nodes, and each level ``d < depth`` is then fed with a mask letting each node see
-    the prefix and its own ancestors, its top-k giving the level ``d + 1`` nodes (node path
-    ``[..., r]`` takes its parent's rank-``r`` token). The deepest level is never fed.
+    depth-1 nodes, and each level ``d`` is then fed with a mask letting each node see the prefix
+    and its own ancestors, its top-k giving the level ``d + 1`` nodes (node path ``[..., r]``
+    takes its parent's rank-``r`` token). The deepest level is never fed.
 
-    Returns ``(node_tokens, prefix_len, root_pos)``: the draft cache then holds ``prefix_len``
-    entries (up to the root) followed by the fed nodes in node order.
+    Drafting stops early (the tree is cut after level ``d``) when no node of level ``d`` is worth
+    expanding: every one of them is a stop token (EOS: the target ends there if it accepts it),
+    or its path's draft probability (product of the draft's softmax along the path) is below
+    ``min_confidence``. Either way the output stays exactly the target's; only the work changes.
+
+    Returns ``(node_tokens, prefix_len, root_pos)``; ``len(node_tokens)`` is ``plan.counts[d]``
+    for the depth ``d`` reached. The draft cache then holds ``prefix_len`` entries (up to the
+    root) followed by the fed nodes (those above the deepest level drafted) in node order.
     """
-    top_k = tree.max_rank() + 1
+    tree = plan.tree
     base = draft.length
     logits = draft.step(
         pending, torch.arange(len(pending)), AttentionPlan(),
@@ -29,35 +74,41 @@ def draft_tree(draft: Side, tree: Tree, pending: list[int]) -> tuple[list[int], 
     )  # fmt: skip
     root_pos = draft.next_pos + len(pending) - 1
     prefix_len = base + len(pending)
-    children = {-1: torch.topk(logits[0, -1], top_k).indices.tolist()}
-    node_tokens = [0] * tree.size
-    ancestors = tree.ancestor_mask()
+    probs, tokens = _top(logits[0, -1:], plan.top_k)
+    children = {-1: (tokens[0], probs[0])}
+    path_prob = {-1: 1.0}
+    node_tokens: list[int] = []
     for level in range(1, tree.depth + 1):
-        for i in tree.nodes_at_depth(level):
-            node_tokens[i] = children[tree.parents[i]][tree.paths[i][-1]]
-        if level == tree.depth:
+        nodes = plan.levels[level]
+        for i in nodes:
+            parent, rank = tree.parents[i], tree.paths[i][-1]
+            toks, ps = children[parent]
+            node_tokens.append(toks[rank])
+            path_prob[i] = path_prob[parent] * ps[rank]
+        if level == tree.depth or not any(
+            node_tokens[i] not in stop_tokens and path_prob[i] >= min_confidence for i in nodes
+        ):
             break
-        nodes = tree.nodes_at_depth(level)
-        seen = [i for i in range(tree.size) if tree.depths[i] <= level]  # fed so far, in order
-        visible = ancestors[nodes][:, seen]
-        if len(nodes) == 1 and bool(visible.all()):
-            # A chain level: the node sees everything before it; plain causal attention.
-            plan, mask = AttentionPlan(), ones_mask(prefix_len + len(seen), draft.device)
+        vis = plan.visible[level]
+        fed = plan.counts[level]
+        if vis is None:  # a chain level: the node sees everything before it; plain causal
+            step_plan, mask = AttentionPlan(), ones_mask(prefix_len + fed, draft.device)
         else:
-            mask = torch.ones(1, 1, len(nodes), prefix_len + len(seen), dtype=torch.bool)
-            mask[0, 0, :, prefix_len:] = visible
+            mask = torch.ones(1, 1, len(nodes), prefix_len + fed, dtype=torch.bool)
+            mask[0, 0, :, prefix_len:] = vis
             mask = mask.to(draft.device)
-            plan = AttentionPlan(mode="masked", mask=mask)
+            step_plan = AttentionPlan(mode="masked", mask=mask)
         logits = draft.step(
-            [node_tokens[i] for i in nodes], torch.full((len(nodes),), level), plan, mask,
+            [node_tokens[i] for i in nodes], torch.full((len(nodes),), level), step_plan, mask,
             slice(None), start=root_pos,
         )  # fmt: skip
-        top = torch.topk(logits[0], top_k, dim=-1).indices.tolist()
+        probs, tokens = _top(logits[0], plan.top_k)
         for row, node in enumerate(nodes):
-            children[node] = top[row]
+            children[node] = (tokens[row], probs[row])
     return node_tokens, prefix_len, root_pos
 
 
-def fed_nodes(tree: Tree) -> list[int]:
-    """Nodes the draft feeds during :func:`draft_tree` (all but the deepest level), in order."""
-    return [i for i, d in enumerate(tree.depths) if d < tree.depth]
+def _top(logits: torch.Tensor, k: int) -> tuple[list[list[float]], list[list[int]]]:
+    """Top-``k`` tokens of each row and their softmax probabilities (fp32), as Python lists."""
+    probs, tokens = torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
+    return probs.tolist(), tokens.tolist()

@@ -63,6 +63,16 @@ class Tree:
     def nodes_at_depth(self, depth: int) -> list[int]:
         return [i for i, d in enumerate(self.depths) if d == depth]
 
+    def cut(self, depth: int) -> Tree:
+        """The tree of the nodes at depth ``<= depth`` (the first nodes: they are numbered by
+        depth), with the same numbering."""
+        if depth >= self.depth:
+            return self
+        if depth < 1:
+            raise ValueError(f"cut depth must be >= 1, got {depth}")
+        n = sum(1 for d in self.depths if d <= depth)
+        return Tree(self.paths[:n], self.parents[:n], self.depths[:n])
+
     def max_rank(self) -> int:
         """Largest top-k rank used anywhere: the draft needs its top ``max_rank() + 1``."""
         return max(max(p) for p in self.paths)

@@ -131,6 +131,42 @@ def test_stops_at_eos(family):
     assert stats.new_tokens == greedy.index(eos) + 1
 
 
+@pytest.mark.parametrize("confidence", [0.3, 1.0])
+@pytest.mark.parametrize("tree", [chain(5), None], ids=["chain5", "default-tree"])
+def test_early_stopped_drafting_is_lossless(family, confidence, tree):
+    target, small = pair(family)
+    inputs = tm.make_inputs(family, target, seed=17)
+    ref = reference(target, inputs)
+    sd = specvlm.accelerate((target, small), tree=tree, min_draft_confidence=confidence)
+    assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref.tolist()
+    depths = sd.last_stats.drafted_depths
+    assert len(depths) == len(sd.last_stats.accepted_lengths)
+    if confidence == 1.0:  # no path is ever certain: every step drafts the first level only
+        assert set(depths) == {1}
+    else:
+        assert all(1 <= d <= sd.tree.depth for d in depths)
+
+
+def test_drafting_stops_below_eos(family):
+    """A copy draft predicts the target's EOS; the first step's chain must end right there."""
+    target, _ = pair(family)
+    inputs = tm.make_inputs(family, target, seed=7)
+    greedy = reference(target, inputs)[0, inputs["input_ids"].shape[1] :].tolist()
+    eos = greedy[4]
+    first = greedy.index(eos)  # generation ends at the first occurrence
+    assert 1 <= first <= 4
+    stats = assert_same(family, inputs, tree=chain(8), drop_rate=0.0,
+                        draft=tm.make_copy_draft(target), eos_token_id=eos)  # fmt: skip
+    assert stats.drafted_depths[0] == first
+    assert stats.new_tokens == first + 1
+
+
+@pytest.mark.parametrize("value,error", [(-0.1, ValueError), (1.5, ValueError), ("x", TypeError)])
+def test_bad_min_draft_confidence(family, value, error):
+    with pytest.raises(error, match="min_draft_confidence"):
+        specvlm.accelerate(pair(family), min_draft_confidence=value)
+
+
 def test_max_length_instead_of_max_new_tokens(family):
     target, _ = pair(family)
     inputs = tm.make_inputs(family, target, seed=8)

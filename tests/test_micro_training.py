@@ -150,6 +150,46 @@ def test_train_script_tiny_end_to_end(tmp_path, one_thread):
         assert isinstance(proc.tokenizer.decode(gen[0], skip_special_tokens=True), str)
     assert len(vocab_sizes) == 1
 
+    # deepen the trained tiny target and train it two more steps
+    grown = tmp_path / "grown"
+    cmd = [sys.executable, script, "--tiny", "--out", str(grown), "--model", "target",
+           "--threads", "1", "--init", str(out), "--grow-layers", "3", "--steps", "2"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    m = AutoModelForImageTextToText.from_pretrained(grown / "target")
+    assert m.config.text_config.num_hidden_layers == 3
+
+
+def test_grow_text_layers_keeps_the_function(one_thread):
+    small = model.build_model(model.build_config(model.TINY_TARGET), seed=3)  # 2 layers
+    for p in small.parameters():  # HF init leaves some tensors at exactly 0 / 1: perturb all
+        p.data += 0.02 * torch.randn_like(p)
+    video, question, _ = make_example(5)
+    inputs = processor.video_inputs(processor.build_processor(), video, question)
+    grown = model.grow_text_layers(small, 5)
+    layers = grown.model.language_model.layers
+    assert grown.config.text_config.num_hidden_layers == len(layers) == 5
+    assert grown.config.text_config.layer_types == ["full_attention"] * 5
+    fresh = [j for j, layer in enumerate(layers) if not layer.mlp.down_proj.weight.any()]
+    assert fresh == [1, 2, 4]  # sources 0 0 0 1 1 -> old 0, new, new, old 1, new
+    for j in fresh:
+        assert not layers[j].self_attn.o_proj.weight.any()
+    with torch.no_grad():
+        torch.testing.assert_close(grown(**inputs).logits, small(**inputs).logits,
+                                   atol=1e-5, rtol=1e-5)  # fmt: skip
+        before = grown.model.language_model.layers[1].self_attn.q_proj.weight.clone()
+        small.model.language_model.layers[0].self_attn.q_proj.weight.add_(1.0)
+        assert torch.equal(grown.model.language_model.layers[1].self_attn.q_proj.weight, before)
+    with pytest.raises(ValueError, match="cannot grow"):
+        model.grow_text_layers(small, 1)
+
+
+def test_grow_layers_needs_init():
+    script = str(ROOT / "scripts" / "train_micro.py")
+    res = subprocess.run([sys.executable, script, "--out", "/nonexistent", "--grow-layers", "3"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    assert res.returncode == 2 and "--grow-layers needs --init" in res.stderr
+
 
 def test_torchvision_stand_ins_are_undone():
     import transformers

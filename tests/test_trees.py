@@ -82,3 +82,15 @@ def test_greedy_accept_full_chain():
         [0, 1, 2],
         4,
     )
+
+
+def test_cut_keeps_the_shallow_nodes_and_their_numbering():
+    tree = Tree.from_paths([[0], [1], [0, 0], [0, 1], [0, 0, 0]])
+    two = tree.cut(2)
+    assert two.paths == ((0,), (1,), (0, 0), (0, 1)) and two.parents == (-1, -1, 0, 0)
+    assert two.depth == 2 and two == Tree.from_paths([[0], [1], [0, 0], [0, 1]])
+    assert torch.equal(two.ancestor_mask(), tree.ancestor_mask()[:4, :4])
+    assert tree.cut(1).paths == ((0,), (1,))
+    assert tree.cut(3) is tree and tree.cut(7) is tree
+    with pytest.raises(ValueError, match="cut depth"):
+        tree.cut(0)

@@ -12,6 +12,8 @@ building the model on the meta device.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
@@ -20,7 +22,7 @@ from specvlm.micro.tokenizer import EOS_ID, IMAGE_ID, PAD_ID, VIDEO_ID, vocabula
 
 # hidden / heads / kv_heads / layers / inter: text (Qwen2); vis_*: SigLIP vision tower.
 TARGET = dict(
-    hidden=256, heads=4, kv_heads=2, layers=4, inter=768,
+    hidden=256, heads=4, kv_heads=2, layers=8, inter=768,
     vis_hidden=192, vis_heads=3, vis_layers=3, vis_inter=576,
 )  # fmt: skip
 DRAFT = dict(
@@ -116,3 +118,41 @@ def param_count(config) -> dict[str, int]:
         vision=count(inner.vision_tower),
         projector=count(inner.multi_modal_projector) + inner.image_newline.numel(),
     )
+
+
+def grow_text_layers(model: LlavaOnevisionForConditionalGeneration, layers: int):
+    """A copy of ``model`` whose text decoder has ``layers`` layers and computes the same function.
+
+    New layers are interleaved after the existing ones (4 -> 8: old, new, old, new, ...); each
+    copies the layer before it, with its attention output projection and MLP down projection set
+    to zero, so it adds nothing to the residual stream until trained. Used to deepen a trained
+    target (``scripts/train_micro.py --grow-layers``) instead of training a deep one from scratch.
+    """
+    text = model.config.text_config
+    old = text.num_hidden_layers
+    if layers < old:
+        raise ValueError(f"cannot grow {old} layers to {layers}")
+    config = copy.deepcopy(model.config)
+    config.text_config.num_hidden_layers = layers
+    types = getattr(text, "layer_types", None)
+    if types:
+        if len(set(types)) != 1:
+            raise ValueError("growing needs one attention type in every layer")
+        config.text_config.layer_types = [types[0]] * layers
+    grown = LlavaOnevisionForConditionalGeneration(config)
+    grown.generation_config = copy.deepcopy(model.generation_config)
+    prefix = "model.language_model.layers."
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
+    old_layers = model.model.language_model.layers
+    # Layer j of the grown decoder copies old layer source[j]; `fresh` layers start as identity.
+    source = [i * old // layers for i in range(layers)]
+    for j, i in enumerate(source):
+        layer_state = old_layers[i].state_dict()
+        if j > 0 and source[j - 1] == i:
+            layer_state = {k: v.clone() for k, v in layer_state.items()}
+            layer_state["self_attn.o_proj.weight"].zero_()
+            layer_state["mlp.down_proj.weight"].zero_()
+        for k, v in layer_state.items():
+            state[f"{prefix}{j}.{k}"] = v
+    grown.load_state_dict(state, strict=True)
+    return grown.to(next(model.parameters()).dtype).eval()
