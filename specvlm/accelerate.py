@@ -414,7 +414,7 @@ class SpeculativeDecoder:
                 drf, plan, pending, stop_tokens, self.min_draft_confidence
             )
             n = len(node_tokens)  # the tree drafted: `tree` cut at some depth
-            step_tree = tree.cut(tree.depths[n - 1])
+            step_tree = plan.cuts[tree.depths[n - 1]]
             t_base = tgt.length
             adjust = None
             if rep is not None:

@@ -26,6 +26,7 @@ class DraftPlan:
     # visible[d] (d >= 1): bool [len(levels[d]), counts[d]], node -> node of depth <= d it may
     # see; None where level d is a single node that sees all of them (a chain level).
     visible: tuple[torch.Tensor | None, ...]
+    cuts: tuple[Tree | None, ...]  # cuts[d]: the tree cut at depth d (cuts[0] is None)
 
     @classmethod
     def of(cls, tree: Tree) -> DraftPlan:
@@ -39,7 +40,8 @@ class DraftPlan:
             counts.append(counts[-1] + len(nodes))
             vis = ancestors[list(nodes)][:, : counts[-1]]
             visible.append(None if len(nodes) == 1 and bool(vis.all()) else vis)
-        return cls(tree, tree.max_rank() + 1, tuple(levels), tuple(counts), tuple(visible))
+        cuts = (None,) + tuple(tree.cut(d) for d in range(1, tree.depth + 1))
+        return cls(tree, tree.max_rank() + 1, tuple(levels), tuple(counts), tuple(visible), cuts)
 
 
 def draft_tree(

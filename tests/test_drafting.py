@@ -18,6 +18,8 @@ def test_plan_of_a_tree():
     assert torch.equal(plan.visible[1], anc[[0, 1]][:, :2])
     assert torch.equal(plan.visible[2], anc[[2, 3, 4]][:, :5])
     assert torch.equal(plan.visible[3], anc[[5]][:, :6])  # one node, but not a chain level
+    assert plan.cuts[0] is None and plan.cuts[3] is tree
+    assert [c.size for c in plan.cuts[1:]] == [2, 5, 6]
 
 
 def test_plan_of_a_chain_has_only_causal_levels():
