@@ -8,8 +8,11 @@ Selectors are compared on captions ("describe the video ."), the question whose 
 most of the video; every clip is run with every selector, so differences are paired (mean and
 standard error of the per-clip difference). ``random`` is a fixed random subset per seed, and
 different subsets differ a lot, so its tau is the mean over ``--random-seeds`` seeds.
-Speedups: the target's own greedy ``generate`` and SpecVLM run one after the other on each
-clip; the ratio of summed decode (or end-to-end) times.
+Speedups: the target's own greedy ``generate`` and SpecVLM run alternately ``--repeats`` times on
+each clip and the fastest run of each counts; the ratio of summed decode (or end-to-end) times.
+Two object oracles bound what any selector could do on this task: they know where the shapes
+are (from the clip's facts) and keep the tokens the objects cover most, or the best token of each
+object in turn.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ import math
 import os
 import statistics
 
+import numpy as np
 import torch
 
 import specvlm
 from specvlm.demo import EMBEDDED
-from specvlm.measure import timed
-from specvlm.micro.clips import QUESTION_TYPES, make_example
+from specvlm.measure import fastest, timed
+from specvlm.micro.clips import QUESTION_TYPES, make_clip, make_example, token_coverage
 from specvlm.micro.data import EVAL_SEED_BASE
 from specvlm.trees import chain
 from specvlm.video_inputs import VideoPrompter
@@ -55,12 +59,87 @@ def _mean_se(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {se:.2f}"
 
 
-def selector_table(target, draft, inputs, refs, drop_rate, new, random_seeds, tree) -> str:
+def object_oracles(coverage: np.ndarray) -> dict:
+    """Selectors that know where the shapes are (``coverage``: token_coverage of one clip):
+    the tokens the objects cover most, and each object's best token per frame, objects in
+    turn (then the rest of the most covered)."""
+    total = torch.tensor(coverage.sum(0))
+
+    def most_covered(scores, keep, grid):
+        return torch.sort(total, descending=True, stable=True).indices[:keep]
+
+    def each_object(scores, keep, grid):
+        frames = grid[0]
+        queues = []
+        for cov in torch.tensor(coverage):
+            per_frame = cov.view(frames, -1)
+            best = [(float(per_frame[t].max()), t * per_frame.shape[1] + int(per_frame[t].argmax()))
+                    for t in range(frames) if per_frame[t].max() > 0]  # fmt: skip
+            queues.append([i for _, i in sorted(best, reverse=True)])
+        queues.append(most_covered(scores, scores.numel(), grid).tolist())
+        chosen: list[int] = []
+        while len(chosen) < keep:
+            for queue in queues:
+                while queue and queue[0] in chosen:
+                    queue.pop(0)
+                if queue and len(chosen) < keep:
+                    chosen.append(queue.pop(0))
+        return torch.tensor(chosen)
+
+    return {"object oracle: most covered tokens": most_covered,
+            "object oracle: each object in turn": each_object}  # fmt: skip
+
+
+def attention_table(inputs, coverages, keep: int) -> str:
+    """Per layer of the target (eager attention, the scores' definition): the share of the
+    text-to-video attention that lands on tokens an object covers (>= 15% of their pixels),
+    and the share of object tokens among the ``keep`` highest-scored."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(
+        EMBEDDED / "target", attn_implementation="eager"
+    ).eval()
+    video_id = model.config.video_token_index
+    per_layer: list[list[tuple[float, float]]] = []
+    token_share, top_mass = [], []
+    for x, cov in zip(inputs, coverages, strict=True):
+        with torch.no_grad():
+            attentions = model(**x, output_attentions=True).attentions
+        where = (x["input_ids"][0] == video_id).nonzero()[:, 0]
+        start, end = int(where[0]), int(where[-1]) + 1
+        is_object = torch.tensor(cov.sum(0) >= 0.15)
+        nv = is_object.numel()  # grid tokens (a trailing newline token is not scored)
+        token_share.append(float(is_object.float().mean()))
+        rows = []
+        layers = [a[0, :, end:, start:end].mean(dim=(0, 1))[:nv] for a in attentions]
+        score = torch.stack(layers).mean(0)
+        top_mass.append(float(score.topk(keep).values.sum() / score.sum()))
+        for scores in [*layers, score]:
+            top = scores.topk(keep).indices
+            rows.append((float(scores[is_object].sum() / scores.sum()),
+                         float(is_object[top].float().mean())))  # fmt: skip
+        per_layer.append(rows)
+    lines = [f"Object tokens are {statistics.mean(token_share):.0%} of the video tokens; the "
+             f"{keep} highest scores hold {statistics.mean(top_mass):.0%} of the score mass "
+             f"(max {max(top_mass):.0%}).\n",
+             f"| layer | attention mass on object tokens | object tokens among the top {keep} |",
+             "|---|---|---|"]  # fmt: skip
+    for i, cells in enumerate(zip(*per_layer, strict=True)):
+        label = "mean of layers (the score)" if i == len(per_layer[0]) - 1 else str(i)
+        mass, top = statistics.mean(c[0] for c in cells), statistics.mean(c[1] for c in cells)
+        lines.append(f"| {label} | {mass:.2f} | {top:.2f} |")
+    return "\n".join(lines)
+
+
+def selector_table(target, draft, inputs, refs, coverages, drop_rate, new, random_seeds,
+                   tree) -> str:  # fmt: skip
     def taus(selector, rate, seed=0):
-        sd = specvlm.accelerate((target, draft), drop_rate=rate, selector=selector, seed=seed,
-                                tree=tree)  # fmt: skip
+        """``selector``: a name, or a function of the clip index returning a selector."""
         out = []
-        for x, ref in zip(inputs, refs, strict=True):
+        for i, (x, ref) in enumerate(zip(inputs, refs, strict=True)):
+            chosen = selector if isinstance(selector, str) else selector(i)
+            sd = specvlm.accelerate((target, draft), drop_rate=rate, tree=tree, seed=seed,
+                                    selector=chosen)  # fmt: skip
             got = sd.generate(**x, max_new_tokens=new)
             if got.tolist() != ref.tolist():
                 raise AssertionError("speculative output differs from the target's greedy output")
@@ -75,6 +154,8 @@ def selector_table(target, draft, inputs, refs, drop_rate, new, random_seeds, tr
             rows[sel] = ([statistics.mean(c) for c in per_clip], runs[0][1])
         else:
             rows[sel] = taus(sel, drop_rate)
+    for name in object_oracles(coverages[0]):
+        rows[name] = taus(lambda i, name=name: object_oracles(coverages[i])[name], drop_rate)
     rows["all video tokens (drop 0)"] = taus("two_stage", 0.0)
     rows["one video token"] = taus("uniform", 1.0 - 1.5 / 128)
     base = rows["two_stage"][0]
@@ -88,25 +169,66 @@ def selector_table(target, draft, inputs, refs, drop_rate, new, random_seeds, tr
     return "\n".join(lines)
 
 
-def speed_table(target, draft, inputs, drop_rate, new, depths) -> str:
+def method_table(target, draft, inputs, drop_rate, new, repeats) -> str:
+    """The target alone, transformers' assisted generation (the draft on the full video, its own
+    adaptive chain) and SpecVLM (chain of 4, the demo's CPU default), alternating per clip."""
+    sd = specvlm.accelerate((target, draft), drop_rate=drop_rate, tree=chain(4))
+    gen = dict(max_new_tokens=new, do_sample=False)
+    methods = {
+        "target alone (`generate`)": lambda x, s: target.generate(**x, streamer=s, **gen),
+        "assisted generation (`assistant_model=draft`)": lambda x, s: target.generate(
+            **x, assistant_model=draft, streamer=s, **gen),
+        "SpecVLM (chain of 4, two_stage)": lambda x, s: sd.generate(**x, streamer=s, **gen),
+    }  # fmt: skip
+    sums = {name: [0.0, 0.0, 0.0] for name in methods}
+    for x in inputs:
+        runs: dict = {name: [] for name in methods}
+        for _ in range(repeats):
+            for name, run in methods.items():
+                runs[name].append(timed(lambda s, run=run, x=x: run(x, s)))
+        want = runs["target alone (`generate`)"][0][0].tolist()
+        for name, rs in runs.items():
+            if any(out.tolist() != want for out, _ in rs):
+                raise AssertionError(f"{name}: output differs from the target's greedy output")
+            best = fastest([t for _, t in rs])
+            for i, v in enumerate((best.decode_s, best.e2e_s, best.ttft_s)):
+                sums[name][i] += v
+    ref = sums["target alone (`generate`)"]
+    lines = ["| method | decode speedup | end-to-end speedup | time to first token (ms/clip) |",
+             "|---|---|---|---|"]  # fmt: skip
+    for name, (dec, e2e, ttft) in sums.items():
+        lines.append(f"| {name} | {ref[0] / dec:.2f}x | {ref[1] / e2e:.2f}x | "
+                     f"{1000 * ttft / len(inputs):.0f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def speed_table(target, draft, inputs, drop_rate, new, depths, repeats) -> str:
     lines = ["| draft chain depth | tau | mean depth drafted | decode speedup | "
-             "end-to-end speedup | identical |", "|---|---|---|---|---|---|"]  # fmt: skip
+             "end-to-end speedup | time to first token (ratio) | draft prefill share of "
+             "SpecVLM's e2e | identical |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     gen = dict(max_new_tokens=new)
     for depth in depths:
         sd = specvlm.accelerate((target, draft), drop_rate=drop_rate, tree=chain(depth))
-        ref_dec = ref_e2e = sd_dec = sd_e2e = 0.0
-        tau, drafted, same = [], [], True
+        ref_sum, sd_sum = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+        tau, drafted, same, draft_prefill = [], [], True, 0.0
         for x in inputs:
-            ref, rt = timed(lambda s, x=x: target.generate(**x, do_sample=False, streamer=s,
-                                                           **gen))  # fmt: skip
-            out, st = timed(lambda s, x=x, sd=sd: sd.generate(**x, streamer=s, **gen))
-            same &= out.tolist() == ref.tolist()
-            ref_dec, ref_e2e = ref_dec + rt.decode_s, ref_e2e + rt.e2e_s
-            sd_dec, sd_e2e = sd_dec + st.decode_s, sd_e2e + st.e2e_s
+            ref_runs, sd_runs = [], []
+            for _ in range(repeats):  # alternating, so drifts of a shared machine hit both
+                ref_runs.append(timed(lambda s, x=x: target.generate(
+                    **x, do_sample=False, streamer=s, **gen)))  # fmt: skip
+                sd_runs.append(timed(lambda s, x=x, sd=sd: sd.generate(**x, streamer=s, **gen)))
+            same &= all(o.tolist() == ref_runs[0][0].tolist() for o, _ in ref_runs + sd_runs)
+            for total, runs in ((ref_sum, ref_runs), (sd_sum, sd_runs)):
+                best = fastest([t for _, t in runs])
+                for i, v in enumerate((best.decode_s, best.e2e_s, best.ttft_s)):
+                    total[i] += v
             tau.append(sd.last_stats.mean_accepted_length)
             drafted += sd.last_stats.drafted_depths
+            draft_prefill += sd.last_stats.draft_prefill
         lines.append(f"| {depth} | {statistics.mean(tau):.2f} | {statistics.mean(drafted):.2f} | "
-                     f"{ref_dec / sd_dec:.2f}x | {ref_e2e / sd_e2e:.2f}x | {same} |")  # fmt: skip
+                     f"{ref_sum[0] / sd_sum[0]:.2f}x | {ref_sum[1] / sd_sum[1]:.2f}x | "
+                     f"{sd_sum[2] / ref_sum[2]:.2f} | {draft_prefill / sd_sum[1]:.0%} | "
+                     f"{same} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -117,6 +239,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--random-seeds", type=int, default=4)
     parser.add_argument("--depths", default="1,2,3,4,6,8")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per clip and method")
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("SPECVLM_KERNELS_BACKEND", "reference")
@@ -127,6 +250,7 @@ def main() -> None:
     prompter = VideoPrompter(str(EMBEDDED / "target"), target.config)
     seeds = [EVAL_SEED_BASE + 500 + i for i in range(args.clips)]
     captions = [prompter(*make_example(s, "caption")[:2]) for s in seeds]
+    coverages = [token_coverage(make_clip(s)[1], (4, 4)) for s in seeds]
     mixed = [prompter(*make_example(s, QUESTION_TYPES[i % len(QUESTION_TYPES)])[:2])
              for i, s in enumerate(seeds)]  # fmt: skip
     depths = [int(d) for d in args.depths.split(",")]
@@ -140,12 +264,23 @@ def main() -> None:
         refs = [target.generate(**x, do_sample=False, max_new_tokens=new) for x in captions]
         print(f"\n## Selectors at drop rate {args.drop_rate}: captions of {args.clips} held-out "
               "clips, draft chain of 6\n")  # fmt: skip
-        print(selector_table(target, draft, captions, refs, args.drop_rate, new,
+        print(selector_table(target, draft, captions, refs, coverages, args.drop_rate, new,
                              args.random_seeds, chain(6)))  # fmt: skip
+        print(f"\n## Selectors with the target as its own draft (a reader that can use every "
+              f"token it gets), drop rate {args.drop_rate}, same clips\n")  # fmt: skip
+        reader = AutoModelForImageTextToText.from_pretrained(EMBEDDED / "target").eval()
+        print(selector_table(target, reader, captions, refs, coverages, args.drop_rate, new,
+                             args.random_seeds, chain(6)))  # fmt: skip
+        keep = int(128 * (1 - args.drop_rate))
+        print(f"\n## Where the target's attention goes: captions of {args.clips} held-out clips\n")
+        print(attention_table(captions, coverages, keep))
+        print(f"\n## Methods on captions of {args.clips} held-out clips (drop rate "
+              f"{args.drop_rate}, fastest of {args.repeats} alternating runs)\n")  # fmt: skip
+        print(method_table(target, draft, captions, args.drop_rate, new, args.repeats))
         for title, inputs in (("captions", captions), ("all question types", mixed)):
             print(f"\n## CPU speed by draft chain depth (two_stage, drop rate {args.drop_rate}): "
                   f"{title}, {args.clips} held-out clips\n")  # fmt: skip
-            print(speed_table(target, draft, inputs, args.drop_rate, new, depths))
+            print(speed_table(target, draft, inputs, args.drop_rate, new, depths, args.repeats))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ forward does is said by the :class:`AttentionPlan` set with :func:`attention_pla
   keys is added into a per-device fp32 buffer by :func:`specvlm_kernels.video_attention_scores`
   (the target's prefill).
 * ``tree``: the queries are the last ``N`` keys and see the whole prefix plus their ancestors:
-  :func:`specvlm_kernels.tree_attention` (the target's verification).
+  :func:`specvlm_kernels.tree_attention` (the target's verification) where it runs as a Triton
+  kernel; where it would run its plain-PyTorch reference (CPU without the interpreter), SDPA
+  with the equivalent explicit mask instead, which is several times faster there (the
+  reference is written for clarity, not speed).
 * ``masked``: an explicit bool mask ``[1, 1, Q, K]`` through SDPA (the draft's level-by-level
   tree expansion, where the queries are only part of the tree in the cache).
 """
@@ -29,7 +32,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from specvlm_kernels import tree_attention, video_attention_scores
+from specvlm_kernels import backend_for, tree_attention, video_attention_scores
+from specvlm_kernels._dispatch import REFERENCE
 
 _PREFIX = "specvlm:"
 
@@ -48,6 +52,18 @@ class AttentionPlan:
     # tree / masked modes
     tree_mask: torch.Tensor | None = None  # bool [N, N] over the last N keys (tree mode)
     mask: torch.Tensor | None = None  # bool [1, 1, Q, K] (masked mode)
+
+    def tree_as_mask(self, keys: int, device: torch.device) -> torch.Tensor:
+        """Tree mode's visibility as an explicit bool mask ``[1, 1, N, keys]``: every node sees
+        the ``keys - N`` prefix keys, and the last ``N`` keys as ``tree_mask`` says. Built once
+        per forward (all layers share it)."""
+        n = self.tree_mask.shape[-1]
+        cached = self.mask
+        if cached is None or cached.shape[-1] != keys or cached.device != device:
+            cached = torch.ones(1, 1, n, keys, dtype=torch.bool, device=device)
+            cached[0, 0, :, keys - n :] = self.tree_mask.to(device)
+            self.mask = cached
+        return cached
 
 
 _PLAN: contextvars.ContextVar[AttentionPlan | None] = contextvars.ContextVar(
@@ -87,6 +103,9 @@ def _make_routed(base: str):
         scaling = kwargs.get("scaling")
         if mode == "score":
             _add_scores(plan, query, key, scaling)
+        elif mode == "tree" and backend_for(query.device) == REFERENCE:
+            mask = plan.tree_as_mask(key.shape[2], query.device)
+            return _sdpa_with_mask(module, query, key, value, mask, scaling)
         elif mode == "tree":
             out = tree_attention(query, key, value, plan.tree_mask.to(query.device), scale=scaling)
             return out.transpose(1, 2).contiguous(), None

@@ -76,7 +76,7 @@ def draft_tree(
     )  # fmt: skip
     root_pos = draft.next_pos + len(pending) - 1
     prefix_len = base + len(pending)
-    probs, tokens = _top(logits[0, -1:], plan.top_k)
+    probs, tokens = _top(logits[0, -1:], plan.top_k, min_confidence > 0)
     children = {-1: (tokens[0], probs[0])}
     path_prob = {-1: 1.0}
     node_tokens: list[int] = []
@@ -104,13 +104,20 @@ def draft_tree(
             [node_tokens[i] for i in nodes], torch.full((len(nodes),), level), step_plan, mask,
             slice(None), start=root_pos,
         )  # fmt: skip
-        probs, tokens = _top(logits[0], plan.top_k)
+        probs, tokens = _top(logits[0], plan.top_k, min_confidence > 0)
         for row, node in enumerate(nodes):
             children[node] = (tokens[row], probs[row])
     return node_tokens, prefix_len, root_pos
 
 
-def _top(logits: torch.Tensor, k: int) -> tuple[list[list[float]], list[list[int]]]:
-    """Top-``k`` tokens of each row and their softmax probabilities (fp32), as Python lists."""
+def _top(
+    logits: torch.Tensor, k: int, with_probs: bool
+) -> tuple[list[list[float]], list[list[int]]]:
+    """Top-``k`` tokens of each row and, if ``with_probs``, their softmax probabilities (fp32;
+    else 1.0: without a confidence threshold the softmax over the vocabulary is not needed),
+    as Python lists."""
+    if not with_probs:
+        tokens = logits.topk(k, dim=-1).indices.tolist()
+        return [[1.0] * k for _ in tokens], tokens
     probs, tokens = torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
     return probs.tolist(), tokens.tolist()

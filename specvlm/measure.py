@@ -62,6 +62,18 @@ def timed(generate: Callable[[TimingStreamer], torch.Tensor], devices=()):
     return out, Timing(streamer.tokens, first - t0, decode, end - t0, rate)
 
 
+def fastest(timings: list[Timing]) -> Timing:
+    """The best of repeated runs of one method on one input (they produce the same tokens): the
+    shortest time to first token, decode and end-to-end time, each on its own."""
+    if not timings:
+        raise ValueError("fastest needs at least one timing")
+    decode = min(t.decode_s for t in timings)
+    tokens = timings[0].new_tokens
+    rate = (tokens - 1) / decode if decode > 0 and tokens > 1 else 0.0
+    return Timing(tokens, min(t.ttft_s for t in timings), decode,
+                  min(t.e2e_s for t in timings), rate)  # fmt: skip
+
+
 def cuda_devices(*models) -> list[torch.device]:
     found = {p.device for m in models for p in m.parameters() if p.device.type == "cuda"}
     return sorted(found, key=str)

@@ -35,7 +35,9 @@ def verify_tree(
     n = tree.size + 1
     mask = torch.ones(1, 1, n, base + n, dtype=torch.bool)
     mask[0, 0, :, base:] = tree_mask
-    plan = AttentionPlan(mode="tree", tree_mask=tree_mask.to(target.device))
+    mask = mask.to(target.device)
+    # mask doubles as the plan's explicit mask where tree attention runs as SDPA (CPU)
+    plan = AttentionPlan(mode="tree", tree_mask=tree_mask.to(target.device), mask=mask)
     logits = target.step(
         [root, *node_tokens], torch.tensor([0, *tree.depths]), plan, mask, slice(None)
     )

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import specvlm
+from specvlm.families import family_of
 from specvlm.trees import Tree, chain
 from tests import tiny_models as tm
 
@@ -205,6 +206,44 @@ def test_streamer_sees_every_token(family):
     assert rec.ended
     assert rec.chunks[0] == inputs["input_ids"][0].tolist()
     assert sum(rec.chunks[1:], []) == out[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+def _events(family, max_new_tokens):
+    """The order of draft forwards and streamed new tokens during one generate."""
+    target, small = pair(family)
+    inputs = tm.make_inputs(family, target, seed=10)
+    events: list[str] = []
+
+    class Recorder:
+        prompt_seen = False
+
+        def put(self, value):
+            if self.prompt_seen:
+                events.append("token")
+            self.prompt_seen = True
+
+        def end(self):
+            pass
+
+    decoder = family_of(small, "draft").decoder(small)
+    handle = decoder.register_forward_pre_hook(lambda *_: events.append("draft"))
+    try:
+        sd = specvlm.accelerate((target, small), drop_rate=0.5)
+        sd.generate(**inputs, max_new_tokens=max_new_tokens, streamer=Recorder())
+    finally:
+        handle.remove()
+    return events
+
+
+def test_first_token_after_the_draft_prefill(family):
+    # decode time (first token -> end) is the speculate / verify loop alone (docs/design.md)
+    events = _events(family, NEW)
+    assert events[0] == "draft" and "token" in events
+    assert events.index("token") > 0
+
+
+def test_one_token_needs_no_draft(family):
+    assert _events(family, 1) == ["token"]
 
 
 def test_models_unchanged(family):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from specvlm.e2e import METHODS, compare, run_method
-from specvlm.measure import TimingStreamer, timed
+from specvlm.measure import Timing, TimingStreamer, fastest, timed
 from tests import tiny_models as tm
 
 
@@ -59,3 +59,13 @@ def test_timing_streamer_splits_prefill_and_decode():
     out, timing = timed(fake_generate)
     assert out.shape == (1, 7) and timing.new_tokens == 4
     assert timing.e2e_s >= timing.ttft_s >= 0 and timing.decode_s >= 0
+
+
+def test_fastest_takes_each_minimum():
+    runs = [Timing(5, 0.3, 0.8, 1.1, 5.0), Timing(5, 0.2, 0.9, 1.2, 4.4),
+            Timing(5, 0.4, 0.5, 1.0, 8.0)]
+    best = fastest(runs)
+    assert (best.new_tokens, best.ttft_s, best.decode_s, best.e2e_s) == (5, 0.2, 0.5, 1.0)
+    assert best.decode_tokens_per_s == pytest.approx(4 / 0.5)
+    with pytest.raises(ValueError, match="at least one"):
+        fastest([])

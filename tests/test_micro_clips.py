@@ -15,6 +15,7 @@ from specvlm.micro.clips import (
     make_question,
     question_type_of,
     render,
+    token_coverage,
 )
 
 SEEDS = range(60)
@@ -82,6 +83,23 @@ def test_pixels_match_facts():
         # background everywhere else
         bg = (video == np.array(facts["background"], dtype=np.uint8)).all(-1)
         assert bg.mean() > 0.5
+
+
+@pytest.mark.parametrize("grid", [(4, 4), (8, 8), (2, 4)])
+def test_token_coverage_matches_pixels(grid):
+    rows, cols = grid
+    for seed in range(12):
+        video, facts = make_clip(seed)
+        cov = token_coverage(facts, grid)
+        assert cov.shape == (len(facts["objects"]), facts["frames"] * rows * cols)
+        assert cov.min() >= 0 and cov.sum(0).max() <= 1  # objects never overlap
+        for i, o in enumerate(facts["objects"]):
+            colour = (video == np.array(COLOURS[o["colour"]])).all(-1)  # [T, S, S]
+            t_, s_ = colour.shape[0], colour.shape[1]
+            want = colour.reshape(t_, rows, s_ // rows, cols, s_ // cols).mean(axis=(2, 4))
+            np.testing.assert_allclose(cov[i], want.reshape(-1), atol=1e-12)
+    with pytest.raises(ValueError, match="does not tile"):
+        token_coverage(make_clip(0)[1], (5, 4))
 
 
 def test_motion_is_visible_in_pixels():

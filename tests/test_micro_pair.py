@@ -73,3 +73,28 @@ def test_speculative_answer_is_identical(pair, qtype):
     sd = specvlm.accelerate((target, draft), drop_rate=0.9)
     assert sd.generate(**inputs, max_new_tokens=16).tolist() == ref.tolist()
     assert sd.last_stats.kept_video_tokens == 12 or sd.last_stats.new_tokens == 1
+
+
+def test_micro_eval_runs(pair):
+    """bench/micro_eval.py (the tables of docs/micro.md), on two clips: every row present and
+    every SpecVLM output identical to the target's (the script raises otherwise)."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = repo
+    proc = subprocess.run(
+        [sys.executable, os.path.join(repo, "bench", "micro_eval.py"), "--clips", "2",
+         "--depths", "2", "--random-seeds", "1", "--repeats", "1", "--max-new-tokens", "8"],
+        capture_output=True, text=True, env=env, timeout=600, cwd=repo,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for row in ("| two_stage |", "| random (mean of 1 seeds) |", "object oracle: most covered",
+                "object oracle: each object in turn", "all video tokens (drop 0)",
+                "| mean of layers (the score) |", "| assisted generation"):  # fmt: skip
+        assert row in proc.stdout
+    lines = proc.stdout.splitlines()
+    ends = ("| True |", "| False |")
+    speed_rows = [line for line in lines if line.startswith("| 2 |") and line.endswith(ends)]
+    assert len(speed_rows) == 2 and all(line.endswith("| True |") for line in speed_rows)

@@ -233,6 +233,27 @@ def make_clip(
     return render(facts), facts
 
 
+def token_coverage(facts: dict, grid: tuple[int, int]) -> np.ndarray:
+    """float [objects, frames * rows * cols]: the share of each video token's pixels that each
+    object covers, for tokens on a ``grid = (rows, cols)`` lattice per frame (frame-major, then
+    row-major, as the model's grid tokens). Objects in the order of ``facts["objects"]``."""
+    frames, size = facts["frames"], facts["size"]
+    rows, cols = grid
+    if size % rows or size % cols:
+        raise ValueError(f"a {rows} x {cols} grid does not tile {size} x {size} frames")
+    out = np.zeros((len(facts["objects"]), frames, rows, cols))
+    for i, o in enumerate(facts["objects"]):
+        footprint = _mask(o["shape"], o["side"])
+        for t in range(frames):
+            if not o["visible"][t]:
+                continue
+            pixels = np.zeros((size, size), dtype=bool)
+            x, y = o["positions"][t]
+            pixels[y : y + o["side"], x : x + o["side"]] = footprint
+            out[i, t] = pixels.reshape(rows, size // rows, cols, size // cols).mean(axis=(1, 3))
+    return out.reshape(len(facts["objects"]), -1)
+
+
 # ---------------------------------------------------------------- questions and answers
 
 
