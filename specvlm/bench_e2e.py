@@ -81,7 +81,8 @@ def _merge(runs: list[list[dict]]) -> list[dict]:
 
 
 def run_sweeps(workload, points: list[SweepPoint], *, methods=METHODS, prompts: int = 2,
-               max_new_tokens: int = 32, progress=None) -> list[dict]:  # fmt: skip
+               max_new_tokens: int = 32, repeats: int = 1,
+               progress=None) -> list[dict]:  # fmt: skip
     results = []
     for point in points:
         runs = []
@@ -90,7 +91,8 @@ def run_sweeps(workload, points: list[SweepPoint], *, methods=METHODS, prompts: 
             records = compare(
                 workload.target, workload.draft, inputs, methods, max_new_tokens=max_new_tokens,
                 drop_rate=point.drop_rate, tree=tree_of_size(point.tree_size),
-                frames=point.frames, tree_size=point.tree_size, sweep=point.sweep,
+                repeats=repeats, frames=point.frames, tree_size=point.tree_size,
+                sweep=point.sweep,
             )  # fmt: skip
             runs.append(records)
             if progress is not None:
@@ -164,7 +166,7 @@ def plot_results(results: list[dict], out_dir: str) -> list[str]:
 # `specvlm bench`
 # -------------------------------------------------------------------------------------------
 class CheckpointWorkload:
-    """A target/draft checkpoint pair asked about generated clips (one question per seed)."""
+    """A target/draft checkpoint pair asked about generated held-out clips (one per seed)."""
 
     def __init__(self, target_dir: str, draft_dir: str, device, prompt: str):
         from transformers import AutoModelForImageTextToText
@@ -177,9 +179,9 @@ class CheckpointWorkload:
         self.device, self.prompt = device, prompt
 
     def inputs(self, frames: int, seed: int) -> dict:
-        from specvlm.micro.clips import make_clip
+        from specvlm.micro.data import held_out_clip
 
-        video = make_clip(seed, frames=frames)[0]
+        video = held_out_clip(seed, frames=frames)
         inputs = self.prompter(video, self.prompt)
         return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
 
@@ -194,6 +196,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated subset of " + ",".join(METHODS))  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per clip and "
+                        "method, alternating; the fastest counts (default 3)")  # fmt: skip
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default 1)")
 
@@ -211,6 +215,8 @@ def main(args) -> int:
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             raise DemoError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        if args.repeats < 1:
+            raise DemoError("--repeats must be >= 1")
         target_dir, draft_dir, device = checkpoint_pair(args)
     except DemoError as err:
         print(f"specvlm bench: error: {err}", file=sys.stderr)
@@ -225,7 +231,8 @@ def main(args) -> int:
                 max_new_tokens=4)  # fmt: skip
     with tqdm(total=len(points) * prompts, desc="specvlm bench", unit="run") as bar:
         results = run_sweeps(workload, points, methods=methods, prompts=prompts,
-                             max_new_tokens=max_new, progress=bar.update)  # fmt: skip
+                             max_new_tokens=max_new, repeats=args.repeats,
+                             progress=bar.update)  # fmt: skip
     paths = write_results(results, args.out)
     broken = [r for r in results if r["identical"] is False]
     print("wrote " + ", ".join(paths))

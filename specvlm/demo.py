@@ -24,7 +24,9 @@ class DemoError(ValueError):
 
 def add_arguments(parser) -> None:
     parser.add_argument("--video", help="a video file (decoded with PyAV); default: a clip")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the generated clip")
+    parser.add_argument("--seed", type=int, default=0, help="which generated clip (without "
+                        "--video): the N-th held-out clip, one the embedded pair never trained "
+                        "on")  # fmt: skip
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the question")
     parser.add_argument("--drop-rate", type=float, default=0.9, help="share of video tokens "
                         "the draft does not see, in [0, 1)")  # fmt: skip
@@ -60,6 +62,8 @@ def _check_args(args) -> None:
         raise DemoError(f"--drop-rate must be in [0, 1), got {args.drop_rate}")
     if args.max_new_tokens < 1:
         raise DemoError("--max-new-tokens must be >= 1")
+    if args.seed < 0:
+        raise DemoError("--seed must be >= 0")
     if args.repeats < 1:
         raise DemoError("--repeats must be >= 1")
     if args.frames < 1:
@@ -159,9 +163,9 @@ def run(args) -> dict:
         if args.video:
             video = sample_frames(read_video(args.video), args.frames)
         else:
-            from specvlm.micro.clips import make_clip
+            from specvlm.micro.data import held_out_clip
 
-            video = make_clip(args.seed)[0]
+            video = held_out_clip(args.seed)
         inputs = prompter(video, args.prompt)
     except InputError as err:
         raise DemoError(str(err)) from err

@@ -58,6 +58,8 @@ def test_demo_json_and_figure(pair, tmp_path):
         (["--drop-rate", "1.0"], "--drop-rate must be in"),
         (["--drop-rate", "-0.5"], "--drop-rate must be in"),
         (["--max-new-tokens", "0"], "--max-new-tokens"),
+        (["--seed", "-1"], "--seed must be >= 0"),
+        (["--repeats", "0"], "--repeats must be >= 1"),
     ],
 )
 def test_demo_bad_arguments(pair, args, message):

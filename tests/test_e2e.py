@@ -69,3 +69,29 @@ def test_fastest_takes_each_minimum():
     assert best.decode_tokens_per_s == pytest.approx(4 / 0.5)
     with pytest.raises(ValueError, match="at least one"):
         fastest([])
+
+
+def test_compare_repeats_alternate_and_keep_the_fastest(monkeypatch):
+    import specvlm.e2e as e2e
+
+    calls, times = [], iter([0.5, 0.9, 0.3, 0.4, 0.7, 0.2])  # ar, sd, ar, sd, ar, sd
+
+    def fake_run(method, *args, **kwargs):
+        calls.append(method)
+        t = next(times)
+        rec = {"method": method, "mean_accepted_length": None, "error": None, "new_tokens": 5,
+               "decode_s": t, "e2e_s": 2 * t, "ttft_s": t / 2, "decode_tokens_per_s": 0.0,
+               "peak_memory_bytes": None}  # fmt: skip
+        return torch.tensor([[1, 2, 3]]), rec
+
+    monkeypatch.setattr(e2e, "run_method", fake_run)
+    records = compare(None, None, {}, ("autoregressive", "specvlm"), max_new_tokens=5, repeats=3)
+    assert calls == ["autoregressive", "specvlm"] * 3
+    by = {r["method"]: r for r in records}
+    assert by["autoregressive"]["decode_s"] == 0.3 and by["specvlm"]["decode_s"] == 0.2
+    assert by["specvlm"]["e2e_s"] == 0.4 and by["specvlm"]["ttft_s"] == 0.1
+    assert by["specvlm"]["decode_speedup"] == pytest.approx(1.5)
+    assert by["specvlm"]["decode_tokens_per_s"] == pytest.approx(4 / 0.2)
+    assert all(r["identical"] is True for r in records)
+    with pytest.raises(ValueError, match="repeats"):
+        compare(None, None, {}, max_new_tokens=5, repeats=0)

@@ -199,3 +199,14 @@ def test_torchvision_stand_ins_are_undone():
     processor.build_processor()
     after = {n: transformers.__dict__.get(n) for n in before}
     assert after == before
+
+
+def test_held_out_clips_of_demo_and_bench():
+    a, b = data.held_out_clip(0), data.held_out_clip(1)
+    assert a.shape == (8, 64, 64, 3) and not np.array_equal(a, b)
+    assert np.array_equal(a, data.held_out_clip(0))
+    seed = data._DEMO_SEED_BASE
+    assert seed >= data.EVAL_SEED_BASE  # above every training seed
+    assert np.array_equal(data.held_out_clip(2, frames=4), make_clip(seed + 2, frames=4)[0])
+    with pytest.raises(ValueError, match=">= 0"):
+        data.held_out_clip(-1)

@@ -30,6 +30,7 @@ from specvlm.micro.tokenizer import EOS_ID, IM_START_ID, PAD_ID, VIDEO_ID, vocab
 
 IGNORE = -100
 EVAL_SEED_BASE = 1_000_000_000  # held-out clips: seeds >= this; training seeds are below
+_DEMO_SEED_BASE = EVAL_SEED_BASE + 900_000  # clips of `specvlm demo` / `specvlm bench`
 _VOCAB = vocabulary()
 
 
@@ -165,3 +166,11 @@ def eval_examples(n_per_type: int, types: tuple[str, ...] = QUESTION_TYPES, fram
             question, answer = make_question(facts, qtype, rng)
             out.append((qtype, seed, video, question, answer))
     return out
+
+
+def held_out_clip(n: int, frames: int = 8, size: int = 64) -> np.ndarray:
+    """The ``n``-th clip of ``specvlm demo`` / ``specvlm bench``: a held-out clip (its seed is
+    above every training seed, and apart from the training script's evaluation clips)."""
+    if n < 0:
+        raise ValueError(f"clip number must be >= 0, got {n}")
+    return make_clip(_DEMO_SEED_BASE + n, frames, size)[0]
