@@ -51,7 +51,7 @@ class AttentionPlan:
     score_seconds: float = 0.0  # time spent in the scoring kernels (device-synchronised)
     # tree / masked modes
     tree_mask: torch.Tensor | None = None  # bool [N, N] over the last N keys (tree mode)
-    mask: torch.Tensor | None = None  # bool [1, 1, Q, K] (masked mode)
+    mask: torch.Tensor | None = None  # bool [1, 1, Q, K] (masked mode; tree mode via SDPA)
 
     def tree_as_mask(self, keys: int, device: torch.device) -> torch.Tensor:
         """Tree mode's visibility as an explicit bool mask ``[1, 1, N, keys]``: every node sees
