@@ -249,6 +249,9 @@ def print_record(rec: dict) -> None:
     print(f"video tokens given to the draft: {rec['kept_video_tokens']} of {rec['video_tokens']}")
     print(f"decode speedup: {fmt(rec['decode_speedup'])}   end-to-end: {fmt(rec['e2e_speedup'])}"
           f"   ({rec['new_tokens']} tokens on {rec['device']})")  # fmt: skip
+    ttft, ref_ttft = 1000 * rec["specvlm_ttft_s"], 1000 * rec["target_ttft_s"]
+    print(f"time to first token: {ttft:.0f} ms (target alone {ref_ttft:.0f} ms; SpecVLM's "
+          "includes scoring, pruning and the draft prefill)")  # fmt: skip
 
 
 def main(args) -> int:

@@ -47,6 +47,8 @@ def test_demo_json_and_figure(pair, tmp_path):
     assert rec["kept_video_tokens"] == (12 if rec["new_tokens"] > 1 else 128)
     assert rec["selector"] == "two_stage" and rec["drop_rate"] == 0.9
     assert "identical to the target's own greedy answer: yes" in proc.stdout
+    assert "time to first token:" in proc.stdout
+    assert 0 < rec["target_ttft_s"] and 0 < rec["specvlm_ttft_s"] and rec["repeats"] == 3
     assert png.stat().st_size > 1000
 
 
