@@ -28,7 +28,7 @@ import torch
 
 import specvlm
 from specvlm.demo import EMBEDDED
-from specvlm.measure import fastest, timed
+from specvlm.measure import time_alternately
 from specvlm.micro.clips import QUESTION_TYPES, make_clip, make_example, token_coverage
 from specvlm.micro.data import EVAL_SEED_BASE
 from specvlm.trees import chain
@@ -182,15 +182,13 @@ def method_table(target, draft, inputs, drop_rate, new, repeats) -> str:
     }  # fmt: skip
     sums = {name: [0.0, 0.0, 0.0] for name in methods}
     for x in inputs:
-        runs: dict = {name: [] for name in methods}
-        for _ in range(repeats):
-            for name, run in methods.items():
-                runs[name].append(timed(lambda s, run=run, x=x: run(x, s)))
-        want = runs["target alone (`generate`)"][0][0].tolist()
-        for name, rs in runs.items():
-            if any(out.tolist() != want for out, _ in rs):
+        timings = time_alternately(
+            {name: (lambda s, run=run, x=x: run(x, s)) for name, run in methods.items()}, repeats
+        )
+        want = timings["target alone (`generate`)"][0][0].tolist()
+        for name, (outs, best) in timings.items():
+            if any(out.tolist() != want for out in outs):
                 raise AssertionError(f"{name}: output differs from the target's greedy output")
-            best = fastest([t for _, t in rs])
             for i, v in enumerate((best.decode_s, best.e2e_s, best.ttft_s)):
                 sums[name][i] += v
     ref = sums["target alone (`generate`)"]
@@ -212,14 +210,13 @@ def speed_table(target, draft, inputs, drop_rate, new, depths, repeats) -> str:
         ref_sum, sd_sum = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
         tau, drafted, same, draft_prefill = [], [], True, 0.0
         for x in inputs:
-            ref_runs, sd_runs = [], []
-            for _ in range(repeats):  # alternating, so drifts of a shared machine hit both
-                ref_runs.append(timed(lambda s, x=x: target.generate(
-                    **x, do_sample=False, streamer=s, **gen)))  # fmt: skip
-                sd_runs.append(timed(lambda s, x=x, sd=sd: sd.generate(**x, streamer=s, **gen)))
-            same &= all(o.tolist() == ref_runs[0][0].tolist() for o, _ in ref_runs + sd_runs)
-            for total, runs in ((ref_sum, ref_runs), (sd_sum, sd_runs)):
-                best = fastest([t for _, t in runs])
+            timings = time_alternately({
+                "ref": lambda s, x=x: target.generate(**x, do_sample=False, streamer=s, **gen),
+                "sd": lambda s, x=x, sd=sd: sd.generate(**x, streamer=s, **gen),
+            }, repeats)  # fmt: skip
+            (ref_outs, ref_best), (sd_outs, sd_best) = timings["ref"], timings["sd"]
+            same &= all(o.tolist() == ref_outs[0].tolist() for o in ref_outs + sd_outs)
+            for total, best in ((ref_sum, ref_best), (sd_sum, sd_best)):
                 for i, v in enumerate((best.decode_s, best.e2e_s, best.ttft_s)):
                     total[i] += v
             tau.append(sd.last_stats.mean_accepted_length)

@@ -146,7 +146,7 @@ def run(args) -> dict:
 
     import specvlm
     from specvlm.bench_e2e import tree_of_size
-    from specvlm.measure import cuda_devices, fastest, timed
+    from specvlm.measure import cuda_devices, time_alternately
     from specvlm.video_inputs import InputError, VideoPrompter, read_video, sample_frames
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
@@ -187,16 +187,14 @@ def run(args) -> dict:
 
     _progress(4, steps, f"timing the target alone and SpecVLM (draft on "
               f"{1 - args.drop_rate:.0%} of the video tokens), {args.repeats} runs each")
-    ref_runs, sd_runs = [], []
-    for _ in range(args.repeats):  # alternating, so drifts of a shared machine hit both
-        with torch.no_grad():
-            ref_runs.append(timed(
-                lambda s: target.generate(**inputs, do_sample=False, streamer=s, **gen), devices
-            ))  # fmt: skip
-        sd_runs.append(timed(lambda s: sd.generate(**inputs, streamer=s, **gen), devices))
-    ref, out = ref_runs[0][0], sd_runs[0][0]
-    identical = all(o.tolist() == ref.tolist() for o, _ in ref_runs + sd_runs)
-    ref_t, sd_t = fastest([t for _, t in ref_runs]), fastest([t for _, t in sd_runs])
+    with torch.no_grad():
+        timings = time_alternately({
+            "target": lambda s: target.generate(**inputs, do_sample=False, streamer=s, **gen),
+            "specvlm": lambda s: sd.generate(**inputs, streamer=s, **gen),
+        }, args.repeats, devices)  # fmt: skip
+    (ref_outs, ref_t), (sd_outs, sd_t) = timings["target"], timings["specvlm"]
+    ref, out = ref_outs[0], sd_outs[0]
+    identical = all(o.tolist() == ref.tolist() for o in ref_outs + sd_outs)
     stats = sd.last_stats
     _progress(5, steps, "done")
 

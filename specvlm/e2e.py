@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 import specvlm
-from specvlm.measure import cuda_devices, timed
+from specvlm.measure import cuda_devices, decode_rate, timed
 
 METHODS = (
     "autoregressive",
@@ -146,9 +146,7 @@ def _faster(a: dict, b: dict) -> dict:
     out = dict(a)
     for key in ("decode_s", "e2e_s", "ttft_s"):
         out[key] = min(a[key], b[key])
-    tokens = out["new_tokens"]
-    decode = out["decode_s"]
-    out["decode_tokens_per_s"] = (tokens - 1) / decode if decode > 0 and tokens > 1 else 0.0
+    out["decode_tokens_per_s"] = decode_rate(out["new_tokens"], out["decode_s"])
     return out
 
 

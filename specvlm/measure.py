@@ -58,8 +58,13 @@ def timed(generate: Callable[[TimingStreamer], torch.Tensor], devices=()):
     end = streamer.end_time if streamer.end_time is not None else streamer._now()
     first = streamer.first if streamer.first is not None else end
     decode = end - first
-    rate = (streamer.tokens - 1) / decode if decode > 0 and streamer.tokens > 1 else 0.0
-    return out, Timing(streamer.tokens, first - t0, decode, end - t0, rate)
+    return out, Timing(streamer.tokens, first - t0, decode, end - t0,
+                       decode_rate(streamer.tokens, decode))  # fmt: skip
+
+
+def decode_rate(new_tokens: int, decode_s: float) -> float:
+    """Tokens per second after the first one (0 when there is nothing to rate)."""
+    return (new_tokens - 1) / decode_s if decode_s > 0 and new_tokens > 1 else 0.0
 
 
 def fastest(timings: list[Timing]) -> Timing:
@@ -69,9 +74,23 @@ def fastest(timings: list[Timing]) -> Timing:
         raise ValueError("fastest needs at least one timing")
     decode = min(t.decode_s for t in timings)
     tokens = timings[0].new_tokens
-    rate = (tokens - 1) / decode if decode > 0 and tokens > 1 else 0.0
     return Timing(tokens, min(t.ttft_s for t in timings), decode,
-                  min(t.e2e_s for t in timings), rate)  # fmt: skip
+                  min(t.e2e_s for t in timings), decode_rate(tokens, decode))  # fmt: skip
+
+
+def time_alternately(methods: dict[str, Callable[[TimingStreamer], torch.Tensor]], repeats: int,
+                     devices=()) -> dict[str, tuple[list[torch.Tensor], Timing]]:  # fmt: skip
+    """Run every method ``repeats`` times, the methods taking turns (so the drifts of a shared
+    machine hit all of them); per method, the outputs of all its runs and its :func:`fastest`
+    timing."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    runs: dict[str, list] = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, generate in methods.items():
+            runs[name].append(timed(generate, devices))
+    return {name: ([out for out, _ in rs], fastest([t for _, t in rs]))
+            for name, rs in runs.items()}  # fmt: skip
 
 
 def cuda_devices(*models) -> list[torch.device]:

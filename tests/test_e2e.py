@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from specvlm.e2e import METHODS, compare, run_method
-from specvlm.measure import Timing, TimingStreamer, fastest, timed
+from specvlm.measure import Timing, TimingStreamer, fastest, time_alternately, timed
 from tests import tiny_models as tm
 
 
@@ -95,3 +95,25 @@ def test_compare_repeats_alternate_and_keep_the_fastest(monkeypatch):
     assert all(r["identical"] is True for r in records)
     with pytest.raises(ValueError, match="repeats"):
         compare(None, None, {}, max_new_tokens=5, repeats=0)
+
+
+def test_time_alternately_takes_turns():
+    calls = []
+
+    def method(name):
+        def generate(streamer):
+            calls.append(name)
+            streamer.put(torch.tensor([[7]]))
+            streamer.put(torch.tensor([len(calls)]))
+            streamer.end()
+            return torch.tensor([[7, len(calls)]])
+
+        return generate
+
+    timings = time_alternately({"a": method("a"), "b": method("b")}, 3)
+    assert calls == ["a", "b"] * 3
+    outs, best = timings["b"]
+    assert [o.tolist() for o in outs] == [[[7, 2]], [[7, 4]], [[7, 6]]]
+    assert best.new_tokens == 1 and best.e2e_s >= best.ttft_s >= 0
+    with pytest.raises(ValueError, match="repeats"):
+        time_alternately({"a": method("a")}, 0)
