@@ -22,6 +22,7 @@ import json
 import math
 import os
 import statistics
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,13 +37,14 @@ from specvlm.video_inputs import VideoPrompter
 
 TYPES = ("all",) + QUESTION_TYPES
 SELECTORS = ("two_stage", "attention", "uniform", "random")
+TABLES = ("accuracy", "selectors", "reader", "attention", "methods", "speed")
 
 
-def accuracy_table() -> str:
+def accuracy_table(pair) -> str:
     lines = ["| model | params | layers | " + " | ".join(TYPES) + " | video-blind (noise) |",
              "|---" * 13 + "|"]  # fmt: skip
     for name in ("target", "draft"):
-        with open(os.path.join(EMBEDDED, name, "train_report.json")) as f:
+        with open(os.path.join(pair, name, "train_report.json")) as f:
             rep = json.load(f)
         acc, noise = rep["eval"]["video"], rep["eval"]["noise"]
         layers = rep["config"]["text"].get("num_hidden_layers", "?")
@@ -90,14 +92,28 @@ def object_oracles(coverage: np.ndarray) -> dict:
             "object oracle: each object in turn": each_object}  # fmt: skip
 
 
-def attention_table(inputs, coverages, keep: int) -> str:
+def without_object_pixels(coverage: np.ndarray, seed: int):
+    """A control: random tokens that hold no object pixel (the least covered ones when too few
+    are empty). If it does as well as the others, each token carries more than its pixels."""
+    total = torch.tensor(coverage.sum(0))
+
+    def select(scores, keep, grid):
+        g = torch.Generator().manual_seed(seed)
+        order = torch.randperm(total.numel(), generator=g)
+        order = order[torch.sort(total[order], stable=True).indices]  # empty first, random
+        return order[:keep]
+
+    return select
+
+
+def attention_table(pair, inputs, coverages, keep: int) -> str:
     """Per layer of the target (eager attention, the scores' definition): the share of the
     text-to-video attention that lands on tokens an object covers (>= 15% of their pixels),
     and the share of object tokens among the ``keep`` highest-scored."""
     from transformers import AutoModelForImageTextToText
 
     model = AutoModelForImageTextToText.from_pretrained(
-        EMBEDDED / "target", attn_implementation="eager"
+        pair / "target", attn_implementation="eager"
     ).eval()
     video_id = model.config.video_token_index
     per_layer: list[list[tuple[float, float]]] = []
@@ -156,6 +172,13 @@ def selector_table(target, draft, inputs, refs, coverages, drop_rate, new, rando
             rows[sel] = taus(sel, drop_rate)
     for name in object_oracles(coverages[0]):
         rows[name] = taus(lambda i, name=name: object_oracles(coverages[i])[name], drop_rate)
+    runs = [taus(lambda i, seed=seed: without_object_pixels(coverages[i], seed), drop_rate)
+            for seed in range(random_seeds)]  # fmt: skip
+    per_clip = zip(*(r[0] for r in runs), strict=True)
+    rows[f"random tokens without object pixels (mean of {random_seeds} seeds)"] = (
+        [statistics.mean(c) for c in per_clip],
+        runs[0][1],
+    )
     rows["all video tokens (drop 0)"] = taus("two_stage", 0.0)
     rows["one video token"] = taus("uniform", 1.0 - 1.5 / 128)
     base = rows["two_stage"][0]
@@ -237,14 +260,21 @@ def main() -> None:
     parser.add_argument("--random-seeds", type=int, default=4)
     parser.add_argument("--depths", default="1,2,3,4,6,8")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per clip and method")
+    parser.add_argument("--pair", default=str(EMBEDDED), help="DIR with target/ and draft/")
+    parser.add_argument("--tables", default=",".join(TABLES), help="comma-separated subset of "
+                        + ",".join(TABLES))  # fmt: skip
     args = parser.parse_args()
+    tables = set(args.tables.split(","))
+    if not tables <= set(TABLES):
+        parser.error(f"--tables: choose from {','.join(TABLES)}")
+    pair = Path(args.pair)
     torch.set_num_threads(1)
     os.environ.setdefault("SPECVLM_KERNELS_BACKEND", "reference")
     from transformers import AutoModelForImageTextToText
 
-    target = AutoModelForImageTextToText.from_pretrained(EMBEDDED / "target").eval()
-    draft = AutoModelForImageTextToText.from_pretrained(EMBEDDED / "draft").eval()
-    prompter = VideoPrompter(str(EMBEDDED / "target"), target.config)
+    target = AutoModelForImageTextToText.from_pretrained(pair / "target").eval()
+    draft = AutoModelForImageTextToText.from_pretrained(pair / "draft").eval()
+    prompter = VideoPrompter(str(pair / "target"), target.config)
     seeds = [EVAL_SEED_BASE + 500 + i for i in range(args.clips)]
     captions = [prompter(*make_example(s, "caption")[:2]) for s in seeds]
     coverages = [token_coverage(make_clip(s)[1], (4, 4)) for s in seeds]
@@ -253,31 +283,39 @@ def main() -> None:
     depths = [int(d) for d in args.depths.split(",")]
     new = args.max_new_tokens
 
-    print("## Accuracy on held-out clips (training reports)\n")
-    print(accuracy_table())
+    if "accuracy" in tables:
+        print("## Accuracy on held-out clips (training reports)\n")
+        print(accuracy_table(pair))
     with torch.no_grad():
         for x in captions[:2]:  # warm-up
             target.generate(**x, do_sample=False, max_new_tokens=new)
         refs = [target.generate(**x, do_sample=False, max_new_tokens=new) for x in captions]
-        print(f"\n## Selectors at drop rate {args.drop_rate}: captions of {args.clips} held-out "
-              "clips, draft chain of 6\n")  # fmt: skip
-        print(selector_table(target, draft, captions, refs, coverages, args.drop_rate, new,
-                             args.random_seeds, chain(6)))  # fmt: skip
-        print(f"\n## Selectors with the target as its own draft (a reader that can use every "
-              f"token it gets), drop rate {args.drop_rate}, same clips\n")  # fmt: skip
-        reader = AutoModelForImageTextToText.from_pretrained(EMBEDDED / "target").eval()
-        print(selector_table(target, reader, captions, refs, coverages, args.drop_rate, new,
-                             args.random_seeds, chain(6)))  # fmt: skip
-        keep = int(128 * (1 - args.drop_rate))
-        print(f"\n## Where the target's attention goes: captions of {args.clips} held-out clips\n")
-        print(attention_table(captions, coverages, keep))
-        print(f"\n## Methods on captions of {args.clips} held-out clips (drop rate "
-              f"{args.drop_rate}, fastest of {args.repeats} alternating runs)\n")  # fmt: skip
-        print(method_table(target, draft, captions, args.drop_rate, new, args.repeats))
-        for title, inputs in (("captions", captions), ("all question types", mixed)):
-            print(f"\n## CPU speed by draft chain depth (two_stage, drop rate {args.drop_rate}): "
-                  f"{title}, {args.clips} held-out clips\n")  # fmt: skip
-            print(speed_table(target, draft, inputs, args.drop_rate, new, depths, args.repeats))
+        if "selectors" in tables:
+            print(f"\n## Selectors at drop rate {args.drop_rate}: captions of {args.clips} "
+                  "held-out clips, draft chain of 6\n")  # fmt: skip
+            print(selector_table(target, draft, captions, refs, coverages, args.drop_rate, new,
+                                 args.random_seeds, chain(6)))  # fmt: skip
+        if "reader" in tables:
+            print(f"\n## Selectors with the target as its own draft (a reader that can use every "
+                  f"token it gets), drop rate {args.drop_rate}, same clips\n")  # fmt: skip
+            reader = AutoModelForImageTextToText.from_pretrained(pair / "target").eval()
+            print(selector_table(target, reader, captions, refs, coverages, args.drop_rate, new,
+                                 args.random_seeds, chain(6)))  # fmt: skip
+        if "attention" in tables:
+            keep = int(128 * (1 - args.drop_rate))
+            print(f"\n## Where the target's attention goes: captions of {args.clips} held-out "
+                  "clips\n")  # fmt: skip
+            print(attention_table(pair, captions, coverages, keep))
+        if "methods" in tables:
+            print(f"\n## Methods on captions of {args.clips} held-out clips (drop rate "
+                  f"{args.drop_rate}, fastest of {args.repeats} alternating runs)\n")  # fmt: skip
+            print(method_table(target, draft, captions, args.drop_rate, new, args.repeats))
+        if "speed" in tables:
+            for title, inputs in (("captions", captions), ("all question types", mixed)):
+                print(f"\n## CPU speed by draft chain depth (two_stage, drop rate "
+                      f"{args.drop_rate}): {title}, {args.clips} held-out clips\n")  # fmt: skip
+                print(speed_table(target, draft, inputs, args.drop_rate, new, depths,
+                                  args.repeats))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -104,6 +104,12 @@ def parse_args(argv=None):
         help="with --init: deepen the loaded text decoder to this many layers first (new\n"
         "layers start as identity: specvlm.micro.model.grow_text_layers)",
     )
+    p.add_argument(
+        "--patch-features",
+        action="store_true",
+        help="with --init: make video tokens from the patch embeddings (each token then holds\n"
+        "only its own pixels: specvlm.micro.model.read_patch_embeddings)",
+    )
     p.add_argument("--eval-per-type", type=int, default=100, help="held-out clips per type")
     p.add_argument("--eval-every", type=float, default=2.0, help="minutes between small evals")
     p.add_argument("--generate-check", type=int, default=8, help="examples run via generate")
@@ -121,6 +127,8 @@ def parse_args(argv=None):
         p.error(f"--types: choose from {','.join(QUESTION_TYPES)}")
     if args.grow_layers is not None and not args.init:
         p.error("--grow-layers needs --init (it deepens a trained model)")
+    if args.patch_features and not args.init:
+        p.error("--patch-features needs --init (it converts a trained model)")
     if args.tiny:
         args.steps = args.steps or 20
         args.batch = min(args.batch, 4)
@@ -228,6 +236,8 @@ def train_one(name: str, args, device, amp, processor) -> dict:
         model = LlavaOnevisionForConditionalGeneration.from_pretrained(Path(args.init) / name)
         if args.grow_layers is not None:
             model = micro_model.grow_text_layers(model, args.grow_layers)
+        if args.patch_features:
+            model = micro_model.read_patch_embeddings(model)
         config = model.config
     else:
         model = micro_model.build_model(config, seed=args.seed + (0 if name == "target" else 1))

@@ -92,9 +92,22 @@ def test_micro_eval_runs(pair):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for row in ("| two_stage |", "| random (mean of 1 seeds) |", "object oracle: most covered",
                 "object oracle: each object in turn", "all video tokens (drop 0)",
+                "random tokens without object pixels (mean of 1 seeds)",
                 "| mean of layers (the score) |", "| assisted generation"):  # fmt: skip
         assert row in proc.stdout
     lines = proc.stdout.splitlines()
     ends = ("| True |", "| False |")
     speed_rows = [line for line in lines if line.startswith("| 2 |") and line.endswith(ends)]
     assert len(speed_rows) == 2 and all(line.endswith("| True |") for line in speed_rows)
+
+
+def test_micro_eval_refuses_unknown_tables():
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(repo, "bench", "micro_eval.py")
+    proc = subprocess.run([sys.executable, script, "--tables", "selectors,bogus"],
+                          capture_output=True, text=True, timeout=300, cwd=repo,
+                          env={**os.environ, "PYTHONPATH": repo})  # fmt: skip
+    assert proc.returncode == 2 and "--tables: choose from" in proc.stderr

@@ -150,14 +150,16 @@ def test_train_script_tiny_end_to_end(tmp_path, one_thread):
         assert isinstance(proc.tokenizer.decode(gen[0], skip_special_tokens=True), str)
     assert len(vocab_sizes) == 1
 
-    # deepen the trained tiny target and train it two more steps
+    # deepen the trained tiny target, switch it to patch features, train it two more steps
     grown = tmp_path / "grown"
     cmd = [sys.executable, script, "--tiny", "--out", str(grown), "--model", "target",
-           "--threads", "1", "--init", str(out), "--grow-layers", "3", "--steps", "2"]  # fmt: skip
+           "--threads", "1", "--init", str(out), "--grow-layers", "3", "--patch-features",
+           "--steps", "2"]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     m = AutoModelForImageTextToText.from_pretrained(grown / "target")
     assert m.config.text_config.num_hidden_layers == 3
+    assert m.config.vision_feature_layer == -2
 
 
 def test_grow_text_layers_keeps_the_function(one_thread):
@@ -184,11 +186,48 @@ def test_grow_text_layers_keeps_the_function(one_thread):
         model.grow_text_layers(small, 1)
 
 
-def test_grow_layers_needs_init():
+@pytest.mark.parametrize("flag", [["--grow-layers", "3"], ["--patch-features"]])
+def test_model_surgery_needs_init(flag):
     script = str(ROOT / "scripts" / "train_micro.py")
-    res = subprocess.run([sys.executable, script, "--out", "/nonexistent", "--grow-layers", "3"],
+    res = subprocess.run([sys.executable, script, "--out", "/nonexistent", *flag],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
-    assert res.returncode == 2 and "--grow-layers needs --init" in res.stderr
+    assert res.returncode == 2 and f"{flag[0]} needs --init" in res.stderr
+
+
+def _video_tokens(m, video: np.ndarray) -> torch.Tensor:
+    """[frames * 16, hidden] video tokens of `m` (without the newline token)."""
+    x = data.pixels(video)[None]
+    features = m.model.get_video_features(
+        x,
+        vision_feature_layer=m.config.vision_feature_layer,
+        vision_feature_select_strategy=m.config.vision_feature_select_strategy,
+    ).pooler_output
+    return features[0, :-1]
+
+
+def test_patch_features_make_each_token_local(one_thread):
+    size = dict(model.TINY_TARGET, vis_layers=3)
+    deep = model.build_model(model.build_config(size), seed=4)
+    for p in deep.parameters():
+        p.data += 0.02 * torch.randn_like(p)
+    local = model.read_patch_embeddings(deep)
+    assert local.config.vision_config.num_hidden_layers == 1
+    assert local.config.vision_feature_layer == -2
+    assert deep.config.vision_config.num_hidden_layers == 3  # the input is not changed
+    for name, p in local.named_parameters():  # every weight kept is the original's
+        assert torch.equal(p, deep.get_parameter(name)), name
+    video = make_clip(7)[0]
+    changed = video.copy()
+    changed[2, 16:32, 32:48] = 255  # the pixels of token (row 1, col 2) of frame 2
+    token = 2 * 16 + 1 * 4 + 2
+    with torch.no_grad():
+        for m, only_that_token in ((local, True), (deep, False)):
+            moved = (_video_tokens(m, changed) - _video_tokens(m, video)).abs().amax(-1) > 1e-6
+            frame_2 = moved[32:48]
+            assert moved[token]
+            assert not moved[:32].any() and not moved[48:].any()  # frames never mix
+            # patch features: nothing else in frame 2 moves; the encoder mixes the whole frame
+            assert int(frame_2.sum()) == (1 if only_that_token else 16)
 
 
 def test_torchvision_stand_ins_are_undone():

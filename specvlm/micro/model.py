@@ -13,6 +13,7 @@ building the model on the meta device.
 from __future__ import annotations
 
 import copy
+import re
 
 import torch
 from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
@@ -156,3 +157,26 @@ def grow_text_layers(model: LlavaOnevisionForConditionalGeneration, layers: int)
             state[f"{prefix}{j}.{k}"] = v
     grown.load_state_dict(state, strict=True)
     return grown.to(next(model.parameters()).dtype).eval()
+
+
+def read_patch_embeddings(model: LlavaOnevisionForConditionalGeneration):
+    """A copy of ``model`` whose video tokens are made from the vision tower's patch embeddings.
+
+    The SigLIP encoder keeps one layer and ``vision_feature_layer`` becomes -2 (the hidden state
+    before that layer, LLaVA's own default index), so the layer's output is computed but not used;
+    a stock config cannot select the patch embeddings of an encoder without layers. The point:
+    encoder layers attend across the whole frame, so after them every token of a frame carries
+    its objects (in this pair a token without a single object pixel told the draft nearly as much
+    as one on the object); from the patch embeddings each video token carries only its own
+    16 x 16 pixels and the language model has to look at the right tokens. Used by
+    ``scripts/train_micro.py --patch-features`` (the model must then be trained further).
+    """
+    config = copy.deepcopy(model.config)
+    config.vision_config.num_hidden_layers = 1
+    config.vision_feature_layer = -2
+    out = LlavaOnevisionForConditionalGeneration(config)
+    out.generation_config = copy.deepcopy(model.generation_config)
+    later_layer = re.compile(r"vision_tower\.(vision_model\.)?encoder\.layers\.[1-9]")
+    state = {k: v for k, v in model.state_dict().items() if not later_layer.search(k)}
+    out.load_state_dict(state, strict=True)
+    return out.to(next(model.parameters()).dtype).eval()
