@@ -3,6 +3,10 @@ selector at one budget, and CPU speedups per draft chain depth. Prints the table
 docs/micro.md.
 
     PYTHONPATH=. python bench/micro_eval.py [--clips 48] [--drop-rate 0.9] [--max-new-tokens 40]
+        [--pair DIR] [--tables selectors,attention,...]
+
+``--pair`` evaluates another pair (DIR/target, DIR/draft, e.g. a training run's output);
+``--tables`` prints only some of the tables.
 
 Selectors are compared on captions ("describe the video ."), the question whose answer needs the
 most of the video; every clip is run with every selector, so differences are paired (mean and
@@ -12,7 +16,8 @@ Speedups: the target's own greedy ``generate`` and SpecVLM run alternately ``--r
 each clip and the fastest run of each counts; the ratio of summed decode (or end-to-end) times.
 Two object oracles bound what any selector could do on this task: they know where the shapes
 are (from the clip's facts) and keep the tokens the objects cover most, or the best token of each
-object in turn.
+object in turn. A control keeps random tokens that no shape touches: if it does as well as the
+rest, every token carries more than its own pixels.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ geometry: 64x64 frames, SigLIP patch 8 -> 8x8 patches, projected, bilinearly poo
 16 tokens per frame; 8 frames + 1 image_newline = 129 video tokens
 (``vision_feature_select_strategy="full"``, ``vision_feature_layer=-1``).  Text models are Qwen2
 (untied lm_head, as tests/tiny_models.py); vision towers are tiny SigLIP encoders without head.
+The configs here are those the training starts from; the shipped pair was then converted by
+:func:`read_patch_embeddings` (one encoder layer, ``vision_feature_layer=-2``: each video token
+holds only its own pixels) and trained further (docs/micro.md).
 
 Sizes are dicts (see TARGET / DRAFT / TINY_*); ``param_count(config)`` counts parameters by
 building the model on the meta device.
