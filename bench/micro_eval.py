@@ -167,22 +167,22 @@ def selector_table(target, draft, inputs, refs, coverages, drop_rate, new, rando
             out.append(sd.last_stats.mean_accepted_length)
         return out, sd.last_stats.kept_video_tokens
 
+    def mean_over_seeds(run):
+        """``run(seed)`` -> (taus, kept) for each seed; per clip, the mean over the seeds."""
+        runs = [run(seed) for seed in range(random_seeds)]
+        per_clip = zip(*(r[0] for r in runs), strict=True)
+        return [statistics.mean(c) for c in per_clip], runs[0][1]
+
     rows = {}
     for sel in SELECTORS:
         if sel == "random":
-            runs = [taus(sel, drop_rate, seed) for seed in range(random_seeds)]
-            per_clip = zip(*(r[0] for r in runs), strict=True)
-            rows[sel] = ([statistics.mean(c) for c in per_clip], runs[0][1])
+            rows[sel] = mean_over_seeds(lambda seed: taus("random", drop_rate, seed))
         else:
             rows[sel] = taus(sel, drop_rate)
     for name in object_oracles(coverages[0]):
         rows[name] = taus(lambda i, name=name: object_oracles(coverages[i])[name], drop_rate)
-    runs = [taus(lambda i, seed=seed: without_object_pixels(coverages[i], seed), drop_rate)
-            for seed in range(random_seeds)]  # fmt: skip
-    per_clip = zip(*(r[0] for r in runs), strict=True)
-    rows[f"random tokens without object pixels (mean of {random_seeds} seeds)"] = (
-        [statistics.mean(c) for c in per_clip],
-        runs[0][1],
+    rows[f"random tokens without object pixels (mean of {random_seeds} seeds)"] = mean_over_seeds(
+        lambda seed: taus(lambda i: without_object_pixels(coverages[i], seed), drop_rate)
     )
     rows["all video tokens (drop 0)"] = taus("two_stage", 0.0)
     rows["one video token"] = taus("uniform", 1.0 - 1.5 / 128)

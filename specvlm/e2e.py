@@ -19,10 +19,12 @@ caller's sweep parameters.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 import specvlm
-from specvlm.measure import cuda_devices, decode_rate, timed
+from specvlm.measure import Timing, cuda_devices, fastest, timed
 
 METHODS = (
     "autoregressive",
@@ -143,11 +145,9 @@ def _faster(a: dict, b: dict) -> dict:
         return a
     if b["error"] is not None:
         return b
-    out = dict(a)
-    for key in ("decode_s", "e2e_s", "ttft_s"):
-        out[key] = min(a[key], b[key])
-    out["decode_tokens_per_s"] = decode_rate(out["new_tokens"], out["decode_s"])
-    return out
+    keys = [f.name for f in dataclasses.fields(Timing)]
+    best = fastest([Timing(**{k: r[k] for k in keys}) for r in (a, b)])
+    return dict(a, **dataclasses.asdict(best))
 
 
 def _ratio(reference: float | None, value: float | None) -> float | None:

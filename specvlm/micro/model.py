@@ -143,8 +143,6 @@ def grow_text_layers(model: LlavaOnevisionForConditionalGeneration, layers: int)
         if len(set(types)) != 1:
             raise ValueError("growing needs one attention type in every layer")
         config.text_config.layer_types = [types[0]] * layers
-    grown = LlavaOnevisionForConditionalGeneration(config)
-    grown.generation_config = copy.deepcopy(model.generation_config)
     prefix = "model.language_model.layers."
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
     old_layers = model.model.language_model.layers
@@ -158,8 +156,7 @@ def grow_text_layers(model: LlavaOnevisionForConditionalGeneration, layers: int)
             layer_state["mlp.down_proj.weight"].zero_()
         for k, v in layer_state.items():
             state[f"{prefix}{j}.{k}"] = v
-    grown.load_state_dict(state, strict=True)
-    return grown.to(next(model.parameters()).dtype).eval()
+    return _rebuilt(model, config, state)
 
 
 def read_patch_embeddings(model: LlavaOnevisionForConditionalGeneration):
@@ -177,9 +174,15 @@ def read_patch_embeddings(model: LlavaOnevisionForConditionalGeneration):
     config = copy.deepcopy(model.config)
     config.vision_config.num_hidden_layers = 1
     config.vision_feature_layer = -2
-    out = LlavaOnevisionForConditionalGeneration(config)
-    out.generation_config = copy.deepcopy(model.generation_config)
     later_layer = re.compile(r"vision_tower\.(vision_model\.)?encoder\.layers\.[1-9]")
     state = {k: v for k, v in model.state_dict().items() if not later_layer.search(k)}
+    return _rebuilt(model, config, state)
+
+
+def _rebuilt(model, config, state: dict):
+    """A new model of ``config`` holding exactly ``state``, with ``model``'s generation settings
+    and dtype, in eval mode."""
+    out = LlavaOnevisionForConditionalGeneration(config)
+    out.generation_config = copy.deepcopy(model.generation_config)
     out.load_state_dict(state, strict=True)
     return out.to(next(model.parameters()).dtype).eval()
