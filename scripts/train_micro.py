@@ -61,6 +61,8 @@ from specvlm.micro.data import (  # noqa: E402
 from specvlm.micro.processor import build_processor, video_inputs  # noqa: E402
 from specvlm.micro.tokenizer import EOS_ID  # noqa: E402
 
+SEED_STRIDE = 50_000_000  # training clip seeds: seed * SEED_STRIDE + running clip index
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -90,7 +92,13 @@ def parse_args(argv=None):
         default=",".join(QUESTION_TYPES),
         help="comma-separated question types to train on (default: all)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="weights and training-clip seed, 0-19 (held-out clips use seeds above every\n"
+        "training clip's)",
+    )
     p.add_argument(
         "--init",
         default=None,
@@ -107,8 +115,16 @@ def parse_args(argv=None):
     p.add_argument(
         "--patch-features",
         action="store_true",
-        help="with --init: make video tokens from the patch embeddings (each token then holds\n"
-        "only its own pixels: specvlm.micro.model.read_patch_embeddings)",
+        help="with --init: convert a model whose video tokens come from the encoder's last layer\n"
+        "(fresh models no longer do) to patch embeddings, so each token holds only its own\n"
+        "pixels: specvlm.micro.model.read_patch_embeddings",
+    )
+    p.add_argument(
+        "--text-layers",
+        type=int,
+        default=None,
+        help="fresh models only: text decoder layers instead of the size's own (e.g. train a\n"
+        "4-layer target first, then deepen it with --init ... --grow-layers 8)",
     )
     p.add_argument("--eval-per-type", type=int, default=100, help="held-out clips per type")
     p.add_argument("--eval-every", type=float, default=2.0, help="minutes between small evals")
@@ -127,6 +143,11 @@ def parse_args(argv=None):
         p.error(f"--types: choose from {','.join(QUESTION_TYPES)}")
     if args.grow_layers is not None and not args.init:
         p.error("--grow-layers needs --init (it deepens a trained model)")
+    if not 0 <= args.seed < EVAL_SEED_BASE // SEED_STRIDE:
+        top = EVAL_SEED_BASE // SEED_STRIDE - 1
+        p.error(f"--seed: 0 to {top} (larger seeds would reach the held-out clips)")
+    if args.text_layers is not None and (args.init or args.text_layers < 1):
+        p.error("--text-layers: a positive count, fresh models only (with --init: --grow-layers)")
     if args.patch_features and not args.init:
         p.error("--patch-features needs --init (it converts a trained model)")
     if args.tiny:
@@ -228,8 +249,10 @@ def lr_at(args, step: int, progress: float) -> float:
 
 
 def train_one(name: str, args, device, amp, processor) -> dict:
-    target_cfg, draft_cfg = micro_model.build_pair_configs(tiny=args.tiny)
-    config = target_cfg if name == "target" else draft_cfg
+    size = micro_model.pair_sizes(tiny=args.tiny)[0 if name == "target" else 1]
+    if args.text_layers is not None:
+        size = dict(size, layers=args.text_layers)
+    config = micro_model.build_config(size)
     if args.init:
         from transformers import LlavaOnevisionForConditionalGeneration
 
@@ -266,7 +289,7 @@ def train_one(name: str, args, device, amp, processor) -> dict:
         types = args.types
         if progress < args.curriculum:
             types = tuple(t for t in args.types if t in STATIC_TYPES) or args.types
-        base = args.seed * 50_000_000 + step * args.batch
+        base = args.seed * SEED_STRIDE + step * args.batch
         assert base + args.batch < EVAL_SEED_BASE
         objects = 1 if progress < args.single else None
         items = [

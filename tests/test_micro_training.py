@@ -109,9 +109,11 @@ def test_pair_configs_share_vocab_and_geometry():
             assert getattr(a.vision_config, key) == getattr(b.vision_config, key)
     assert (target.vision_config.image_size, target.vision_config.patch_size) == (64, 8)
     assert draft.text_config.num_hidden_layers == 1
+    for config in (target, draft):  # video tokens are patch embeddings (see read_patch_embeddings)
+        assert config.vision_feature_layer == -2 and config.vision_config.num_hidden_layers == 1
     nt, nd = model.param_count(target)["total"], model.param_count(draft)["total"]
     assert 4_000_000 <= nt <= 20_000_000
-    assert 300_000 <= nd <= 1_000_000 and nt >= 8 * nd
+    assert 200_000 <= nd <= 1_000_000 and nt >= 8 * nd
 
 
 def test_train_script_tiny_end_to_end(tmp_path, one_thread):
@@ -120,7 +122,8 @@ def test_train_script_tiny_end_to_end(tmp_path, one_thread):
     out = tmp_path / "micro"
     start = time.time()
     script = str(ROOT / "scripts" / "train_micro.py")
-    cmd = [sys.executable, script, "--tiny", "--out", str(out), "--model", "both", "--threads", "1"]
+    cmd = [sys.executable, script, "--tiny", "--out", str(out), "--model", "both", "--threads", "1",
+           "--text-layers", "1"]  # fmt: skip
     res = subprocess.run(
         cmd,
         capture_output=True,
@@ -140,6 +143,8 @@ def test_train_script_tiny_end_to_end(tmp_path, one_thread):
         assert report["steps"] == 20 and set(report["eval"]) == {"video", "noise"}
         proc = processor.load_processor(path)  # AutoProcessor.from_pretrained
         m = AutoModelForImageTextToText.from_pretrained(path)
+        assert m.config.text_config.num_hidden_layers == 1  # --text-layers
+        assert m.config.vision_feature_layer == -2  # fresh models read patch embeddings
         assert type(m).__name__ == "LlavaOnevisionForConditionalGeneration"
         vocab_sizes.add(m.config.text_config.vocab_size)
         inputs = processor.video_inputs(proc, video, question)
@@ -150,7 +155,7 @@ def test_train_script_tiny_end_to_end(tmp_path, one_thread):
         assert isinstance(proc.tokenizer.decode(gen[0], skip_special_tokens=True), str)
     assert len(vocab_sizes) == 1
 
-    # deepen the trained tiny target, switch it to patch features, train it two more steps
+    # deepen the trained tiny target (patch features already: the flag keeps them), train 2 steps
     grown = tmp_path / "grown"
     cmd = [sys.executable, script, "--tiny", "--out", str(grown), "--model", "target",
            "--threads", "1", "--init", str(out), "--grow-layers", "3", "--patch-features",
@@ -186,12 +191,22 @@ def test_grow_text_layers_keeps_the_function(one_thread):
         model.grow_text_layers(small, 1)
 
 
-@pytest.mark.parametrize("flag", [["--grow-layers", "3"], ["--patch-features"]])
-def test_model_surgery_needs_init(flag):
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--grow-layers", "3"], "--grow-layers needs --init"),
+        (["--patch-features"], "--patch-features needs --init"),
+        (["--text-layers", "2", "--init", "/nonexistent"], "--text-layers: a positive count"),
+        (["--text-layers", "0"], "--text-layers: a positive count"),
+        (["--seed", "20"], "--seed: 0 to 19"),
+        (["--seed", "-1"], "--seed: 0 to 19"),
+    ],
+)
+def test_bad_training_flags_are_refused(flags, message):
     script = str(ROOT / "scripts" / "train_micro.py")
-    res = subprocess.run([sys.executable, script, "--out", "/nonexistent", *flag],
+    res = subprocess.run([sys.executable, script, "--out", "/nonexistent", *flags],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
-    assert res.returncode == 2 and f"{flag[0]} needs --init" in res.stderr
+    assert res.returncode == 2 and message in res.stderr, res.stderr
 
 
 def _video_tokens(m, video: np.ndarray) -> torch.Tensor:
@@ -206,7 +221,7 @@ def _video_tokens(m, video: np.ndarray) -> torch.Tensor:
 
 
 def test_patch_features_make_each_token_local(one_thread):
-    size = dict(model.TINY_TARGET, vis_layers=3)
+    size = dict(model.TINY_TARGET, vis_layers=3, patch_embeddings=False)
     deep = model.build_model(model.build_config(size), seed=4)
     for p in deep.parameters():
         p.data += 0.02 * torch.randn_like(p)

@@ -3,11 +3,11 @@
 Both share the micro tokenizer's vocabulary and special ids (tokenizer.py) and the vision
 geometry: 64x64 frames, SigLIP patch 8 -> 8x8 patches, projected, bilinearly pooled 2x to 4x4 =
 16 tokens per frame; 8 frames + 1 image_newline = 129 video tokens
-(``vision_feature_select_strategy="full"``, ``vision_feature_layer=-1``).  Text models are Qwen2
-(untied lm_head, as tests/tiny_models.py); vision towers are tiny SigLIP encoders without head.
-The configs here are those the training starts from; the shipped pair was then converted by
-:func:`read_patch_embeddings` (one encoder layer, ``vision_feature_layer=-2``: each video token
-holds only its own pixels) and trained further (docs/micro.md).
+(``vision_feature_select_strategy="full"``).  Text models are Qwen2 (untied lm_head, as
+tests/tiny_models.py); vision towers are tiny SigLIP encoders without head, whose patch
+embeddings are the video tokens (one encoder layer, computed but unused,
+``vision_feature_layer=-2``: each video token holds only its own pixels; see
+:func:`read_patch_embeddings`).
 
 Sizes are dicts (see TARGET / DRAFT / TINY_*); ``param_count(config)`` counts parameters by
 building the model on the meta device.
@@ -25,22 +25,25 @@ from specvlm.micro.processor import FRAME_SIZE, PATCH_SIZE
 from specvlm.micro.tokenizer import EOS_ID, IMAGE_ID, PAD_ID, VIDEO_ID, vocabulary
 
 # hidden / heads / kv_heads / layers / inter: text (Qwen2); vis_*: SigLIP vision tower.
+# patch_embeddings: video tokens from the vision tower's patch embeddings (one SigLIP layer,
+# computed but unused, and vision_feature_layer=-2; see read_patch_embeddings), else from the
+# encoder's last layer.
 TARGET = dict(
     hidden=256, heads=4, kv_heads=2, layers=8, inter=768,
-    vis_hidden=192, vis_heads=3, vis_layers=3, vis_inter=576,
+    vis_hidden=192, vis_heads=3, vis_layers=1, vis_inter=576, patch_embeddings=True,
 )  # fmt: skip
 DRAFT = dict(
     hidden=128, heads=2, kv_heads=1, layers=1, inter=384,
-    vis_hidden=64, vis_heads=2, vis_layers=2, vis_inter=192,
+    vis_hidden=64, vis_heads=2, vis_layers=1, vis_inter=192, patch_embeddings=True,
 )  # fmt: skip
 # For tests (--tiny): seconds to train, not meant to learn much.
 TINY_TARGET = dict(
     hidden=64, heads=2, kv_heads=1, layers=2, inter=128,
-    vis_hidden=32, vis_heads=2, vis_layers=1, vis_inter=64,
+    vis_hidden=32, vis_heads=2, vis_layers=1, vis_inter=64, patch_embeddings=True,
 )  # fmt: skip
 TINY_DRAFT = dict(
     hidden=32, heads=2, kv_heads=1, layers=1, inter=64,
-    vis_hidden=32, vis_heads=2, vis_layers=1, vis_inter=64,
+    vis_hidden=32, vis_heads=2, vis_layers=1, vis_inter=64, patch_embeddings=True,
 )  # fmt: skip
 
 
@@ -80,7 +83,7 @@ def build_config(size: dict, frame_size: int = FRAME_SIZE, patch_size: int = PAT
         image_token_index=IMAGE_ID,
         video_token_index=VIDEO_ID,
         vision_feature_select_strategy="full",
-        vision_feature_layer=-1,
+        vision_feature_layer=-2 if size.get("patch_embeddings") else -1,
         image_grid_pinpoints=[[frame_size, frame_size]],
         tie_word_embeddings=False,
     )
@@ -89,9 +92,13 @@ def build_config(size: dict, frame_size: int = FRAME_SIZE, patch_size: int = PAT
 
 def build_pair_configs(tiny: bool = False):
     """(target_config, draft_config): same vocab, special ids and vision geometry."""
-    if tiny:
-        return build_config(TINY_TARGET), build_config(TINY_DRAFT)
-    return build_config(TARGET), build_config(DRAFT)
+    target, draft = pair_sizes(tiny)
+    return build_config(target), build_config(draft)
+
+
+def pair_sizes(tiny: bool = False) -> tuple[dict, dict]:
+    """(target_size, draft_size) dicts: the shipped pair's, or the tests' tiny ones."""
+    return (TINY_TARGET, TINY_DRAFT) if tiny else (TARGET, DRAFT)
 
 
 def build_model(config, seed: int = 0) -> LlavaOnevisionForConditionalGeneration:
