@@ -51,6 +51,7 @@ from specvlm.micro.clips import QUESTION_TYPES, STATIC_TYPES  # noqa: E402
 from specvlm.micro.data import (  # noqa: E402
     EVAL_SEED_BASE,
     IGNORE,
+    additive_mask,
     collate,
     conversation,
     eval_examples,
@@ -137,6 +138,14 @@ def parse_args(argv=None):
         help="bf16 autocast (auto: on CUDA, or a CPU with AMX / AVX512-BF16)",
     )
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument(
+        "--attn",
+        choices=("eager", "sdpa"),
+        default="eager",
+        help="attention implementation while training and evaluating (not saved: the shipped\n"
+        "config loads with transformers' default); eager measured ~15%% faster than sdpa for\n"
+        "training the micro target on a 2-core CPU (SDPA's CPU backward with the packed mask)",
+    )
     args = p.parse_args(argv)
     args.types = tuple(t for t in args.types.split(",") if t)
     if not args.types or any(t not in QUESTION_TYPES for t in args.types):
@@ -264,6 +273,7 @@ def train_one(name: str, args, device, amp, processor) -> dict:
         config = model.config
     else:
         model = micro_model.build_model(config, seed=args.seed + (0 if name == "target" else 1))
+    model.set_attn_implementation(args.attn)
     model.to(device).train()
     params = micro_model.param_count(config)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
@@ -295,7 +305,10 @@ def train_one(name: str, args, device, amp, processor) -> dict:
         items = [
             train_item(base + i, args.turns, types, objects=objects) for i in range(args.batch)
         ]
-        batch = {k: v.to(device) for k, v in collate(items).items()}
+        batch = collate(items)
+        if args.attn == "eager":  # eager attention adds a 4-D mask to the scores
+            batch["attention_mask"] = additive_mask(batch["attention_mask"])
+        batch = {k: v.to(device) for k, v in batch.items()}
         for group in opt.param_groups:
             group["lr"] = lr_at(args, step, progress)
         model.train()

@@ -1,6 +1,7 @@
 """Micro pair: tokenizer / processor / data agree, configs, and scripts/train_micro.py --tiny."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -74,9 +75,12 @@ def test_training_conversation_matches_processor():
     assert ids[: len(first)] == list(first)
 
 
-def test_packed_questions_equal_separate_prompts(one_thread):
-    """A packed training row computes each question exactly as its own prompt would."""
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_questions_equal_separate_prompts(one_thread, attn):
+    """A packed training row computes each question exactly as its own prompt would, with
+    either attention implementation the training script offers (eager gets the additive mask)."""
     m = model.build_model(model.build_config(model.TINY_TARGET), seed=0)
+    m.set_attn_implementation(attn)
     video, facts = make_clip(11)
     rng = np.random.default_rng(1)
     turns = [make_question(facts, t, rng) for t in ("caption", "colour", "exists")]
@@ -85,8 +89,11 @@ def test_packed_questions_equal_separate_prompts(one_thread):
     ids = data.packed(turns)[0]
     batch = data.collate([(*data.packed(turns), pix), (*data.packed(short), pix)])
     assert batch["attention_mask"].shape == (2, 1, len(ids), len(ids))
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    if attn == "eager":
+        inputs["attention_mask"] = data.additive_mask(batch["attention_mask"])
     with torch.no_grad():
-        packed_logits = m(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        packed_logits = m(**inputs).logits
         for row, qs in ((0, turns), (1, short)):
             seg = torch.tensor(data.packed(qs)[3])
             for j, turn in enumerate(qs, start=1):
@@ -97,6 +104,29 @@ def test_packed_questions_equal_separate_prompts(one_thread):
                 ).logits[0]
                 got = packed_logits[row, : len(seg)][(seg == 0) | (seg == j)]
                 torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_eager_attention_ignores_a_boolean_mask(one_thread):
+    """Why the training script converts the packed mask for eager attention: given the boolean
+    mask as it is, eager attention adds it to the scores (True = +1) and every token sees the
+    whole row, answers of later questions included."""
+    m = model.build_model(model.build_config(model.TINY_TARGET), seed=0)
+    m.set_attn_implementation("eager")
+    video, facts = make_clip(12)
+    rng = np.random.default_rng(2)
+    turns = [make_question(facts, t, rng) for t in ("caption", "colour")]
+    batch = data.collate([(*data.packed(turns), data.pixels(video))])
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        leaky = m(**inputs).logits
+        inputs["attention_mask"] = data.additive_mask(batch["attention_mask"])
+        right = m(**inputs).logits
+    assert not torch.allclose(leaky, right, atol=1e-3)
+    mask = data.additive_mask(batch["attention_mask"])
+    assert mask.dtype == torch.float32
+    assert torch.equal(mask == 0, batch["attention_mask"])
+    with pytest.raises(ValueError, match="boolean 4-D"):
+        data.additive_mask(mask)
 
 
 def test_pair_configs_share_vocab_and_geometry():
@@ -165,6 +195,32 @@ def test_train_script_tiny_end_to_end(tmp_path, one_thread):
     m = AutoModelForImageTextToText.from_pretrained(grown / "target")
     assert m.config.text_config.num_hidden_layers == 3
     assert m.config.vision_feature_layer == -2
+
+
+def test_pair_recipe_runs_on_tiny_models(tmp_path):
+    """scripts/train_pair.sh (the shipped pair's whole training) with --tiny --steps 2: every run
+    of the recipe parses and trains, in order, and leaves a 1-layer draft and a target grown
+    from 1 to 4 to 8 text layers."""
+    from transformers import AutoModelForImageTextToText
+
+    out = tmp_path / "pair"
+    res = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "train_pair.sh"), str(out), "--tiny", "--steps", "2",
+         "--threads", "1", "--eval-per-type", "1", "--generate-check", "1"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "trained the pair in" in res.stdout
+    layers = {}
+    for path in (out / "draft", out / "stage-a" / "target", out / "stage-b" / "target",
+                 out / "target"):  # fmt: skip
+        report = json.loads((path / "train_report.json").read_text())
+        assert report["steps"] == 2
+        m = AutoModelForImageTextToText.from_pretrained(path)
+        layers[path.relative_to(out).as_posix()] = m.config.text_config.num_hidden_layers
+    assert layers == {"draft": 1, "stage-a/target": 1, "stage-b/target": 4, "target": 8}
+    grown = json.loads((out / "target" / "train_report.json").read_text())["args"]
+    assert grown["init"] == str(out / "stage-b") and grown["grow_layers"] == 8
 
 
 def test_grow_text_layers_keeps_the_function(one_thread):

@@ -89,6 +89,20 @@ def packed_mask(segments: torch.Tensor) -> torch.Tensor:
     return allow[:, None]
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A boolean 4-D mask (True = may attend) as the additive mask eager attention expects.
+
+    transformers passes a prepared 4-D mask to the attention function as it is: SDPA reads a
+    boolean one as "allowed", but eager attention *adds* it to the scores, so a boolean mask
+    there masks nothing (True adds 1).  Eager attention needs 0 where allowed and a large
+    negative number elsewhere.
+    """
+    if allowed.dtype != torch.bool or allowed.dim() != 4:
+        raise ValueError(f"expected a boolean 4-D mask, got {allowed.dtype} {tuple(allowed.shape)}")
+    zero = torch.zeros((), dtype=dtype)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)
+
+
 def pixels(video: np.ndarray) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> float32 [T, 3, H, W] in [0, 1] (as the micro processor)."""
     # uint8 tensor * python float, bit for bit what the video processor's rescale does

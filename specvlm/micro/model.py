@@ -30,7 +30,7 @@ from specvlm.micro.tokenizer import EOS_ID, IMAGE_ID, PAD_ID, VIDEO_ID, vocabula
 # encoder's last layer.
 TARGET = dict(
     hidden=256, heads=4, kv_heads=2, layers=8, inter=768,
-    vis_hidden=192, vis_heads=3, vis_layers=1, vis_inter=576, patch_embeddings=True,
+    vis_hidden=64, vis_heads=2, vis_layers=1, vis_inter=192, patch_embeddings=True,
 )  # fmt: skip
 DRAFT = dict(
     hidden=128, heads=2, kv_heads=1, layers=1, inter=384,
