@@ -127,11 +127,13 @@ def _reversed_bits(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 def _axis_key(n: int, bits: int) -> torch.Tensor:
     """Coarse-to-fine key of each coordinate ``0 .. n-1`` of one axis, left-aligned to
-    ``bits`` bits: the coordinates are centred in the next power of two and bit-reversed."""
+    ``bits`` bits: the coordinates are centred in the next power of two ``P``, turned by
+    ``P / 2`` (so coordinate ``n // 2``, the middle, gets key 0) and bit-reversed."""
     own_bits = max(n - 1, 0).bit_length()
-    centre = ((1 << own_bits) - n) // 2
-    key = _reversed_bits(torch.arange(n, dtype=torch.int64) + centre, own_bits)
-    return key << (bits - own_bits)
+    size = 1 << own_bits
+    pad = (size - n + 1) // 2
+    turned = (torch.arange(n, dtype=torch.int64) + pad + size // 2) % size
+    return _reversed_bits(turned, own_bits) << (bits - own_bits)
 
 
 @functools.lru_cache(maxsize=64)
@@ -139,11 +141,14 @@ def spatial_priority(height: int, width: int) -> torch.Tensor:
     """Priority (lower first) of each position of an ``height x width`` frame, row-major
     ``[height * width]`` int64, unique per position.
 
-    Taking the positions in priority order fills a uniform lattice coarse to fine: in a frame
-    whose sides are multiples of ``2^k`` the first ``4^k`` positions form a ``2^k x 2^k``
-    lattice of stride ``side / 2^k``; sides that are not powers of two are centred in the next
-    power of two first, so their coarse lattices sit symmetrically in the frame. Rows and
-    columns are bit-reversed and their keys interleaved bit by bit, row bit first.
+    Taking the positions in priority order fills a uniform lattice coarse to fine, starting at
+    the frame's middle ``(height // 2, width // 2)``: in a frame whose sides are multiples of
+    ``2^k`` (k >= 1) the first ``4^k`` positions form a ``2^k x 2^k`` lattice of stride
+    ``side / 2^k``; sides that are not powers of two are centred in the next power of two
+    first, so their coarse lattices sit about the middle of the frame. Rows and columns are
+    bit-reversed and their keys interleaved bit by bit, row bit first. (The middle first: a
+    frame that gets one Stage-II token gets its centre, not its top-left corner, which in most
+    videos is background.)
     """
     bits = max(max(height - 1, 0).bit_length(), max(width - 1, 0).bit_length())
     kh = _axis_key(height, bits)[:, None]
