@@ -4,7 +4,8 @@ size; results as JSON, CSV and plots.
 A *workload* provides the models and inputs: ``workload.target``, ``workload.draft`` and
 ``workload.inputs(frames, seed) -> dict`` (processor outputs for one prompt). Each sweep point
 runs every method on ``prompts`` inputs (seeds ``0 .. prompts-1``) and sums times and tokens
-over them; tau is the mean over prompts.
+over them; tau is the mean over prompts. The ``random`` ablation draws its own subset for each
+input (its seed is the input's), not one set of positions for all of them.
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ def run_sweeps(workload, points: list[SweepPoint], *, methods=METHODS, prompts: 
             records = compare(
                 workload.target, workload.draft, inputs, methods, max_new_tokens=max_new_tokens,
                 drop_rate=point.drop_rate, tree=tree_of_size(point.tree_size),
-                repeats=repeats, frames=point.frames, tree_size=point.tree_size,
-                sweep=point.sweep,
+                repeats=repeats, random_seed=seed, frames=point.frames,
+                tree_size=point.tree_size, sweep=point.sweep,
             )  # fmt: skip
             runs.append(records)
             if progress is not None:

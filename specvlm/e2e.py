@@ -53,10 +53,11 @@ def _peak(devices) -> int | None:
 
 def run_method(
     method: str, target, draft, inputs: dict, *, max_new_tokens: int, drop_rate: float = 0.9,
-    tree=None, generate_kwargs: dict | None = None,
+    tree=None, generate_kwargs: dict | None = None, random_seed: int = 0,
 ) -> tuple[torch.Tensor | None, dict]:  # fmt: skip
     """Run one method once; return ``(output ids or None on error, record)``.
-    ``generate_kwargs`` (e.g. ``eos_token_id``) go to every method's ``generate``."""
+    ``generate_kwargs`` (e.g. ``eos_token_id``) go to every method's ``generate``;
+    ``random_seed`` seeds the ``random`` selector."""
     gen = dict(generate_kwargs or {}, max_new_tokens=max_new_tokens)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -78,7 +79,7 @@ def run_method(
                 )  # fmt: skip
             else:
                 rate = 0.0 if method == "naive_sd" else drop_rate
-                sd = specvlm.accelerate((target, draft), drop_rate=rate,
+                sd = specvlm.accelerate((target, draft), drop_rate=rate, seed=random_seed,
                                         selector=_SELECTOR[method], tree=tree)  # fmt: skip
                 out, t = timed(
                     lambda s: sd.generate(**inputs, streamer=s, **gen),
@@ -103,12 +104,13 @@ def run_method(
 
 def compare(target, draft, inputs: dict, methods=METHODS, *, max_new_tokens: int,
             drop_rate: float = 0.9, tree=None, generate_kwargs: dict | None = None,
-            repeats: int = 1, **params) -> list[dict]:  # fmt: skip
+            repeats: int = 1, random_seed: int = 0, **params) -> list[dict]:  # fmt: skip
     """Run ``methods`` on ``inputs``; ``autoregressive`` is always run first (the reference).
 
     With ``repeats > 1`` every method runs that many times, the methods alternating (so the
     drifts of a shared machine hit all of them), and each time (decode, end to end, first
-    token) is the fastest of its runs; ``identical`` must hold for every run.
+    token) is the fastest of its runs; ``identical`` must hold for every run. ``random_seed``
+    seeds the ``random`` selector (the same subset in every repeat).
     Returns one record per method with speedups and ``identical`` filled in, and ``params``
     (sweep parameters such as ``frames``) copied into every record."""
     if repeats < 1:
@@ -120,7 +122,7 @@ def compare(target, draft, inputs: dict, methods=METHODS, *, max_new_tokens: int
     for _ in range(repeats):
         for method in order:
             out, rec = run_method(method, target, draft, inputs, max_new_tokens=max_new_tokens,
-                                  drop_rate=drop_rate, tree=tree,
+                                  drop_rate=drop_rate, tree=tree, random_seed=random_seed,
                                   generate_kwargs=generate_kwargs)  # fmt: skip
             if method == "autoregressive" and ref_out is None:
                 ref_out = out

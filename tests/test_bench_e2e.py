@@ -55,6 +55,28 @@ def test_sweep_writes_json_csv_and_plots(tmp_path):
     assert len(rows) == 12 and rows[0]["method"] == "autoregressive"
 
 
+def test_random_ablation_draws_a_subset_per_input(monkeypatch):
+    """Each input of a sweep point gets its own random subset (seed = the input's seed), so the
+    ablation is not one fixed set of token positions for every clip."""
+    import specvlm
+    from specvlm import bench_e2e
+
+    seeds = []
+    real = specvlm.accelerate
+
+    def spy(models, **kwargs):
+        if kwargs.get("selector") == "random":
+            seeds.append(kwargs["seed"])
+        return real(models, **kwargs)
+
+    monkeypatch.setattr(specvlm, "accelerate", spy)
+    results = bench_e2e.run_sweeps(TinyWorkload(), [SweepPoint("drop_rate", 0.9, 2, 8)],
+                                   prompts=3, max_new_tokens=3, repeats=2,
+                                   methods=("autoregressive", "random"))  # fmt: skip
+    assert seeds == [0, 0, 1, 1, 2, 2]  # 3 inputs x 2 repeats: the same subset per input
+    assert all(r["identical"] is True for r in results)
+
+
 def test_sweep_points_and_trees():
     quick = sweep_points(True)
     assert {p.sweep for p in quick} == {"drop_rate", "frames", "tree_size"}
