@@ -4,6 +4,9 @@
     python scripts/train_micro.py --out runs/micro --model both --minutes 45
     python scripts/train_micro.py --out /tmp/m --tiny          # seconds; used by the tests
 
+The shipped pair is four runs of this script: ``bash scripts/train_pair.sh OUT`` (81 minutes on
+a 2-core CPU; docs/micro.md#training).
+
 Each model (``--model target|draft|both``) is trained for ``--minutes`` (or exactly ``--steps``
 optimizer steps) on clips of specvlm.micro.clips with teacher forcing: every batch item is one
 clip with ``--turns`` questions of distinct types, packed so that each is computed exactly as
@@ -125,7 +128,7 @@ def parse_args(argv=None):
         type=int,
         default=None,
         help="fresh models only: text decoder layers instead of the size's own (e.g. train a\n"
-        "4-layer target first, then deepen it with --init ... --grow-layers 8)",
+        "1-layer target first, then deepen it with --init ... --grow-layers)",
     )
     p.add_argument("--eval-per-type", type=int, default=100, help="held-out clips per type")
     p.add_argument("--eval-every", type=float, default=2.0, help="minutes between small evals")
