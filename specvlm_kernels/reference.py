@@ -147,8 +147,8 @@ def spatial_priority(height: int, width: int) -> torch.Tensor:
     ``side / 2^k``; sides that are not powers of two are centred in the next power of two
     first, so their coarse lattices sit about the middle of the frame. Rows and columns are
     bit-reversed and their keys interleaved bit by bit, row bit first. (The middle first: a
-    frame that gets one Stage-II token gets its centre, not its top-left corner, which in most
-    videos is background.)
+    frame that gets one Stage-II token gets its centre, not its top-left corner; on the micro
+    pair's clips a corner token touches a shape in 9% of frames, a middle one in 36-42%.)
     """
     bits = max(max(height - 1, 0).bit_length(), max(width - 1, 0).bit_length())
     kh = _axis_key(height, bits)[:, None]
