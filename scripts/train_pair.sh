@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Train the shipped micro pair from scratch (docs/micro.md#training): about 90 minutes on a
-# 2-core CPU, one run after another, each on both cores. Output: OUT/draft and OUT/target (the
-# pair), OUT/stage-a/target and OUT/stage-b/target (the target at 1 and 4 text layers).
+# Train the shipped micro pair from scratch (docs/micro.md#training): 81 minutes on the
+# project's 2-core CPU, one run after another, each on both cores. Output: OUT/draft and
+# OUT/target (the pair), OUT/stage-a/target and OUT/stage-b/target (the target at 1 and 4
+# text layers).
 #
 #     bash scripts/train_pair.sh runs/micro
 #     bash scripts/train_pair.sh /tmp/pair --tiny --steps 2   # the same runs on tiny models (tests)

@@ -117,12 +117,11 @@ def test_eager_attention_ignores_a_boolean_mask(one_thread):
     turns = [make_question(facts, t, rng) for t in ("caption", "colour")]
     batch = data.collate([(*data.packed(turns), data.pixels(video))])
     inputs = {k: v for k, v in batch.items() if k != "labels"}
+    mask = data.additive_mask(batch["attention_mask"])
     with torch.no_grad():
         leaky = m(**inputs).logits
-        inputs["attention_mask"] = data.additive_mask(batch["attention_mask"])
-        right = m(**inputs).logits
+        right = m(**dict(inputs, attention_mask=mask)).logits
     assert not torch.allclose(leaky, right, atol=1e-3)
-    mask = data.additive_mask(batch["attention_mask"])
     assert mask.dtype == torch.float32
     assert torch.equal(mask == 0, batch["attention_mask"])
     with pytest.raises(ValueError, match="boolean 4-D"):
