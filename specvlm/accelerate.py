@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -31,7 +30,7 @@ from specvlm.attention import AttentionPlan, attention_plan, routed_attention
 from specvlm.decoder import capture_decoder_inputs, decoder_forward, new_cache
 from specvlm.drafting import DraftPlan, draft_tree
 from specvlm.families import Family, VideoLayout, family_of
-from specvlm.measure import cuda_devices
+from specvlm.devices import cuda_devices, synchronized_now
 from specvlm.penalty import RepetitionPenalty
 from specvlm.runner import Side, ones_mask
 from specvlm.trees import Tree, default_tree
@@ -276,7 +275,7 @@ class SpeculativeDecoder:
         devices = cuda_devices(self.target, self.draft)
         for dev in devices:
             torch.cuda.reset_peak_memory_stats(dev)
-        t_start = _now(devices)
+        t_start = synchronized_now(devices)
         try:
             with (
                 torch.no_grad(),
@@ -290,7 +289,7 @@ class SpeculativeDecoder:
         finally:
             for model, state in snapshots:
                 self.family.restore(model, state)
-        stats.total = _now(devices) - t_start
+        stats.total = synchronized_now(devices) - t_start
         for dev in devices:
             stats.peak_memory_bytes[str(dev)] = torch.cuda.max_memory_allocated(dev)
         stats.new_tokens = len(new)
@@ -329,7 +328,7 @@ class SpeculativeDecoder:
             return False
 
         # 1. Target prefill, scoring the video tokens on the side.
-        t0 = _now(devices)
+        t0 = synchronized_now(devices)
         layout = fam.video_layout(target, input_ids, inputs)
         t_inputs = _to_device(inputs, _device_of(t_dec))
         t_in = capture_decoder_inputs(target, t_dec, t_inputs)
@@ -349,7 +348,7 @@ class SpeculativeDecoder:
         last = logits[0, -1:].float() if rep is None else rep.last(logits[0, -1:])
         root = int(last[0].argmax())
         stats.target_forwards += 1
-        stats.target_prefill = _now(devices) - t0
+        stats.target_prefill = synchronized_now(devices) - t0
         stats.scoring = plan.score_seconds
         t_pos = positions.prompt_positions(
             t_in.position_ids, prompt_len, fam.mrope, t_in.inputs_embeds.device
@@ -366,7 +365,7 @@ class SpeculativeDecoder:
             return emitted
 
         # 2. Pruning.
-        t0 = _now(devices)
+        t0 = synchronized_now(devices)
         keep_seq = torch.ones(prompt_len, dtype=torch.bool)
         if layout is not None and self.drop_rate > 0:
             keep = int(layout.num_tokens * (1.0 - self.drop_rate))
@@ -375,10 +374,10 @@ class SpeculativeDecoder:
             keep_seq[layout.positions[kept]] = True
             stats.kept_video_tokens = keep
             stats.kept_indices = kept
-        stats.pruning = _now(devices) - t0
+        stats.pruning = synchronized_now(devices) - t0
 
         # 3. Draft prefill on the kept tokens.
-        t0 = _now(devices)
+        t0 = synchronized_now(devices)
         d_inputs = _to_device(inputs, _device_of(d_dec))
         d_in = capture_decoder_inputs(draft, d_dec, d_inputs)
         if d_in.inputs_embeds.shape[1] != prompt_len:
@@ -396,7 +395,7 @@ class SpeculativeDecoder:
             )  # fmt: skip
         stats.draft_forwards += 1
         d_next = positions.next_positions(d_pos)
-        stats.draft_prefill = _now(devices) - t0
+        stats.draft_prefill = synchronized_now(devices) - t0
         # The first new token is handed out once both models hold the prompt: prompt
         # processing (target prefill and scoring, pruning, draft prefill) is time to first
         # token, and decode time is the speculate / verify loop, as in the method's reference
@@ -404,7 +403,7 @@ class SpeculativeDecoder:
         emit([root])
 
         # 4. Speculate / verify.
-        t0 = _now(devices)
+        t0 = synchronized_now(devices)
         tgt = Side(t_dec, t_head, target.get_input_embeddings(), t_cache, t_next, fam.mrope,
                    t_in.inputs_embeds.device)  # fmt: skip
         drf = Side(d_dec, d_head, draft.get_input_embeddings(), d_cache, d_next, fam.mrope,
@@ -444,7 +443,7 @@ class SpeculativeDecoder:
                 break
         stats.target_forwards += tgt.forwards
         stats.draft_forwards += drf.forwards
-        stats.decode = _now(devices) - t0
+        stats.decode = synchronized_now(devices) - t0
         return emitted
 
     def _prune_draft_inputs(self, d_in, keep_seq: torch.Tensor):
