@@ -28,9 +28,9 @@ from torch import nn
 from specvlm import positions, selectors
 from specvlm.attention import AttentionPlan, attention_plan, routed_attention
 from specvlm.decoder import capture_decoder_inputs, decoder_forward, new_cache
+from specvlm.devices import cuda_devices, synchronized_now
 from specvlm.drafting import DraftPlan, draft_tree
 from specvlm.families import Family, VideoLayout, family_of
-from specvlm.devices import cuda_devices, synchronized_now
 from specvlm.penalty import RepetitionPenalty
 from specvlm.runner import Side, ones_mask
 from specvlm.trees import Tree, default_tree
@@ -477,12 +477,6 @@ def _device_of(module: nn.Module) -> torch.device:
 
 def _to_device(inputs: dict, device: torch.device) -> dict:
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
-
-
-def _now(devices: list[torch.device]) -> float:
-    for dev in devices:
-        torch.cuda.synchronize(dev)
-    return time.perf_counter()
 
 
 def _gather_scores(buffers: dict, layout: VideoLayout) -> torch.Tensor:
