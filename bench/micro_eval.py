@@ -33,12 +33,12 @@ import numpy as np
 import torch
 
 import specvlm
-from specvlm.demo import EMBEDDED
-from specvlm.measure import time_alternately
 from specvlm.micro.clips import QUESTION_TYPES, make_clip, make_example, token_coverage
 from specvlm.micro.data import EVAL_SEED_BASE
+from specvlm.tools.demo import EMBEDDED
+from specvlm.tools.timing import time_alternately
+from specvlm.tools.video_input import VideoPrompter
 from specvlm.trees import chain
-from specvlm.video_inputs import VideoPrompter
 
 TYPES = ("all",) + QUESTION_TYPES
 SELECTORS = ("two_stage", "attention", "uniform", "random")

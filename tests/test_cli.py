@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from specvlm.cli import main
+from specvlm.tools.cli import main
 
 
 def _run(*args):
     env = dict(os.environ, TRITON_INTERPRET="1")
     return subprocess.run(
-        [sys.executable, "-m", "specvlm.cli", *args],
+        [sys.executable, "-m", "specvlm.tools.cli", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _cli(*args, timeout=600):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # CPU: references
-    return subprocess.run([sys.executable, "-m", "specvlm.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "specvlm.tools.cli", *args], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=REPO)  # fmt: skip
 
 

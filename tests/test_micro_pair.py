@@ -10,11 +10,11 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoTokenizer
 
 import specvlm
-from specvlm.demo import EMBEDDED
 from specvlm.micro import processor as micro_processor
 from specvlm.micro.clips import make_example
 from specvlm.micro.data import EVAL_SEED_BASE
-from specvlm.video_inputs import VideoPrompter
+from specvlm.tools.demo import EMBEDDED
+from specvlm.tools.video_input import VideoPrompter
 
 
 @pytest.fixture(scope="module")

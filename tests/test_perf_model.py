@@ -1,4 +1,4 @@
-"""specvlm.perf_model: the roofline projection behaves as its formulas say."""
+"""specvlm.tools.perf_model: the roofline projection behaves as its formulas say."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from specvlm.perf_model import (
+from specvlm.tools.perf_model import (
     H100,
     MODELS,
     Scenario,

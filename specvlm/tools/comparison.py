@@ -24,7 +24,7 @@ import dataclasses
 import torch
 
 import specvlm
-from specvlm.measure import Timing, cuda_devices, fastest, timed
+from specvlm.tools.timing import Timing, cuda_devices, fastest, timed
 
 METHODS = (
     "autoregressive",

@@ -1,12 +1,12 @@
-"""specvlm.e2e / specvlm.measure: method comparison records on tiny random models."""
+"""specvlm.tools.comparison and .timing: method comparison records on tiny random models."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from specvlm.e2e import METHODS, compare, run_method
-from specvlm.measure import Timing, TimingStreamer, fastest, time_alternately, timed
+from specvlm.tools.comparison import METHODS, compare, run_method
+from specvlm.tools.timing import Timing, TimingStreamer, fastest, time_alternately, timed
 from tests import tiny_models as tm
 
 
@@ -72,7 +72,7 @@ def test_fastest_takes_each_minimum():
 
 
 def test_compare_repeats_alternate_and_keep_the_fastest(monkeypatch):
-    import specvlm.e2e as e2e
+    import specvlm.tools.comparison as e2e
 
     calls, times = [], iter([0.5, 0.9, 0.3, 0.4, 0.7, 0.2])  # ar, sd, ar, sd, ar, sd
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-EMBEDDED = Path(__file__).resolve().parent / "assets" / "micro"
+EMBEDDED = Path(__file__).resolve().parent.parent / "assets" / "micro"
 DEFAULT_PROMPT = "describe the video ."
 
 
@@ -145,9 +145,9 @@ def run(args) -> dict:
     from transformers import AutoModelForImageTextToText
 
     import specvlm
-    from specvlm.bench_e2e import tree_of_size
-    from specvlm.measure import cuda_devices, time_alternately
-    from specvlm.video_inputs import InputError, VideoPrompter, read_video, sample_frames
+    from specvlm.tools.bench import tree_of_size
+    from specvlm.tools.timing import cuda_devices, time_alternately
+    from specvlm.tools.video_input import InputError, VideoPrompter, read_video, sample_frames
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     kw = {"dtype": dtype} if dtype is not None else {}
@@ -225,7 +225,7 @@ def run(args) -> dict:
         "draft": draft_dir,
     }
     if args.save_viz and stats.video_scores is not None:
-        from specvlm.viz import save_pruning_figure
+        from specvlm.tools.viz import save_pruning_figure
 
         title = f"{args.prompt}  ->  {record['text']}"
         save_pruning_figure(video, stats.video_grid, stats.video_scores, stats.kept_indices,

@@ -1,4 +1,4 @@
-"""specvlm.bench_e2e: sweeps, merged records, JSON/CSV/plots, on tiny random models."""
+"""specvlm.tools.bench: sweeps, merged records, JSON/CSV/plots, on tiny random models."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from specvlm.bench_e2e import (
+from specvlm.tools.bench import (
     FIELDS,
     SweepPoint,
     run_sweeps,
@@ -59,7 +59,7 @@ def test_random_ablation_draws_a_subset_per_input(monkeypatch):
     """Each input of a sweep point gets its own random subset (seed = the input's seed), so the
     ablation is not one fixed set of token positions for every clip."""
     import specvlm
-    from specvlm import bench_e2e
+    from specvlm.tools import bench
 
     seeds = []
     real = specvlm.accelerate
@@ -70,7 +70,7 @@ def test_random_ablation_draws_a_subset_per_input(monkeypatch):
         return real(models, **kwargs)
 
     monkeypatch.setattr(specvlm, "accelerate", spy)
-    results = bench_e2e.run_sweeps(TinyWorkload(), [SweepPoint("drop_rate", 0.9, 2, 8)],
+    results = bench.run_sweeps(TinyWorkload(), [SweepPoint("drop_rate", 0.9, 2, 8)],
                                    prompts=3, max_new_tokens=3, repeats=2,
                                    methods=("autoregressive", "random"))  # fmt: skip
     assert seeds == [0, 0, 1, 1, 2, 2]  # 3 inputs x 2 repeats: the same subset per input

@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from specvlm.e2e import METHODS, compare
+from specvlm.tools.comparison import METHODS, compare
 from specvlm.trees import build_tree, default_tree
 
 FIELDS = (
@@ -172,7 +172,7 @@ class CheckpointWorkload:
     def __init__(self, target_dir: str, draft_dir: str, device, prompt: str):
         from transformers import AutoModelForImageTextToText
 
-        from specvlm.video_inputs import VideoPrompter
+        from specvlm.tools.video_input import VideoPrompter
 
         self.target = AutoModelForImageTextToText.from_pretrained(target_dir).to(device).eval()
         self.draft = AutoModelForImageTextToText.from_pretrained(draft_dir).to(device).eval()
@@ -209,7 +209,7 @@ def main(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from specvlm.demo import DemoError, checkpoint_pair
+    from specvlm.tools.demo import DemoError, checkpoint_pair
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     try:

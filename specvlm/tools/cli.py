@@ -24,19 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("selfcheck", help="run every kernel against its PyTorch reference")
     check.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if present)")
     check.add_argument("--repeats", type=int, default=3, help="timed runs per op (median)")
-    from specvlm import demo
+    from specvlm.tools import demo
 
     demo_parser = sub.add_parser("demo", help="target alone vs SpecVLM on one video")
     demo.add_arguments(demo_parser)
-    from specvlm import bench_e2e
+    from specvlm.tools import bench
 
     bench_parser = sub.add_parser("bench", help="every method on the same clips, with sweeps")
-    bench_e2e.add_arguments(bench_parser)
+    bench.add_arguments(bench_parser)
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo.main(args)
     if args.command == "bench":
-        return bench_e2e.main(args)
+        return bench.main(args)
 
     import torch
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print("specvlm: error: --repeats must be >= 1", file=sys.stderr)
         return 2
     _prepare_backend(device.type)
-    from specvlm.selfcheck import run_selfcheck
+    from specvlm.tools.selfcheck import run_selfcheck
 
     return 0 if run_selfcheck(device, repeats=args.repeats) else 1
 

@@ -12,7 +12,7 @@ with tensor parallelism (``tensor_parallel=True``: rates add up, plus an all-red
 Inputs that are *not* modelled but given: tau (mean tokens per target verification), the tree
 (nodes, depth) and the drop rate. So the model answers "given this tau, what speedup?", and
 ``break_even_video_tokens`` answers "from what video length does SpecVLM pay off end to end?".
-``python -m specvlm.perf_model`` prints the table of ``docs/performance.md``.
+``python -m specvlm.tools.perf_model`` prints the table of ``docs/performance.md``.
 """
 
 from __future__ import annotations
