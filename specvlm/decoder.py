@@ -7,7 +7,8 @@ family extras such as Qwen3-VL's deepstack features) and stops the forward there
 after that (prefill, tree drafting, verification) calls the decoder with those inputs, pruned
 or extended, and a cache we own.
 
-Version differences live here and only here:
+Every access to transformers internals (private attributes, registries, version differences)
+lives here and only here:
 
 * transformers >= 5.2x names the decoder's cache argument ``cache``; 5.17 names it
   ``past_key_values`` (newer releases still accept it with a deprecation warning).
@@ -17,8 +18,10 @@ Version differences live here and only here:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -112,6 +115,70 @@ def keep_cache_entries(cache, start: int, offsets: list[int]) -> None:
             values[..., dst, :] = values.index_select(-2, src)
         layer.keys = keys[..., : start + len(offsets), :]
         layer.values = values[..., : start + len(offsets), :]
+
+
+# -------------------------------------------------------------------------------------------
+# Attention routing: the transformers internals specvlm.attention needs
+# -------------------------------------------------------------------------------------------
+def attention_implementation(decoder: nn.Module) -> str:
+    """The attention implementation name the decoder runs with (``"sdpa"``, ``"eager"``, ...)."""
+    return decoder.config._attn_implementation or "eager"
+
+
+def model_attention_function(implementation: str, module: nn.Module):
+    """The model's own attention function for ``implementation``: each model file defines its
+    own ``eager_attention_forward``; the others are in ``ALL_ATTENTION_FUNCTIONS``."""
+    import sys
+
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if implementation == "eager":
+        return sys.modules[type(module).__module__].eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS[implementation]
+
+
+def register_attention(name: str, function, mask_like: str) -> None:
+    """Register ``function`` as attention implementation ``name`` (once, additively), with the
+    attention-mask function of the implementation ``mask_like``."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if name not in ALL_ATTENTION_FUNCTIONS:
+        ALL_ATTENTION_FUNCTIONS.register(name, function)
+    if name not in ALL_MASK_ATTENTION_FUNCTIONS:
+        mask_fn = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(mask_like)
+        if mask_fn is None:
+            raise NotImplementedError(
+                f"attention implementation {mask_like!r} has no attention-mask function in "
+                "transformers; use attn_implementation='sdpa' or 'eager'"
+            )
+        ALL_MASK_ATTENTION_FUNCTIONS.register(name, mask_fn)
+
+
+def _decoder_configs(decoder: nn.Module) -> list:
+    """The distinct config objects the decoder's attention layers read their implementation
+    from."""
+    configs = {id(decoder.config): decoder.config}
+    for module in decoder.modules():
+        cfg = getattr(module, "config", None)
+        if cfg is not None and hasattr(module, "layer_idx"):
+            configs.setdefault(id(cfg), cfg)
+    return list(configs.values())
+
+
+@contextlib.contextmanager
+def attention_implementation_set_to(decoder: nn.Module, name: str) -> Iterator[None]:
+    """Run the decoder's attention layers with implementation ``name`` inside the block; the
+    previous implementation is restored afterwards, also on error."""
+    configs = _decoder_configs(decoder)
+    saved = [cfg._attn_implementation_internal for cfg in configs]
+    try:
+        for cfg in configs:
+            cfg._attn_implementation_internal = name
+        yield
+    finally:
+        for cfg, impl in zip(configs, saved, strict=True):
+            cfg._attn_implementation_internal = impl
 
 
 def decoder_forward(

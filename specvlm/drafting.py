@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from specvlm.attention import AttentionPlan
-from specvlm.runner import Side, ones_mask
+from specvlm.attention import BasePlan, MaskedPlan
+from specvlm.side import Side, ones_mask
 from specvlm.trees import Tree
 
 
@@ -44,40 +44,87 @@ class DraftPlan:
         return cls(tree, tree.max_rank() + 1, tuple(levels), tuple(counts), tuple(visible), cuts)
 
 
+@dataclass(frozen=True)
+class Children:
+    """The children a picker proposes for some tree rows: ``tokens[r]`` in rank order,
+    ``probs[r]`` their draft probabilities (for the confidence cut; 1.0 where not computed), and,
+    where children are sampled, ``draft_probs`` fp32 ``[R, V]``: the distribution each row's
+    children were drawn from (the verifier needs it)."""
+
+    tokens: list[list[int]]
+    probs: list[list[float]]
+    draft_probs: torch.Tensor | None = None
+
+
+class TopKChildren:
+    """Deterministic children: the draft's top-``k`` tokens of each row (greedy decoding, and
+    sampling with target-only verification)."""
+
+    def __init__(self, with_probs: bool):
+        self.with_probs = with_probs  # softmax only when the confidence cut needs it
+
+    def __call__(self, logits: torch.Tensor, k: int, nodes: list[int]) -> Children:
+        if not self.with_probs:
+            tokens = logits.topk(k, dim=-1).indices.tolist()
+            return Children(tokens, [[1.0] * k for _ in tokens])
+        probs, tokens = torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
+        return Children(tokens.tolist(), probs.tolist())
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What one drafting step proposes: a token for every node of ``tree`` (the plan's tree cut
+    at the depth reached). The draft cache then holds ``prefix_len`` entries (up to the root)
+    followed by the fed nodes (those above the deepest level) in node order."""
+
+    tree: Tree
+    tokens: list[int]
+    prefix_len: int
+    root_pos: torch.Tensor  # CPU long [R]: the root's position
+    # fp32 [N + 1, V] where children were sampled: row 0 the root's, row i + 1 node i's
+    # distribution (zeros for nodes that were not expanded); None for top-k children
+    draft_probs: torch.Tensor | None = None
+
+
 def draft_tree(
     draft: Side,
     plan: DraftPlan,
     pending: list[int],
     stop_tokens: frozenset[int] = frozenset(),
     min_confidence: float = 0.0,
-) -> tuple[list[int], int, torch.Tensor]:
+    pick=None,
+) -> Proposal:
     """Propose a token for every node of ``plan.tree``, or of the tree cut at a smaller depth.
 
     ``pending``: tokens the draft has not processed yet, the last one being the tree's root (the
-    last emitted token). They are fed as a causal chain; the root's top-k tokens become the
-    depth-1 nodes, and each level ``d`` is then fed with a mask letting each node see the prefix
-    and its own ancestors, its top-k giving the level ``d + 1`` nodes (node path ``[..., r]``
-    takes its parent's rank-``r`` token). The deepest level is never fed.
+    last emitted token). They are fed as a causal chain; the root's children become the depth-1
+    nodes, and each level ``d`` is then fed with a mask letting each node see the prefix and its
+    own ancestors, its children giving the level ``d + 1`` nodes (node path ``[..., r]`` takes
+    its parent's rank-``r`` child). ``pick(logits [R, V], k, nodes) -> Children`` chooses the
+    children of the rows' nodes (``-1`` is the root); default: the draft's top-``k``. The deepest
+    level is never fed.
 
     Drafting stops early (the tree is cut after level ``d``) when no node of level ``d`` is worth
     expanding: every one of them is a stop token (EOS: the target ends there if it accepts it),
-    or its path's draft probability (product of the draft's softmax along the path) is below
-    ``min_confidence``. Either way the output stays exactly the target's; only the work changes.
-
-    Returns ``(node_tokens, prefix_len, root_pos)``; ``len(node_tokens)`` is ``plan.counts[d]``
-    for the depth ``d`` reached. The draft cache then holds ``prefix_len`` entries (up to the
-    root) followed by the fed nodes (those above the deepest level drafted) in node order.
+    or its path's draft probability (product of the draft's probabilities along the path) is
+    below ``min_confidence``. Either way the output stays exactly the target's; only the work
+    changes.
     """
+    pick = pick or TopKChildren(with_probs=min_confidence > 0)
     tree = plan.tree
     base = draft.length
     logits = draft.step(
-        pending, torch.arange(len(pending)), AttentionPlan(),
-        ones_mask(base + len(pending), draft.device), slice(len(pending) - 1, len(pending)),
-    )  # fmt: skip
+        pending,
+        torch.arange(len(pending)),
+        BasePlan(),
+        ones_mask(base + len(pending), draft.device),
+        slice(len(pending) - 1, len(pending)),
+    )
     root_pos = draft.next_pos + len(pending) - 1
     prefix_len = base + len(pending)
-    probs, tokens = _top(logits[0, -1:], plan.top_k, min_confidence > 0)
-    children = {-1: (tokens[0], probs[0])}
+    first = pick(logits[0, -1:], plan.top_k, [-1])
+    children = {-1: (first.tokens[0], first.probs[0])}
+    sampled = {} if first.draft_probs is None else {-1: first.draft_probs[0]}
     path_prob = {-1: 1.0}
     node_tokens: list[int] = []
     for level in range(1, tree.depth + 1):
@@ -94,30 +141,36 @@ def draft_tree(
         vis = plan.visible[level]
         fed = plan.counts[level]
         if vis is None:  # a chain level: the node sees everything before it; plain causal
-            step_plan, mask = AttentionPlan(), ones_mask(prefix_len + fed, draft.device)
+            step_plan, mask = BasePlan(), ones_mask(prefix_len + fed, draft.device)
         else:
             mask = torch.ones(1, 1, len(nodes), prefix_len + fed, dtype=torch.bool)
             mask[0, 0, :, prefix_len:] = vis
             mask = mask.to(draft.device)
-            step_plan = AttentionPlan(mode="masked", mask=mask)
+            step_plan = MaskedPlan(mask)
         logits = draft.step(
-            [node_tokens[i] for i in nodes], torch.full((len(nodes),), level), step_plan, mask,
-            slice(None), start=root_pos,
-        )  # fmt: skip
-        probs, tokens = _top(logits[0], plan.top_k, min_confidence > 0)
+            [node_tokens[i] for i in nodes],
+            torch.full((len(nodes),), level),
+            step_plan,
+            mask,
+            slice(None),
+            start=root_pos,
+        )
+        picked = pick(logits[0], plan.top_k, list(nodes))
         for row, node in enumerate(nodes):
-            children[node] = (tokens[row], probs[row])
-    return node_tokens, prefix_len, root_pos
+            children[node] = (picked.tokens[row], picked.probs[row])
+            if picked.draft_probs is not None:
+                sampled[node] = picked.draft_probs[row]
+    drafted = plan.cuts[tree.depths[len(node_tokens) - 1]]
+    return Proposal(drafted, node_tokens, prefix_len, root_pos, _stack(sampled, drafted.size))
 
 
-def _top(
-    logits: torch.Tensor, k: int, with_probs: bool
-) -> tuple[list[list[float]], list[list[int]]]:
-    """Top-``k`` tokens of each row and, if ``with_probs``, their softmax probabilities (fp32;
-    else 1.0: without a confidence threshold the softmax over the vocabulary is not needed),
-    as Python lists."""
-    if not with_probs:
-        tokens = logits.topk(k, dim=-1).indices.tolist()
-        return [[1.0] * k for _ in tokens], tokens
-    probs, tokens = torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
-    return probs.tolist(), tokens.tolist()
+def _stack(rows: dict[int, torch.Tensor], n: int) -> torch.Tensor | None:
+    """The sampled rows as ``[n + 1, V]`` (root first), zeros where a node was not expanded."""
+    if not rows:
+        return None
+    root = rows[-1]
+    out = root.new_zeros(n + 1, root.shape[-1])
+    for node, row in rows.items():
+        if node < n:
+            out[node + 1] = row
+    return out

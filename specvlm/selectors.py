@@ -9,13 +9,13 @@ they are sorted afterwards). All built-ins run the same code path so ablations a
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import ROUND_FLOOR, Decimal
 
 import torch
 
 from specvlm_kernels import select_video_tokens
 
 Selector = Callable[[torch.Tensor, int, tuple[int, int, int]], torch.Tensor]
-NAMES = ("two_stage", "attention", "uniform", "random")
 
 
 def two_stage(mass: float) -> Selector:
@@ -47,18 +47,33 @@ def random_selector(seed: int) -> Selector:
     return select
 
 
+# name -> factory(mass, seed) -> Selector: the built-in selectors, in the order they are listed
+BUILT_IN: dict[str, Callable[[float, int], Selector]] = {
+    "two_stage": lambda mass, seed: two_stage(mass),
+    "attention": lambda mass, seed: attention_only,
+    "uniform": lambda mass, seed: uniform,
+    "random": lambda mass, seed: random_selector(seed),
+}
+NAMES = tuple(BUILT_IN)
+
+
 def resolve(selector, *, mass: float, seed: int) -> Selector:
     if callable(selector):
         return selector
-    if selector == "two_stage":
-        return two_stage(mass)
-    if selector == "attention":
-        return attention_only
-    if selector == "uniform":
-        return uniform
-    if selector == "random":
-        return random_selector(seed)
-    raise ValueError(f"selector must be one of {', '.join(NAMES)} or a callable, got {selector!r}")
+    factory = BUILT_IN.get(selector) if isinstance(selector, str) else None
+    if factory is None:
+        raise ValueError(
+            f"selector must be one of {', '.join(NAMES)} or a callable, got {selector!r}"
+        )
+    return factory(mass, seed)
+
+
+def keep_count(num_tokens: int, drop_rate: float) -> int:
+    """The video tokens the draft keeps: ``floor(num_tokens * (1 - drop_rate))``, computed on the
+    decimal value of ``drop_rate`` as written (``0.9`` is 9/10 exactly), so binary rounding never
+    loses a token (10 tokens at 0.9 keep 1, 1960 keep 196)."""
+    kept = Decimal(num_tokens) * (1 - Decimal(repr(float(drop_rate))))
+    return int(kept.to_integral_value(rounding=ROUND_FLOOR))
 
 
 def run_selector(select: Selector, scores: torch.Tensor, keep: int, grid) -> torch.Tensor:

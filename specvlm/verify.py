@@ -1,12 +1,36 @@
-"""Verification by the target: the root and every tree node in one forward, greedy acceptance."""
+"""Verification by the target, and what both caches keep afterwards.
+
+:func:`verify_tree` feeds the root and every drafted node in one target forward (tree
+attention) and lets a ``decide`` function pick the accepted path and the bonus token from the
+target's logits (greedy or sampled: :mod:`specvlm.sampler`). :func:`plan_commit` is the index
+arithmetic of what each cache keeps and where each side continues; it is pure, so it is tested on
+toy trees.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
-from specvlm.attention import AttentionPlan
-from specvlm.runner import Side
-from specvlm.trees import Tree, greedy_accept
+from specvlm.attention import TreePlan
+from specvlm.drafting import Proposal
+from specvlm.side import Side, ones_mask
+from specvlm.trees import Tree
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The target's answer to a proposal: the accepted node indices (a path from the root, in
+    order) and the target's own next token after the last of them."""
+
+    accepted: list[int]
+    bonus: int
+
+    def tokens(self, proposal: Proposal) -> list[int]:
+        """The tokens this step emits: the accepted path, then the bonus."""
+        return [proposal.tokens[a] for a in self.accepted] + [self.bonus]
 
 
 def verify_mask(tree: Tree) -> torch.Tensor:
@@ -18,29 +42,65 @@ def verify_mask(tree: Tree) -> torch.Tensor:
     return mask
 
 
+# decide(proposal, logits [N + 1, V]) -> Verdict; row 0 is the root's logits, row i + 1 node i's
+Decide = Callable[[Proposal, torch.Tensor], Verdict]
+
+
 def verify_tree(
-    target: Side,
-    tree: Tree,
-    tree_mask: torch.Tensor,
-    root: int,
-    node_tokens: list[int],
-    adjust=None,
-) -> tuple[list[int], int]:
-    """Feed ``[root, *node_tokens]`` (positions: next + depth) with tree attention and accept
-    greedily. ``adjust(logits [N + 1, V]) -> logits``: the generation's logits processing (e.g.
-    :class:`~specvlm.penalty.RepetitionPenalty`). Returns ``(accepted node indices, bonus
-    token)``; the target cache then holds the root and all nodes after its previous
-    ``target.length`` entries."""
-    base = target.length
-    n = tree.size + 1
-    mask = torch.ones(1, 1, n, base + n, dtype=torch.bool)
-    mask[0, 0, :, base:] = tree_mask
-    mask = mask.to(target.device)
-    # mask doubles as the plan's explicit mask where tree attention runs as SDPA (CPU)
-    plan = AttentionPlan(mode="tree", tree_mask=tree_mask.to(target.device), mask=mask)
+    target: Side, proposal: Proposal, full_mask: torch.Tensor, root: int, decide: Decide
+) -> Verdict:
+    """Feed ``[root, *proposal.tokens]`` (positions: next + depth) with tree attention;
+    ``full_mask`` is :func:`verify_mask` of the plan's whole tree (the proposal's tree is a cut of
+    it, so its first ``N + 1`` rows and columns). The target cache then holds the root and all
+    nodes after its previous ``target.length`` entries."""
+    n = proposal.tree.size + 1
+    plan = TreePlan(full_mask[:n, :n].to(target.device))
     logits = target.step(
-        [root, *node_tokens], torch.tensor([0, *tree.depths]), plan, mask, slice(None)
+        [root, *proposal.tokens],
+        torch.tensor([0, *proposal.tree.depths]),
+        plan,
+        ones_mask(target.length + n, target.device),
+        slice(None),
     )
-    scores = logits[0].float() if adjust is None else adjust(logits[0])
-    choice = scores.argmax(dim=-1)
-    return greedy_accept(tree, torch.tensor(node_tokens), choice)
+    return decide(proposal, logits[0])
+
+
+@dataclass(frozen=True)
+class Commit:
+    """What the caches keep after a verification, relative to where the step started.
+
+    The target was fed the root and the ``N`` nodes after its ``base`` entries: it keeps
+    ``target_keep`` (offsets from ``base``: the root and the accepted nodes) and its next token
+    is ``target_advance`` positions further. The draft fed every node above the deepest drafted
+    level, in node order, after its ``prefix_len`` entries (so a fed node's offset is its index):
+    it keeps ``draft_keep`` and continues ``draft_advance`` positions after the root. ``pending``
+    are the tokens the draft has not processed yet (an accepted node of the deepest level, which
+    was never fed, and the bonus), the last one being the next step's root."""
+
+    target_keep: list[int]
+    target_advance: int
+    draft_keep: list[int]
+    draft_advance: int
+    pending: list[int]
+
+
+def plan_commit(proposal: Proposal, verdict: Verdict) -> Commit:
+    tree = proposal.tree
+    accepted = verdict.accepted
+    fed = [a for a in accepted if tree.depths[a] < tree.depth]
+    unfed = [proposal.tokens[a] for a in accepted if tree.depths[a] == tree.depth]
+    return Commit(
+        target_keep=[0] + [1 + a for a in accepted],
+        target_advance=1 + len(accepted),
+        draft_keep=fed,
+        draft_advance=1 + len(fed),
+        pending=unfed + [verdict.bonus],
+    )
+
+
+def apply_commit(target: Side, target_base: int, draft: Side, proposal: Proposal, commit: Commit):
+    """Both caches keep only the accepted path; both sides' next positions move on."""
+    target.keep(target_base, commit.target_keep)
+    target.next_pos = target.next_pos + commit.target_advance
+    draft.keep(proposal.prefix_len, commit.draft_keep)
+    draft.next_pos = proposal.root_pos + commit.draft_advance

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from specvlm.attention import AttentionPlan, _make_routed, attention_plan
+from specvlm.attention import TreePlan, _make_routed, attention_plan
 from specvlm_kernels.reference import tree_attention_ref
 
 CASES = [  # (hq, hk, prefix, nodes)
@@ -38,15 +38,15 @@ def test_tree_mode_without_kernel_matches_reference(monkeypatch, hq, hk, prefix,
     v = torch.randn(1, hk, prefix + nodes, d, generator=gen)
     tree_mask = _random_tree_mask(nodes, gen)
     routed = _make_routed("sdpa")
-    plan = AttentionPlan(mode="tree", tree_mask=tree_mask)
+    plan = TreePlan(tree_mask)
     with attention_plan(plan):
         out, _ = routed(None, q, k, v, None, scaling=d**-0.5)
     want = tree_attention_ref(q, k, v, tree_mask, scale=d**-0.5).transpose(1, 2)
     assert out.shape == (1, nodes, hq, d)
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)  # fp32, ~L-term sums
-    # the explicit mask is built once per forward and shared by its layers
-    first = plan.mask
-    assert first is not None and tuple(first.shape) == (1, 1, nodes, prefix + nodes)
+    # the router builds the explicit mask once per forward; its layers share it
+    first = plan.as_explicit_mask(prefix + nodes, q.device)
+    assert tuple(first.shape) == (1, 1, nodes, prefix + nodes)
     with attention_plan(plan):
         routed(None, q, k, v, None, scaling=d**-0.5)
-    assert plan.mask is first
+    assert plan.as_explicit_mask(prefix + nodes, q.device) is first

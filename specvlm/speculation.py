@@ -1,0 +1,276 @@
+"""One ``generate`` call of SpecVLM as a short story of named steps (see ``docs/design.md``).
+
+1. :func:`prefill_target`: the target's multimodal wrapper runs unchanged up to its text decoder
+   (:func:`~specvlm.decoder.capture_decoder_inputs`); the decoder prefills the prompt with its own
+   attention while :mod:`specvlm.attention` adds each layer's text-to-video attention into one
+   fp32 buffer. The last logits give the first new token.
+2. :func:`prune`: the selector picks ``keep`` grid tokens (:func:`~specvlm.selectors.keep_count`).
+3. :func:`prefill_draft`: the draft prefills the text and the kept video tokens only, with
+   positions from :mod:`specvlm.positions` (1-D compacted or original; M-RoPE: original 3-D).
+4. :func:`speculate`, until a stopping criterion holds: **draft** (the draft expands the tree
+   level by level, :mod:`specvlm.drafting`) -> **verify** (the target scores every node in one
+   forward and the token chooser accepts a path, :mod:`specvlm.verify`) -> **commit** (both
+   caches keep only that path) -> **emit** (the path and the bonus token, one at a time, until a
+   stopping criterion holds).
+
+All steps share one :class:`Run`, the state of the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from specvlm import positions, selectors
+from specvlm.attention import BasePlan, ScorePlan, attention_plan
+from specvlm.choice import TokenChooser
+from specvlm.decoder import capture_decoder_inputs, decoder_forward, new_cache
+from specvlm.devices import synchronized_now
+from specvlm.drafting import DraftPlan, draft_tree
+from specvlm.families import Family, VideoLayout
+from specvlm.side import Side, ones_mask
+from specvlm.stats import GenerationStats
+from specvlm.trees import Tree
+from specvlm.verify import apply_commit, plan_commit, verify_mask, verify_tree
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How :func:`specvlm.accelerate` was configured (validated there)."""
+
+    family: Family
+    drop_rate: float
+    selector: selectors.Selector
+    tree: Tree
+    draft_positions: str  # "original" | "compact"
+    min_draft_confidence: float
+
+
+@dataclass
+class Run:
+    """The state the steps of one ``generate`` call share."""
+
+    settings: Settings
+    target_model: nn.Module
+    draft_model: nn.Module
+    inputs: dict  # the model inputs, input_ids included (batch 1)
+    chooser: TokenChooser
+    stops: Callable[[list[int]], bool]  # stopping criteria on the whole sequence
+    streamer: object | None
+    devices: list[torch.device]  # CUDA devices to synchronise for timings
+    stats: GenerationStats = field(default_factory=GenerationStats)
+    sequence: list[int] = field(default_factory=list)  # prompt + emitted tokens
+    prompt_len: int = 0
+    target: Side | None = None  # set by prefill_target
+    draft: Side | None = None  # set by prefill_draft
+    layout: VideoLayout | None = None  # where the video tokens are (None: no video)
+    video_scores: torch.Tensor | None = None  # fp32 [T*H*W]: the target's attention per token
+
+    def __post_init__(self):
+        self.sequence = self.inputs["input_ids"][0].tolist()
+        self.prompt_len = len(self.sequence)
+
+    @property
+    def emitted(self) -> list[int]:
+        return self.sequence[self.prompt_len :]
+
+    def now(self) -> float:
+        return synchronized_now(self.devices)
+
+    def append(self, token: int) -> bool:
+        """Add a token to the sequence; True when generation is then finished."""
+        self.sequence.append(token)
+        return self.stops(self.sequence)
+
+    def stream(self, tokens: list[int]) -> None:
+        if self.streamer is not None:
+            for token in tokens:
+                self.streamer.put(torch.tensor([token]))
+
+    def emit(self, tokens: list[int]) -> bool:
+        """Append and stream ``tokens`` until generation is finished; True when it is."""
+        for token in tokens:
+            finished = self.append(token)
+            self.stream([token])
+            if finished:
+                return True
+        return False
+
+
+def generate_tokens(run: Run) -> None:
+    """The whole call: the steps below, in order. New tokens end up in ``run.sequence``."""
+    if run.streamer is not None:
+        run.streamer.put(run.inputs["input_ids"].cpu())
+    root = prefill_target(run)
+    finished = run.append(root)
+    if not finished:  # nothing to speculate otherwise: no pruning, no draft prefill
+        keep = prune(run)
+        prefill_draft(run, keep)
+    # The first new token is handed out once both models hold the prompt: prompt processing
+    # (target prefill and scoring, pruning, draft prefill) is time to first token, and decode
+    # time is the speculate / verify loop (docs/design.md, "Timing").
+    run.stream([root])
+    if not finished:
+        speculate(run, root)
+
+
+def prefill_target(run: Run) -> int:
+    """Step 1: the target prefills the prompt, scoring the video tokens on the side; returns the
+    first new token."""
+    t0 = run.now()
+    fam, model, stats = run.settings.family, run.target_model, run.stats
+    decoder, head = fam.decoder(model), fam.lm_head(model)
+    run.layout = layout = fam.video_layout(model, run.inputs["input_ids"], run.inputs)
+    captured = capture_decoder_inputs(model, decoder, _to_device(run.inputs, _device_of(decoder)))
+    plan = BasePlan() if layout is None else ScorePlan(*layout.span, layout.text_start)
+    cache = new_cache()
+    device = captured.inputs_embeds.device
+    with attention_plan(plan):
+        logits = decoder_forward(
+            decoder,
+            head,
+            cache,
+            captured.inputs_embeds,
+            captured.position_ids,
+            ones_mask(run.prompt_len, device),
+            logits_rows=slice(run.prompt_len - 1, run.prompt_len),
+            extra=captured.extra,
+        )
+    root = run.chooser.first_token(run.sequence, logits[0, -1:])
+    prompt_pos = positions.prompt_positions(
+        captured.position_ids, run.prompt_len, fam.mrope, device
+    )
+    run.target = Side(
+        decoder,
+        head,
+        model.get_input_embeddings(),
+        cache,
+        positions.next_positions(prompt_pos),
+        fam.mrope,
+        device,
+    )
+    stats.target_forwards += 1
+    stats.target_prefill = run.now() - t0
+    if layout is not None:
+        stats.scoring = plan.scores.seconds
+        stats.video_tokens = stats.kept_video_tokens = layout.num_tokens
+        run.video_scores = _gather_scores(plan.scores.buffers, layout)
+        stats.video_grid, stats.video_scores = layout.grid, run.video_scores.float().cpu()
+        stats.kept_indices = torch.arange(layout.num_tokens)
+    return root
+
+
+def prune(run: Run) -> torch.Tensor:
+    """Step 2: which prompt positions the draft sees (bool ``[L]``): all text, the kept video
+    tokens."""
+    t0 = run.now()
+    keep_seq = torch.ones(run.prompt_len, dtype=torch.bool)
+    layout, settings = run.layout, run.settings
+    if layout is not None and settings.drop_rate > 0:
+        keep = selectors.keep_count(layout.num_tokens, settings.drop_rate)
+        kept = selectors.run_selector(settings.selector, run.video_scores, keep, layout.grid)
+        keep_seq[layout.positions] = False
+        keep_seq[layout.positions[kept]] = True
+        run.stats.kept_video_tokens = keep
+        run.stats.kept_indices = kept
+    run.stats.pruning = run.now() - t0
+    return keep_seq
+
+
+def prefill_draft(run: Run, keep_seq: torch.Tensor) -> None:
+    """Step 3: the draft prefills the prompt without the pruned video tokens."""
+    t0 = run.now()
+    fam, model, settings = run.settings.family, run.draft_model, run.settings
+    decoder, head = fam.decoder(model), fam.lm_head(model)
+    captured = capture_decoder_inputs(model, decoder, _to_device(run.inputs, _device_of(decoder)))
+    if captured.inputs_embeds.shape[1] != run.prompt_len:
+        raise ValueError(
+            "target and draft expand the prompt to different lengths "
+            f"({run.prompt_len} vs {captured.inputs_embeds.shape[1]}); their video token layouts "
+            "must match"
+        )
+    device = captured.inputs_embeds.device
+    embeds = captured.inputs_embeds[:, keep_seq.to(device)]
+    full = positions.prompt_positions(captured.position_ids, run.prompt_len, fam.mrope, device)
+    pos = positions.draft_positions(full, keep_seq, settings.draft_positions)
+    cache = new_cache()
+    with attention_plan(BasePlan()):
+        decoder_forward(
+            decoder,
+            head,
+            cache,
+            embeds,
+            pos,
+            ones_mask(embeds.shape[1], device),
+            extra=fam.prune_extra(captured.extra, keep_seq),
+        )
+    run.draft = Side(
+        decoder,
+        head,
+        model.get_input_embeddings(),
+        cache,
+        positions.next_positions(pos),
+        fam.mrope,
+        device,
+    )
+    run.stats.draft_forwards += 1
+    run.stats.draft_prefill = run.now() - t0
+
+
+def speculate(run: Run, root: int) -> None:
+    """Step 4: draft -> verify -> commit -> emit, until generation is finished."""
+    t0 = run.now()
+    settings, stats = run.settings, run.stats
+    plan = DraftPlan.of(settings.tree)
+    full_mask = verify_mask(settings.tree)
+    stop_tokens = run.chooser.stop_tokens
+    pending = [root]  # tokens the draft has not processed yet; the last one is the root
+    while True:
+        proposal = draft_tree(
+            run.draft,
+            plan,
+            pending,
+            stop_tokens,
+            settings.min_draft_confidence,
+            run.chooser.children(run.sequence),
+        )
+        target_base = run.target.length
+        verdict = verify_tree(
+            run.target, proposal, full_mask, pending[-1], run.chooser.decide(run.sequence)
+        )
+        commit = plan_commit(proposal, verdict)
+        apply_commit(run.target, target_base, run.draft, proposal, commit)
+        pending = commit.pending
+        stats.accepted_lengths.append(len(verdict.accepted) + 1)
+        stats.drafted_depths.append(proposal.tree.depth)
+        if run.emit(verdict.tokens(proposal)):
+            break
+    stats.target_forwards += run.target.forwards
+    stats.draft_forwards += run.draft.forwards
+    stats.decode = run.now() - t0
+
+
+# -------------------------------------------------------------------------------------------
+# Helpers
+# -------------------------------------------------------------------------------------------
+def _device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _to_device(inputs: dict, device: torch.device) -> dict:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+
+
+def _gather_scores(buffers: dict, layout: VideoLayout) -> torch.Tensor:
+    """Sum the per-device score buffers; return the grid tokens' scores ``[T*H*W]``."""
+    if not buffers:  # no text after the video: no scores (Stage I selects nothing)
+        return torch.zeros(layout.num_tokens)
+    devices = list(buffers)
+    total = buffers[devices[0]].clone()
+    for dev in devices[1:]:
+        total += buffers[dev].to(total.device)
+    start = layout.span[0]
+    return total[0, (layout.positions - start).to(total.device)]
