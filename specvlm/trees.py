@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Tree", "build_tree", "chain", "default_tree", "greedy_accept"]
+__all__ = ["Tree", "build_tree", "chain", "default_tree", "greedy_accept", "tree_of_size"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,13 @@ _DEFAULT_RANK_ACCEPT = (0.72, 0.12, 0.05, 0.03, 0.02, 0.015, 0.01, 0.008, 0.006,
 def default_tree() -> Tree:
     """The default static tree: 48 nodes, depth 6 (6, 10, 10, 9, 6, 7 nodes per level)."""
     return build_tree(_DEFAULT_RANK_ACCEPT, num_nodes=48, max_depth=6)
+
+
+def tree_of_size(num_nodes: int, max_depth: int = 6) -> Tree:
+    """The static tree of ``num_nodes`` nodes, at most ``max_depth`` deep, shaped by the same
+    assumed acceptance by rank as :func:`default_tree` (which is ``tree_of_size(48)``), so trees
+    of different sizes differ only in size."""
+    return build_tree(_DEFAULT_RANK_ACCEPT, num_nodes=num_nodes, max_depth=max_depth)
 
 
 def greedy_accept(

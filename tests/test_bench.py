@@ -12,9 +12,9 @@ from specvlm.tools.bench import (
     SweepPoint,
     run_sweeps,
     sweep_points,
-    tree_of_size,
     write_results,
 )
+from specvlm.trees import tree_of_size
 from tests import tiny_models as tm
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from specvlm.trees import Tree, build_tree, chain, default_tree, greedy_accept
+from specvlm.trees import Tree, build_tree, chain, default_tree, greedy_accept, tree_of_size
 
 
 def test_from_paths_orders_by_depth_and_links_parents():
@@ -94,3 +94,17 @@ def test_cut_keeps_the_shallow_nodes_and_their_numbering():
     assert tree.cut(3) is tree and tree.cut(7) is tree
     with pytest.raises(ValueError, match="cut depth"):
         tree.cut(0)
+
+
+def test_tree_of_size_shares_the_default_prior():
+    assert tree_of_size(48) == default_tree()
+    sizes = (1, 4, 8, 24, 48, 64)
+    trees = [tree_of_size(n) for n in sizes]
+    assert [t.size for t in trees] == list(sizes)
+    assert all(t.depth <= 6 for t in trees)
+    assert tree_of_size(4) == chain(4)  # the demo's CPU tree
+    for small, big in zip(trees[:-1], trees[1:], strict=True):  # each extends the one before
+        assert set(small.paths) <= set(big.paths)
+    # ranks 5+ exist only in the 10-value prior that default_tree uses
+    assert tree_of_size(64).max_rank() == 5
+    assert tree_of_size(20, max_depth=2).depth == 2

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 
 from specvlm.tools.comparison import METHODS, compare
-from specvlm.trees import build_tree, default_tree
+from specvlm.trees import tree_of_size
 
 FIELDS = (
     "method", "mean_accepted_length", "new_tokens", "decode_s", "decode_tokens_per_s", "e2e_s",
@@ -31,13 +31,6 @@ class SweepPoint:
     drop_rate: float
     frames: int
     tree_size: int
-
-
-def tree_of_size(size: int):
-    """The static tree of ``size`` nodes used by the tree-size sweep (default tree at 48)."""
-    if size == 48:
-        return default_tree()
-    return build_tree((0.72, 0.12, 0.05, 0.03, 0.02), num_nodes=size, max_depth=6)
 
 
 def sweep_points(quick: bool, *, drop_rates=None, frames=None, tree_sizes=None,

@@ -145,9 +145,9 @@ def run(args) -> dict:
     from transformers import AutoModelForImageTextToText
 
     import specvlm
-    from specvlm.tools.bench import tree_of_size
     from specvlm.tools.timing import cuda_devices, time_alternately
     from specvlm.tools.video_input import InputError, VideoPrompter, read_video, sample_frames
+    from specvlm.trees import tree_of_size
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     kw = {"dtype": dtype} if dtype is not None else {}
