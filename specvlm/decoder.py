@@ -66,6 +66,7 @@ def capture_decoder_inputs(model: nn.Module, decoder: nn.Module, inputs: dict) -
         captured.update(kwargs)
         raise _Captured
 
+    inputs = with_generation_position_ids(model, inputs)
     handle = decoder.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         model(**inputs, use_cache=False)
@@ -80,6 +81,25 @@ def capture_decoder_inputs(model: nn.Module, decoder: nn.Module, inputs: dict) -
         )
     extra = {k: v for k, v in captured.items() if k not in _OWN_ARGS}
     return DecoderInputs(captured["inputs_embeds"], captured.get("position_ids"), extra)
+
+
+def with_generation_position_ids(model: nn.Module, inputs: dict) -> dict:
+    """``inputs`` with the position ids ``generate`` would pass to the first forward.
+
+    transformers >= 5.2x ``generate`` computes them before the prefill
+    (``_prepare_position_ids_for_generation``) instead of leaving them to the forward; for
+    Qwen3-VL inputs without ``mm_token_type_ids`` that gives text positions where a bare forward
+    raises. Doing the same keeps the prompt's positions exactly those of ``target.generate``.
+    Older releases, and models whose forward takes no ``position_ids``, are left as they are."""
+    prepare = getattr(model, "_prepare_position_ids_for_generation", None)
+    if prepare is None or inputs.get("position_ids") is not None:
+        return inputs
+    if "position_ids" not in inspect.signature(model.forward).parameters:
+        return inputs
+    input_ids = inputs.get("input_ids")
+    if input_ids is None:
+        return inputs
+    return dict(inputs, position_ids=prepare(input_ids, dict(inputs)))
 
 
 def cache_argument_name(decoder: nn.Module) -> str:

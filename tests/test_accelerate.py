@@ -398,3 +398,13 @@ def test_repetition_penalty_like_generate(family, penalty):
     assert reference(target, inputs, max_new_tokens=16, repetition_penalty=penalty).tolist() != (
         plain.tolist()
     ), "the penalty must change this greedy output, or the test shows nothing"
+
+
+@pytest.mark.parametrize("family_name", ["qwen2_5_vl", "qwen3_vl"])
+def test_qwen_inputs_without_mm_token_type_ids(family_name):
+    """Stock ``generate`` prepares text positions when ``mm_token_type_ids`` is missing (a bare
+    Qwen3-VL forward raises there); SpecVLM gives the same output."""
+    target, _ = pair(family_name)
+    inputs = tm.make_inputs(family_name, target, seed=19)
+    bare = {k: v for k, v in inputs.items() if k != "mm_token_type_ids"}
+    assert_same(family_name, bare)
