@@ -35,7 +35,7 @@ import torch
 import specvlm
 from specvlm.micro.clips import QUESTION_TYPES, make_clip, make_example, token_coverage
 from specvlm.micro.data import EVAL_SEED_BASE
-from specvlm.tools.demo import EMBEDDED
+from specvlm.tools.common import EMBEDDED
 from specvlm.tools.timing import time_alternately
 from specvlm.tools.video_input import VideoPrompter
 from specvlm.trees import chain

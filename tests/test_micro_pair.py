@@ -13,7 +13,7 @@ import specvlm
 from specvlm.micro import processor as micro_processor
 from specvlm.micro.clips import make_example
 from specvlm.micro.data import EVAL_SEED_BASE
-from specvlm.tools.demo import EMBEDDED
+from specvlm.tools.common import EMBEDDED
 from specvlm.tools.video_input import VideoPrompter
 
 

@@ -13,9 +13,16 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 from dataclasses import dataclass
 
-from specvlm.tools.comparison import METHODS, compare
+import torch
+from tqdm import tqdm
+
+from specvlm.micro.data import held_out_clip
+from specvlm.tools.common import METHODS, ToolError, checkpoint_pair, inputs_to, load_pair, speedup
+from specvlm.tools.comparison import compare
+from specvlm.tools.video_input import VideoPrompter
 from specvlm.trees import tree_of_size
 
 FIELDS = (
@@ -68,9 +75,8 @@ def _merge(runs: list[list[dict]]) -> list[dict]:
         dec = rec.get("decode_s")
         tokens = rec.get("new_tokens") or 0
         rec["decode_tokens_per_s"] = (tokens - len(runs)) / dec if dec else None
-        rec["decode_speedup"] = ref.get("decode_s") / dec if dec and ref.get("decode_s") else None
-        e2e = rec.get("e2e_s")
-        rec["e2e_speedup"] = ref.get("e2e_s") / e2e if e2e and ref.get("e2e_s") else None
+        rec["decode_speedup"] = speedup(ref.get("decode_s"), dec)
+        rec["e2e_speedup"] = speedup(ref.get("e2e_s"), rec.get("e2e_s"))
     return merged
 
 
@@ -163,56 +169,25 @@ class CheckpointWorkload:
     """A target/draft checkpoint pair asked about generated held-out clips (one per seed)."""
 
     def __init__(self, target_dir: str, draft_dir: str, device, prompt: str):
-        from transformers import AutoModelForImageTextToText
-
-        from specvlm.tools.video_input import VideoPrompter
-
-        self.target = AutoModelForImageTextToText.from_pretrained(target_dir).to(device).eval()
-        self.draft = AutoModelForImageTextToText.from_pretrained(draft_dir).to(device).eval()
+        self.target, self.draft = load_pair(target_dir, draft_dir, device)
         self.prompter = VideoPrompter(target_dir, self.target.config)
         self.device, self.prompt = device, prompt
 
     def inputs(self, frames: int, seed: int) -> dict:
-        from specvlm.micro.data import held_out_clip
-
         video = held_out_clip(seed, frames=frames)
-        inputs = self.prompter(video, self.prompt)
-        return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a few minutes on a CPU")
-    parser.add_argument("--out", default="bench-results", help="output directory")
-    parser.add_argument("--target", help="target checkpoint directory (default: embedded)")
-    parser.add_argument("--draft", help="draft checkpoint directory (default: embedded)")
-    parser.add_argument("--prompt", default="describe the video .")
-    parser.add_argument("--prompts", type=int, default=None, help="clips per sweep point")
-    parser.add_argument("--max-new-tokens", type=int, default=None)
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help="comma-separated subset of " + ",".join(METHODS))  # fmt: skip
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per clip and "
-                        "method, alternating; the fastest counts (default 3)")  # fmt: skip
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default 1)")
+        return inputs_to(self.prompter(video, self.prompt), self.device)
 
 
 def main(args) -> int:
-    import sys
-
-    import torch
-    from tqdm import tqdm
-
-    from specvlm.tools.demo import DemoError, checkpoint_pair
-
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     try:
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
-            raise DemoError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+            raise ToolError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
         if args.repeats < 1:
-            raise DemoError("--repeats must be >= 1")
+            raise ToolError("--repeats must be >= 1")
         target_dir, draft_dir, device = checkpoint_pair(args)
-    except DemoError as err:
+    except ToolError as err:
         print(f"specvlm bench: error: {err}", file=sys.stderr)
         return 2
     prompts = args.prompts or (2 if args.quick else 4)
@@ -221,12 +196,19 @@ def main(args) -> int:
     workload = CheckpointWorkload(target_dir, draft_dir, device, args.prompt)
     with torch.no_grad():  # warm-up outside the timings
         warm = workload.inputs(8, 0)
-        compare(workload.target, workload.draft, warm, ("autoregressive", "specvlm"),
-                max_new_tokens=4)  # fmt: skip
+        compare(
+            workload.target, workload.draft, warm, ("autoregressive", "specvlm"), max_new_tokens=4
+        )
     with tqdm(total=len(points) * prompts, desc="specvlm bench", unit="run") as bar:
-        results = run_sweeps(workload, points, methods=methods, prompts=prompts,
-                             max_new_tokens=max_new, repeats=args.repeats,
-                             progress=bar.update)  # fmt: skip
+        results = run_sweeps(
+            workload,
+            points,
+            methods=methods,
+            prompts=prompts,
+            max_new_tokens=max_new,
+            repeats=args.repeats,
+            progress=bar.update,
+        )
     paths = write_results(results, args.out)
     broken = [r for r in results if r["identical"] is False]
     print("wrote " + ", ".join(paths))

@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 
+from specvlm.tools import arguments
+
 
 def _prepare_backend(device: str) -> None:
     """Triton reads TRITON_INTERPRET when a kernel is defined: set it before importing them."""
@@ -18,44 +20,47 @@ def _prepare_backend(device: str) -> None:
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """Every command's options, from :mod:`specvlm.tools.arguments` alone: the commands
+    themselves (which define the Triton kernels) are imported once one has been chosen."""
     parser = argparse.ArgumentParser(prog="specvlm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("selfcheck", help="run every kernel against its PyTorch reference")
-    check.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if present)")
-    check.add_argument("--repeats", type=int, default=3, help="timed runs per op (median)")
-    from specvlm.tools import demo
+    arguments.add_selfcheck_arguments(check)
+    demo = sub.add_parser("demo", help="target alone vs SpecVLM on one video")
+    arguments.add_demo_arguments(demo)
+    bench = sub.add_parser("bench", help="every method on the same clips, with sweeps")
+    arguments.add_bench_arguments(bench)
+    return parser
 
-    demo_parser = sub.add_parser("demo", help="target alone vs SpecVLM on one video")
-    demo.add_arguments(demo_parser)
-    from specvlm.tools import bench
 
-    bench_parser = sub.add_parser("bench", help="every method on the same clips, with sweeps")
-    bench.add_arguments(bench_parser)
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo.main(args)
-    if args.command == "bench":
-        return bench.main(args)
+def _selfcheck(args) -> int:
+    from specvlm.tools.common import ToolError, parse_device
 
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(device)
-    except RuntimeError as err:
-        print(f"specvlm: error: bad --device {args.device!r}: {err}", file=sys.stderr)
-        return 2
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("specvlm: error: --device cuda given but CUDA is not available", file=sys.stderr)
-        return 2
-    if args.repeats < 1:
-        print("specvlm: error: --repeats must be >= 1", file=sys.stderr)
+        device = parse_device(args.device)
+        if args.repeats < 1:
+            raise ToolError("--repeats must be >= 1")
+    except ToolError as err:
+        print(f"specvlm: error: {err}", file=sys.stderr)
         return 2
     _prepare_backend(device.type)
     from specvlm.tools.selfcheck import run_selfcheck
 
     return 0 if run_selfcheck(device, repeats=args.repeats) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from specvlm.tools import demo
+
+        return demo.main(args)
+    if args.command == "bench":
+        from specvlm.tools import bench
+
+        return bench.main(args)
+    return _selfcheck(args)
 
 
 if __name__ == "__main__":

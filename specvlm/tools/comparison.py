@@ -1,5 +1,4 @@
-"""End-to-end comparison of generation methods on the same inputs (used by ``specvlm demo`` and
-``specvlm bench``).
+"""End-to-end comparison of generation methods on the same inputs (used by ``specvlm bench``).
 
 Methods:
 
@@ -24,18 +23,12 @@ import dataclasses
 import torch
 
 import specvlm
-from specvlm.tools.timing import Timing, cuda_devices, fastest, timed
+from specvlm.devices import cuda_devices
+from specvlm.tools.common import METHODS, speedup
+from specvlm.tools.timing import Timing, fastest, timed
 
-METHODS = (
-    "autoregressive",
-    "naive_sd",
-    "assisted_generation",
-    "specvlm",
-    "attention",
-    "uniform",
-    "random",
-)
-LOSSLESS = METHODS  # every method here must reproduce the target's greedy output
+__all__ = ["METHODS", "compare", "run_method"]
+
 _SELECTOR = {"specvlm": "two_stage", "attention": "attention", "uniform": "uniform",
              "random": "random", "naive_sd": "two_stage"}  # fmt: skip
 
@@ -134,8 +127,8 @@ def compare(target, draft, inputs: dict, methods=METHODS, *, max_new_tokens: int
     records = []
     for method in order:
         rec = dict(best[method], identical=identical[method])
-        rec["decode_speedup"] = _ratio(ref.get("decode_s"), rec.get("decode_s"))
-        rec["e2e_speedup"] = _ratio(ref.get("e2e_s"), rec.get("e2e_s"))
+        rec["decode_speedup"] = speedup(ref.get("decode_s"), rec.get("decode_s"))
+        rec["e2e_speedup"] = speedup(ref.get("e2e_s"), rec.get("e2e_s"))
         rec.update(params, drop_rate=drop_rate if method != "naive_sd" else 0.0)
         records.append(rec)
     return records
@@ -150,9 +143,3 @@ def _faster(a: dict, b: dict) -> dict:
     keys = [f.name for f in dataclasses.fields(Timing)]
     best = fastest([Timing(**{k: r[k] for k in keys}) for r in (a, b)])
     return dict(a, **dataclasses.asdict(best))
-
-
-def _ratio(reference: float | None, value: float | None) -> float | None:
-    if not reference or not value:
-        return None
-    return reference / value

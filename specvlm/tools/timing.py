@@ -8,11 +8,12 @@ SpecVLM, scoring, pruning and the draft prefill) is excluded from it and include
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
+
+from specvlm.devices import synchronized_now
 
 
 class TimingStreamer:
@@ -24,21 +25,16 @@ class TimingStreamer:
         self.start = self.first = self.end_time = None
         self.tokens = 0
 
-    def _now(self) -> float:
-        for dev in self.devices:
-            torch.cuda.synchronize(dev)
-        return time.perf_counter()
-
     def put(self, value) -> None:
         if self.start is None:  # the prompt
-            self.start = self._now()
+            self.start = synchronized_now(self.devices)
             return
         self.tokens += int(value.numel())
         if self.first is None:
-            self.first = self._now()
+            self.first = synchronized_now(self.devices)
 
     def end(self) -> None:
-        self.end_time = self._now()
+        self.end_time = synchronized_now(self.devices)
 
 
 @dataclass
@@ -53,9 +49,11 @@ class Timing:
 def timed(generate: Callable[[TimingStreamer], torch.Tensor], devices=()):
     """Run ``generate(streamer)`` and return ``(output, Timing)``."""
     streamer = TimingStreamer(devices)
-    t0 = streamer._now()
+    t0 = synchronized_now(streamer.devices)
     out = generate(streamer)
-    end = streamer.end_time if streamer.end_time is not None else streamer._now()
+    end = streamer.end_time
+    if end is None:  # a generate that never called end()
+        end = synchronized_now(streamer.devices)
     first = streamer.first if streamer.first is not None else end
     decode = end - first
     return out, Timing(streamer.tokens, first - t0, decode, end - t0,
@@ -91,12 +89,3 @@ def time_alternately(methods: dict[str, Callable[[TimingStreamer], torch.Tensor]
             runs[name].append(timed(generate, devices))
     return {name: ([out for out, _ in rs], fastest([t for _, t in rs]))
             for name, rs in runs.items()}  # fmt: skip
-
-
-def cuda_devices(*models) -> list[torch.device]:
-    found = {p.device for m in models for p in m.parameters() if p.device.type == "cuda"}
-    return sorted(found, key=str)
-
-
-def as_record(timing: Timing) -> dict:
-    return asdict(timing)

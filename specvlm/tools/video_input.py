@@ -19,8 +19,10 @@ import os
 import numpy as np
 import torch
 
+from specvlm.tools.common import ToolError
 
-class InputError(ValueError):
+
+class InputError(ToolError):
     """Bad user input (unreadable video, unsupported checkpoint): one line, no traceback."""
 
 
