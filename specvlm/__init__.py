@@ -3,10 +3,44 @@
 ``specvlm.accelerate((target, draft))`` wraps a big and a small model of one family
 (LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL); its ``generate`` returns exactly the target's greedy
 output. The kernels it uses live in :mod:`specvlm_kernels`.
+
+``accelerate``, ``SpeculativeDecoder`` and ``GenerationStats`` are loaded on first use (PEP 562):
+importing a submodule such as ``specvlm.tools.cli`` must not define the Triton kernels, which
+read ``TRITON_INTERPRET`` once, before the CLI has chosen their backend.
 """
 
-from specvlm.accelerate import GenerationStats, SpeculativeDecoder, accelerate
+import sys
+import types
+
 from specvlm.trees import Tree, chain, default_tree
 
 __all__ = ["GenerationStats", "SpeculativeDecoder", "Tree", "accelerate", "chain", "default_tree"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in ("GenerationStats", "SpeculativeDecoder", "accelerate"):
+        raise AttributeError(f"module 'specvlm' has no attribute {name!r}")
+    from specvlm.accelerate import GenerationStats, SpeculativeDecoder, accelerate
+
+    names = {"GenerationStats": GenerationStats, "SpeculativeDecoder": SpeculativeDecoder}
+    globals().update(names, accelerate=accelerate)
+    return globals()[name]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """Keeps ``specvlm.accelerate`` the function: the first import of the submodule of the same
+    name (``from specvlm.accelerate import ...``, anywhere) binds the package attribute to the
+    module, and here it is bound to the module's ``accelerate`` instead."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "accelerate" and isinstance(value, types.ModuleType):
+            value = value.accelerate
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
