@@ -93,12 +93,3 @@ class Family:
         grid_positions = where[: t * h * w]
         extra_positions = tuple(int(p) for p in where[t * h * w :])
         return VideoLayout(grid_positions, grid, extra_positions, int(where[-1]) + 1)
-
-    def decode_positions(self, template: torch.Tensor | None, positions: torch.Tensor):
-        """Position ids for decoding tokens at 1-D ``positions`` ``[N]`` (all M-RoPE components
-        equal for text), shaped like the prefill's ``template``."""
-        ids = positions[None, :]
-        if self.mrope:
-            rows = template.shape[0] if template is not None else 3
-            ids = ids[None].expand(rows, 1, -1).contiguous()
-        return ids
