@@ -106,7 +106,7 @@ def torchvision_stand_ins() -> Iterator[None]:
 
     Scope: only the build-time helpers here (training script, processor tests) use it, to write
     and check a *standard* processor checkpoint. The library itself never does: ``specvlm demo``
-    builds video inputs from the saved settings (:mod:`specvlm.video_inputs`) without touching
+    builds video inputs from the saved settings (:mod:`specvlm.tools.video_input`) without touching
     transformers.
     """
     if torchvision_available():
