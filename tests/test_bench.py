@@ -35,11 +35,21 @@ def _setup(monkeypatch):
 
 
 def test_sweep_writes_json_csv_and_plots(tmp_path):
-    points = [SweepPoint("drop_rate", 0.5, 2, 8), SweepPoint("drop_rate", 0.9, 2, 8),
-              SweepPoint("frames", 0.9, 1, 8), SweepPoint("frames", 0.9, 3, 8)]  # fmt: skip
+    points = [
+        SweepPoint("drop_rate", 0.5, 2, 8),
+        SweepPoint("drop_rate", 0.9, 2, 8),
+        SweepPoint("frames", 0.9, 1, 8),
+        SweepPoint("frames", 0.9, 3, 8),
+    ]
     calls = []
-    results = run_sweeps(TinyWorkload(), points, prompts=2, max_new_tokens=5,
-                         methods=("autoregressive", "specvlm", "random"), progress=calls.append)
+    results = run_sweeps(
+        TinyWorkload(),
+        points,
+        prompts=2,
+        max_new_tokens=5,
+        methods=("autoregressive", "specvlm", "random"),
+        progress=calls.append,
+    )
     assert len(calls) == 8 and len(results) == 12
     for rec in results:
         assert set(FIELDS) <= set(rec)
@@ -49,7 +59,11 @@ def test_sweep_writes_json_csv_and_plots(tmp_path):
     assert frames[3] == 3 * frames[1]
     paths = write_results(results, str(tmp_path))
     assert sorted(p.rsplit("/", 1)[1] for p in paths) == [
-        "results.csv", "results.json", "speedup_vs_video_tokens.png", "tau_vs_drop_rate.png"]
+        "results.csv",
+        "results.json",
+        "speedup_vs_video_tokens.png",
+        "tau_vs_drop_rate.png",
+    ]
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert len(rows) == 12 and rows[0]["method"] == "autoregressive"
@@ -70,9 +84,14 @@ def test_random_ablation_draws_a_subset_per_input(monkeypatch):
         return real(models, **kwargs)
 
     monkeypatch.setattr(specvlm, "accelerate", spy)
-    results = bench.run_sweeps(TinyWorkload(), [SweepPoint("drop_rate", 0.9, 2, 8)],
-                                   prompts=3, max_new_tokens=3, repeats=2,
-                                   methods=("autoregressive", "random"))  # fmt: skip
+    results = bench.run_sweeps(
+        TinyWorkload(),
+        [SweepPoint("drop_rate", 0.9, 2, 8)],
+        prompts=3,
+        max_new_tokens=3,
+        repeats=2,
+        methods=("autoregressive", "random"),
+    )
     assert seeds == [0, 0, 1, 1, 2, 2]  # 3 inputs x 2 repeats: the same subset per input
     assert all(r["identical"] is True for r in results)
 

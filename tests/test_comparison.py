@@ -62,8 +62,11 @@ def test_timing_streamer_splits_prefill_and_decode():
 
 
 def test_fastest_takes_each_minimum():
-    runs = [Timing(5, 0.3, 0.8, 1.1, 5.0), Timing(5, 0.2, 0.9, 1.2, 4.4),
-            Timing(5, 0.4, 0.5, 1.0, 8.0)]
+    runs = [
+        Timing(5, 0.3, 0.8, 1.1, 5.0),
+        Timing(5, 0.2, 0.9, 1.2, 4.4),
+        Timing(5, 0.4, 0.5, 1.0, 8.0),
+    ]
     best = fastest(runs)
     assert (best.new_tokens, best.ttft_s, best.decode_s, best.e2e_s) == (5, 0.2, 0.5, 1.0)
     assert best.decode_tokens_per_s == pytest.approx(4 / 0.5)
@@ -79,9 +82,17 @@ def test_compare_repeats_alternate_and_keep_the_fastest(monkeypatch):
     def fake_run(method, *args, **kwargs):
         calls.append(method)
         t = next(times)
-        rec = {"method": method, "mean_accepted_length": None, "error": None, "new_tokens": 5,
-               "decode_s": t, "e2e_s": 2 * t, "ttft_s": t / 2, "decode_tokens_per_s": 0.0,
-               "peak_memory_bytes": None}  # fmt: skip
+        rec = {
+            "method": method,
+            "mean_accepted_length": None,
+            "error": None,
+            "new_tokens": 5,
+            "decode_s": t,
+            "e2e_s": 2 * t,
+            "ttft_s": t / 2,
+            "decode_tokens_per_s": 0.0,
+            "peak_memory_bytes": None,
+        }
         return torch.tensor([[1, 2, 3]]), rec
 
     monkeypatch.setattr(e2e, "run_method", fake_run)

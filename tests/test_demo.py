@@ -14,18 +14,35 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _cli(*args, timeout=600):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # CPU: references
-    return subprocess.run([sys.executable, "-m", "specvlm.tools.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, cwd=REPO)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "specvlm.tools.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     out = tmp_path_factory.mktemp("micro")
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "scripts", "train_micro.py"), "--tiny", "--out",
-         str(out), "--model", "both", "--threads", "1"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            os.path.join(REPO, "scripts", "train_micro.py"),
+            "--tiny",
+            "--out",
+            str(out),
+            "--model",
+            "both",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return str(out / "target"), str(out / "draft")
 
@@ -33,13 +50,35 @@ def pair(tmp_path_factory):
 def test_demo_json_and_figure(pair, tmp_path):
     target, draft = pair
     js, png = tmp_path / "demo.json", tmp_path / "viz.png"
-    proc = _cli("demo", "--target", target, "--draft", draft, "--max-new-tokens", "6",
-                "--seed", "3", "--json", str(js), "--save-viz", str(png))  # fmt: skip
+    proc = _cli(
+        "demo",
+        "--target",
+        target,
+        "--draft",
+        draft,
+        "--max-new-tokens",
+        "6",
+        "--seed",
+        "3",
+        "--json",
+        str(js),
+        "--save-viz",
+        str(png),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rec = json.loads(js.read_text())
-    for key in ("identical", "mean_accepted_length", "decode_speedup", "e2e_speedup",
-                "video_tokens", "kept_video_tokens", "text", "target_text", "selector",
-                "drop_rate"):  # fmt: skip
+    for key in (
+        "identical",
+        "mean_accepted_length",
+        "decode_speedup",
+        "e2e_speedup",
+        "video_tokens",
+        "kept_video_tokens",
+        "text",
+        "target_text",
+        "selector",
+        "drop_rate",
+    ):
         assert key in rec
     assert rec["identical"] is True and rec["text"] == rec["target_text"]
     assert rec["video_tokens"] == 128
@@ -91,9 +130,22 @@ def test_demo_unreadable_video(pair, tmp_path):
 
 def test_bench_quick_writes_results(pair, tmp_path):
     out = tmp_path / "bench"
-    proc = _cli("bench", "--quick", "--target", pair[0], "--draft", pair[1], "--out", str(out),
-                "--prompts", "1", "--max-new-tokens", "4",
-                "--methods", "autoregressive,specvlm,random")  # fmt: skip
+    proc = _cli(
+        "bench",
+        "--quick",
+        "--target",
+        pair[0],
+        "--draft",
+        pair[1],
+        "--out",
+        str(out),
+        "--prompts",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--methods",
+        "autoregressive,specvlm,random",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads((out / "results.json").read_text())
     assert {r["method"] for r in results} == {"autoregressive", "specvlm", "random"}

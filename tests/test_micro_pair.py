@@ -31,8 +31,12 @@ def test_files_are_small_and_standard():
     total = 0
     for name in ("target", "draft"):
         files = set(os.listdir(EMBEDDED / name))
-        assert {"config.json", "model.safetensors", "tokenizer.json",
-                "processor_config.json"} <= files  # fmt: skip
+        assert {
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "processor_config.json",
+        } <= files
         total += sum(os.path.getsize(EMBEDDED / name / f) for f in files)
     assert total <= 40 * 2**20
 
@@ -57,8 +61,9 @@ def test_target_answers_held_out_count_questions(pair):
         inputs = prompter(video, question)
         with torch.no_grad():
             out = target.generate(**inputs, do_sample=False, max_new_tokens=6)
-        text = prompter.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:],
-                                         skip_special_tokens=True)  # fmt: skip
+        text = prompter.tokenizer.decode(
+            out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        )
         right += text.strip() == answer
     assert right >= 8, f"{right}/10 held-out count questions answered exactly"
 
@@ -85,15 +90,37 @@ def test_micro_eval_runs(pair):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = repo
     proc = subprocess.run(
-        [sys.executable, os.path.join(repo, "bench", "micro_eval.py"), "--clips", "2",
-         "--depths", "2", "--random-seeds", "1", "--repeats", "1", "--max-new-tokens", "8"],
-        capture_output=True, text=True, env=env, timeout=600, cwd=repo,
-    )  # fmt: skip
+        [
+            sys.executable,
+            os.path.join(repo, "bench", "micro_eval.py"),
+            "--clips",
+            "2",
+            "--depths",
+            "2",
+            "--random-seeds",
+            "1",
+            "--repeats",
+            "1",
+            "--max-new-tokens",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=repo,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for row in ("| two_stage |", "| random (mean of 1 seeds) |", "object oracle: most covered",
-                "object oracle: each object in turn", "all video tokens (drop 0)",
-                "random tokens without object pixels (mean of 1 seeds)",
-                "| mean of layers (the score) |", "| assisted generation"):  # fmt: skip
+    for row in (
+        "| two_stage |",
+        "| random (mean of 1 seeds) |",
+        "object oracle: most covered",
+        "object oracle: each object in turn",
+        "all video tokens (drop 0)",
+        "random tokens without object pixels (mean of 1 seeds)",
+        "| mean of layers (the score) |",
+        "| assisted generation",
+    ):
         assert row in proc.stdout
     lines = proc.stdout.splitlines()
     ends = ("| True |", "| False |")
@@ -107,7 +134,12 @@ def test_micro_eval_refuses_unknown_tables():
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = os.path.join(repo, "bench", "micro_eval.py")
-    proc = subprocess.run([sys.executable, script, "--tables", "selectors,bogus"],
-                          capture_output=True, text=True, timeout=300, cwd=repo,
-                          env={**os.environ, "PYTHONPATH": repo})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, script, "--tables", "selectors,bogus"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": repo},
+    )
     assert proc.returncode == 2 and "--tables: choose from" in proc.stderr

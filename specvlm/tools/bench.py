@@ -26,10 +26,24 @@ from specvlm.tools.video_input import VideoPrompter
 from specvlm.trees import tree_of_size
 
 FIELDS = (
-    "method", "mean_accepted_length", "new_tokens", "decode_s", "decode_tokens_per_s", "e2e_s",
-    "ttft_s", "peak_memory_bytes", "decode_speedup", "e2e_speedup", "identical", "drop_rate",
-    "frames", "video_tokens", "tree_size", "sweep", "error",
-)  # fmt: skip
+    "method",
+    "mean_accepted_length",
+    "new_tokens",
+    "decode_s",
+    "decode_tokens_per_s",
+    "e2e_s",
+    "ttft_s",
+    "peak_memory_bytes",
+    "decode_speedup",
+    "e2e_speedup",
+    "identical",
+    "drop_rate",
+    "frames",
+    "video_tokens",
+    "tree_size",
+    "sweep",
+    "error",
+)
 
 
 @dataclass
@@ -40,8 +54,9 @@ class SweepPoint:
     tree_size: int
 
 
-def sweep_points(quick: bool, *, drop_rates=None, frames=None, tree_sizes=None,
-                 base_frames: int = 8) -> list[SweepPoint]:  # fmt: skip
+def sweep_points(
+    quick: bool, *, drop_rates=None, frames=None, tree_sizes=None, base_frames: int = 8
+) -> list[SweepPoint]:
     drop_rates = drop_rates or ((0.5, 0.9) if quick else (0.5, 0.75, 0.9, 0.95))
     frames = frames or ((4, base_frames) if quick else (2, 4, base_frames, 2 * base_frames))
     tree_sizes = tree_sizes or ((8, 48) if quick else (1, 8, 24, 48, 64))
@@ -80,20 +95,35 @@ def _merge(runs: list[list[dict]]) -> list[dict]:
     return merged
 
 
-def run_sweeps(workload, points: list[SweepPoint], *, methods=METHODS, prompts: int = 2,
-               max_new_tokens: int = 32, repeats: int = 1,
-               progress=None) -> list[dict]:  # fmt: skip
+def run_sweeps(
+    workload,
+    points: list[SweepPoint],
+    *,
+    methods=METHODS,
+    prompts: int = 2,
+    max_new_tokens: int = 32,
+    repeats: int = 1,
+    progress=None,
+) -> list[dict]:
     results = []
     for point in points:
         runs = []
         for seed in range(prompts):
             inputs = workload.inputs(point.frames, seed)
             records = compare(
-                workload.target, workload.draft, inputs, methods, max_new_tokens=max_new_tokens,
-                drop_rate=point.drop_rate, tree=tree_of_size(point.tree_size),
-                repeats=repeats, random_seed=seed, frames=point.frames,
-                tree_size=point.tree_size, sweep=point.sweep,
-            )  # fmt: skip
+                workload.target,
+                workload.draft,
+                inputs,
+                methods,
+                max_new_tokens=max_new_tokens,
+                drop_rate=point.drop_rate,
+                tree=tree_of_size(point.tree_size),
+                repeats=repeats,
+                random_seed=seed,
+                frames=point.frames,
+                tree_size=point.tree_size,
+                sweep=point.sweep,
+            )
             runs.append(records)
             if progress is not None:
                 progress(1)
@@ -148,8 +178,9 @@ def plot_results(results: list[dict], out_dir: str) -> list[str]:
     if drops:
         fig, ax = plt.subplots(figsize=(5, 3.6))
         for method in sorted({r["method"] for r in drops}):
-            pts = sorted((r["drop_rate"], r["mean_accepted_length"]) for r in drops
-                         if r["method"] == method)  # fmt: skip
+            pts = sorted(
+                (r["drop_rate"], r["mean_accepted_length"]) for r in drops if r["method"] == method
+            )
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
         ax.set_xlabel("drop rate")
         ax.set_ylabel("tau (tokens per verification)")

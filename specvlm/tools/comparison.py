@@ -29,8 +29,13 @@ from specvlm.tools.timing import Timing, fastest, timed
 
 __all__ = ["METHODS", "compare", "run_method"]
 
-_SELECTOR = {"specvlm": "two_stage", "attention": "attention", "uniform": "uniform",
-             "random": "random", "naive_sd": "two_stage"}  # fmt: skip
+_SELECTOR = {
+    "specvlm": "two_stage",
+    "attention": "attention",
+    "uniform": "uniform",
+    "random": "random",
+    "naive_sd": "two_stage",
+}
 
 
 def _peak_reset(devices) -> None:
@@ -45,9 +50,17 @@ def _peak(devices) -> int | None:
 
 
 def run_method(
-    method: str, target, draft, inputs: dict, *, max_new_tokens: int, drop_rate: float = 0.9,
-    tree=None, generate_kwargs: dict | None = None, random_seed: int = 0,
-) -> tuple[torch.Tensor | None, dict]:  # fmt: skip
+    method: str,
+    target,
+    draft,
+    inputs: dict,
+    *,
+    max_new_tokens: int,
+    drop_rate: float = 0.9,
+    tree=None,
+    generate_kwargs: dict | None = None,
+    random_seed: int = 0,
+) -> tuple[torch.Tensor | None, dict]:
     """Run one method once; return ``(output ids or None on error, record)``.
     ``generate_kwargs`` (e.g. ``eos_token_id``) go to every method's ``generate``;
     ``random_seed`` seeds the ``random`` selector."""
@@ -63,17 +76,23 @@ def run_method(
                 out, t = timed(
                     lambda s: target.generate(**inputs, do_sample=False, streamer=s, **gen),
                     devices,
-                )  # fmt: skip
+                )
             elif method == "assisted_generation":
                 out, t = timed(
-                    lambda s: target.generate(**inputs, do_sample=False, assistant_model=draft,
-                                              streamer=s, **gen),
+                    lambda s: target.generate(
+                        **inputs, do_sample=False, assistant_model=draft, streamer=s, **gen
+                    ),
                     devices,
-                )  # fmt: skip
+                )
             else:
                 rate = 0.0 if method == "naive_sd" else drop_rate
-                sd = specvlm.accelerate((target, draft), drop_rate=rate, seed=random_seed,
-                                        selector=_SELECTOR[method], tree=tree)  # fmt: skip
+                sd = specvlm.accelerate(
+                    (target, draft),
+                    drop_rate=rate,
+                    seed=random_seed,
+                    selector=_SELECTOR[method],
+                    tree=tree,
+                )
                 out, t = timed(
                     lambda s: sd.generate(**inputs, streamer=s, **gen),
                     devices,
@@ -85,19 +104,41 @@ def run_method(
                     kept_video_tokens=stats.kept_video_tokens,
                 )
     except Exception as err:  # recorded, not raised: a broken baseline stays in the results
-        record.update(error=f"{type(err).__name__}: {err}", new_tokens=0, decode_s=None,
-                      decode_tokens_per_s=None, e2e_s=None, ttft_s=None,
-                      peak_memory_bytes=None)  # fmt: skip
+        record.update(
+            error=f"{type(err).__name__}: {err}",
+            new_tokens=0,
+            decode_s=None,
+            decode_tokens_per_s=None,
+            e2e_s=None,
+            ttft_s=None,
+            peak_memory_bytes=None,
+        )
         return None, record
-    record.update(new_tokens=t.new_tokens, decode_s=t.decode_s,
-                  decode_tokens_per_s=t.decode_tokens_per_s, e2e_s=t.e2e_s, ttft_s=t.ttft_s,
-                  peak_memory_bytes=_peak(devices))  # fmt: skip
+    record.update(
+        new_tokens=t.new_tokens,
+        decode_s=t.decode_s,
+        decode_tokens_per_s=t.decode_tokens_per_s,
+        e2e_s=t.e2e_s,
+        ttft_s=t.ttft_s,
+        peak_memory_bytes=_peak(devices),
+    )
     return out, record
 
 
-def compare(target, draft, inputs: dict, methods=METHODS, *, max_new_tokens: int,
-            drop_rate: float = 0.9, tree=None, generate_kwargs: dict | None = None,
-            repeats: int = 1, random_seed: int = 0, **params) -> list[dict]:  # fmt: skip
+def compare(
+    target,
+    draft,
+    inputs: dict,
+    methods=METHODS,
+    *,
+    max_new_tokens: int,
+    drop_rate: float = 0.9,
+    tree=None,
+    generate_kwargs: dict | None = None,
+    repeats: int = 1,
+    random_seed: int = 0,
+    **params,
+) -> list[dict]:
     """Run ``methods`` on ``inputs``; ``autoregressive`` is always run first (the reference).
 
     With ``repeats > 1`` every method runs that many times, the methods alternating (so the
@@ -114,9 +155,17 @@ def compare(target, draft, inputs: dict, methods=METHODS, *, max_new_tokens: int
     ref_out = None
     for _ in range(repeats):
         for method in order:
-            out, rec = run_method(method, target, draft, inputs, max_new_tokens=max_new_tokens,
-                                  drop_rate=drop_rate, tree=tree, random_seed=random_seed,
-                                  generate_kwargs=generate_kwargs)  # fmt: skip
+            out, rec = run_method(
+                method,
+                target,
+                draft,
+                inputs,
+                max_new_tokens=max_new_tokens,
+                drop_rate=drop_rate,
+                tree=tree,
+                random_seed=random_seed,
+                generate_kwargs=generate_kwargs,
+            )
             if method == "autoregressive" and ref_out is None:
                 ref_out = out
             same = None if out is None or ref_out is None else out.tolist() == ref_out.tolist()

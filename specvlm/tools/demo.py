@@ -132,7 +132,11 @@ def run(args) -> dict:
     if args.save_viz and stats.video_scores is not None:
         title = f"{args.prompt}  ->  {record['text']}"
         save_pruning_figure(
-            video, stats.video_grid, stats.video_scores, stats.kept_indices, args.save_viz,
+            video,
+            stats.video_grid,
+            stats.video_scores,
+            stats.kept_indices,
+            args.save_viz,
             title=title,
         )
     if args.json:
@@ -150,11 +154,15 @@ def print_record(rec: dict) -> None:
     print(f"identical to the target's own greedy answer: {'yes' if rec['identical'] else 'NO'}")
     print(f"tau (tokens per target forward): {rec['mean_accepted_length']:.2f}")
     print(f"video tokens given to the draft: {rec['kept_video_tokens']} of {rec['video_tokens']}")
-    print(f"decode speedup: {fmt(rec['decode_speedup'])}   end-to-end: {fmt(rec['e2e_speedup'])}"
-          f"   ({rec['new_tokens']} tokens on {rec['device']})")  # fmt: skip
+    print(
+        f"decode speedup: {fmt(rec['decode_speedup'])}   end-to-end: {fmt(rec['e2e_speedup'])}"
+        f"   ({rec['new_tokens']} tokens on {rec['device']})"
+    )
     ttft, ref_ttft = 1000 * rec["specvlm_ttft_s"], 1000 * rec["target_ttft_s"]
-    print(f"time to first token: {ttft:.0f} ms (target alone {ref_ttft:.0f} ms; SpecVLM's "
-          "includes scoring, pruning and the draft prefill)")  # fmt: skip
+    print(
+        f"time to first token: {ttft:.0f} ms (target alone {ref_ttft:.0f} ms; SpecVLM's "
+        "includes scoring, pruning and the draft prefill)"
+    )
 
 
 def main(args) -> int:

@@ -64,8 +64,16 @@ MODELS = {
 }
 
 
-def forward_seconds(model: Llm, gpu: Gpu, tokens: int, context: int, *, gpus: int = 1,
-                    prefill: bool = False, tensor_parallel: bool = False) -> float:  # fmt: skip
+def forward_seconds(
+    model: Llm,
+    gpu: Gpu,
+    tokens: int,
+    context: int,
+    *,
+    gpus: int = 1,
+    prefill: bool = False,
+    tensor_parallel: bool = False,
+) -> float:
     """One forward of ``tokens`` new tokens over ``context`` cached ones (``prefill``: the
     tokens attend causally to each other and the context) on ``gpus`` GPUs."""
     weight_bytes = model.params * model.bytes_per_param
@@ -121,8 +129,9 @@ def project(s: Scenario, gpu: Gpu = H100) -> Projection:
     tgt, drf = MODELS[s.target], MODELS[s.draft]
     prompt = s.text_tokens + s.video_tokens
     kept = s.text_tokens + int(s.video_tokens * (1.0 - s.drop_rate))
-    prefill = forward_seconds(tgt, gpu, prompt, 0, gpus=s.target_gpus, prefill=True,
-                             tensor_parallel=s.tensor_parallel)
+    prefill = forward_seconds(
+        tgt, gpu, prompt, 0, gpus=s.target_gpus, prefill=True, tensor_parallel=s.tensor_parallel
+    )
     # Scores: QK^T of the text rows, twice (two passes), per layer, compute-bound.
     score_flops = tgt.layers * 2.0 * tgt.heads * s.text_rows * (prompt + s.video_tokens)
     score_flops *= tgt.head_dim * 2.0
@@ -131,8 +140,9 @@ def project(s: Scenario, gpu: Gpu = H100) -> Projection:
     draft_prefill = forward_seconds(drf, gpu, kept, 0, gpus=s.draft_gpus, prefill=True)
 
     ar_decode = sum(
-        forward_seconds(tgt, gpu, 1, prompt + i, gpus=s.target_gpus,
-                        tensor_parallel=s.tensor_parallel)
+        forward_seconds(
+            tgt, gpu, 1, prompt + i, gpus=s.target_gpus, tensor_parallel=s.tensor_parallel
+        )
         for i in range(0, s.new_tokens, max(1, s.new_tokens // 16))
     ) * (s.new_tokens / len(range(0, s.new_tokens, max(1, s.new_tokens // 16))))
     steps = s.new_tokens / s.tau
@@ -141,8 +151,14 @@ def project(s: Scenario, gpu: Gpu = H100) -> Projection:
     draft_step = forward_seconds(drf, gpu, 1, kept + mid, gpus=s.draft_gpus) + (
         s.tree_depth - 1
     ) * forward_seconds(drf, gpu, per_level, kept + mid, gpus=s.draft_gpus)
-    verify = forward_seconds(tgt, gpu, s.tree_nodes + 1, prompt + mid, gpus=s.target_gpus,
-                             tensor_parallel=s.tensor_parallel)
+    verify = forward_seconds(
+        tgt,
+        gpu,
+        s.tree_nodes + 1,
+        prompt + mid,
+        gpus=s.target_gpus,
+        tensor_parallel=s.tensor_parallel,
+    )
     sd_decode = steps * (draft_step + verify)
     return Projection(
         ar_decode_s=ar_decode,
@@ -157,6 +173,7 @@ def project(s: Scenario, gpu: Gpu = H100) -> Projection:
 def break_even_video_tokens(s: Scenario, gpu: Gpu = H100, *, hi: int = 1 << 17) -> int | None:
     """Smallest video length at which SpecVLM's end-to-end time beats the target's (None if it
     never does up to ``hi``): bisection over ``video_tokens``."""
+
     def wins(n: int) -> bool:
         return project(replace(s, video_tokens=n), gpu).e2e_speedup > 1.0
 
@@ -177,8 +194,9 @@ PAIRS = (
 )
 
 
-def table(gpu: Gpu = H100, video=(4096, 16384, 65536), taus=(3.0, 3.9),
-          tensor_parallel: bool = False) -> str:  # fmt: skip
+def table(
+    gpu: Gpu = H100, video=(4096, 16384, 65536), taus=(3.0, 3.9), tensor_parallel: bool = False
+) -> str:
     lines = [
         "| target / draft (GPUs) | video tokens | tau | decode speedup | end-to-end speedup "
         "| published |",
@@ -203,5 +221,7 @@ if __name__ == "__main__":
         for target, draft, tg, dg, _ in PAIRS:
             for tau in (2.0, 3.0, 3.9):
                 sc = Scenario(target, draft, tg, dg, 0, tau=tau, tensor_parallel=tp)
-                print(f"break-even video tokens, {target}/{draft}, tau {tau}: "
-                      f"{break_even_video_tokens(sc)}")  # fmt: skip
+                print(
+                    f"break-even video tokens, {target}/{draft}, tau {tau}: "
+                    f"{break_even_video_tokens(sc)}"
+                )

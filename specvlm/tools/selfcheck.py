@@ -110,8 +110,10 @@ def run_selfcheck(device: torch.device, repeats: int = 3) -> bool:
     if backend == "triton" and device.type == "cpu":
         backend = "triton (interpreter)"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"specvlm selfcheck on {name}: backend {backend}, torch {torch.__version__}, "
-          f"triton {triton.__version__}")
+    print(
+        f"specvlm selfcheck on {name}: backend {backend}, torch {torch.__version__}, "
+        f"triton {triton.__version__}"
+    )
     if device.type == "cpu":
         print("(CPU timings of the Triton interpreter or reference: not performance numbers)")
     header = f"{'op':<24}{'dtype':<10}{'shape':<40}{'max err':>10}{'tol':>9}{'ms':>9}  ok"
@@ -129,7 +131,9 @@ def run_selfcheck(device: torch.device, repeats: int = 3) -> bool:
             all_ok &= ok
             ms = _median_ms(case.run, device, repeats)
             dt = str(dtype).replace("torch.", "")
-            print(f"{case.op:<24}{dt:<10}{case.shape:<40}{err:>10.2e}{case.atol:>9.0e}"
-                  f"{ms:>9.2f}  {'yes' if ok else 'NO'}")
+            print(
+                f"{case.op:<24}{dt:<10}{case.shape:<40}{err:>10.2e}{case.atol:>9.0e}"
+                f"{ms:>9.2f}  {'yes' if ok else 'NO'}"
+            )
     print("all kernels match their references" if all_ok else "SOME KERNELS FAILED")
     return all_ok

@@ -56,8 +56,9 @@ def timed(generate: Callable[[TimingStreamer], torch.Tensor], devices=()):
         end = synchronized_now(streamer.devices)
     first = streamer.first if streamer.first is not None else end
     decode = end - first
-    return out, Timing(streamer.tokens, first - t0, decode, end - t0,
-                       decode_rate(streamer.tokens, decode))  # fmt: skip
+    return out, Timing(
+        streamer.tokens, first - t0, decode, end - t0, decode_rate(streamer.tokens, decode)
+    )
 
 
 def decode_rate(new_tokens: int, decode_s: float) -> float:
@@ -72,12 +73,18 @@ def fastest(timings: list[Timing]) -> Timing:
         raise ValueError("fastest needs at least one timing")
     decode = min(t.decode_s for t in timings)
     tokens = timings[0].new_tokens
-    return Timing(tokens, min(t.ttft_s for t in timings), decode,
-                  min(t.e2e_s for t in timings), decode_rate(tokens, decode))  # fmt: skip
+    return Timing(
+        tokens,
+        min(t.ttft_s for t in timings),
+        decode,
+        min(t.e2e_s for t in timings),
+        decode_rate(tokens, decode),
+    )
 
 
-def time_alternately(methods: dict[str, Callable[[TimingStreamer], torch.Tensor]], repeats: int,
-                     devices=()) -> dict[str, tuple[list[torch.Tensor], Timing]]:  # fmt: skip
+def time_alternately(
+    methods: dict[str, Callable[[TimingStreamer], torch.Tensor]], repeats: int, devices=()
+) -> dict[str, tuple[list[torch.Tensor], Timing]]:
     """Run every method ``repeats`` times, the methods taking turns (so the drifts of a shared
     machine hit all of them); per method, the outputs of all its runs and its :func:`fastest`
     timing."""
@@ -87,5 +94,6 @@ def time_alternately(methods: dict[str, Callable[[TimingStreamer], torch.Tensor]
     for _ in range(repeats):
         for name, generate in methods.items():
             runs[name].append(timed(generate, devices))
-    return {name: ([out for out, _ in rs], fastest([t for _, t in rs]))
-            for name, rs in runs.items()}  # fmt: skip
+    return {
+        name: ([out for out, _ in rs], fastest([t for _, t in rs])) for name, rs in runs.items()
+    }

@@ -121,8 +121,13 @@ class VideoPrompter:
         size = cfg.get("size") or {}
         height, width = size.get("height"), size.get("width")
         if height and (height, width) != tuple(x.shape[-2:]):  # the model needs this size
-            x = torch.nn.functional.interpolate(x.float(), size=(height, width), mode="bilinear",
-                                                antialias=True).round().clamp(0, 255)  # fmt: skip
+            x = (
+                torch.nn.functional.interpolate(
+                    x.float(), size=(height, width), mode="bilinear", antialias=True
+                )
+                .round()
+                .clamp(0, 255)
+            )
         if cfg.get("do_rescale", True):
             x = x * cfg.get("rescale_factor", 1 / 255)
         x = x.float()

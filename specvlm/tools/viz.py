@@ -42,8 +42,9 @@ def save_pruning_figure(
         top.set_title(f"frame {i}", fontsize=8)
         bottom.imshow(heat[i], cmap="magma", vmin=0.0, vmax=vmax)
         for r, c in zip(*np.nonzero(kept_mask[i]), strict=True):
-            bottom.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="cyan",
-                                       linewidth=1.5))  # fmt: skip
+            bottom.add_patch(
+                Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="cyan", linewidth=1.5)
+            )
         for ax in (top, bottom):
             ax.set_xticks([])
             ax.set_yticks([])
