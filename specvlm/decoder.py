@@ -227,3 +227,122 @@ def decoder_forward(
     hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
     hidden = hidden[:, logits_rows]
     return lm_head(hidden.to(lm_head.weight.device))
+
+
+# -------------------------------------------------------------------------------------------
+# Generation machinery: private GenerationMixin helpers, version differences
+# -------------------------------------------------------------------------------------------
+# specvlm.generation resolves a ``generate`` call with the model's own GenerationMixin steps, in
+# generate's order, so options merge, lengths resolve and logits processors / stopping criteria
+# are built exactly as ``target.generate`` builds them. These are private transformers methods;
+# every access to them (and to GenerationConfig's private attributes) is in this section.
+#
+# Same names and signatures in 5.17 and 5.24 (read from both sources). Differences inside them:
+# * 5.24 ``generate`` drops an all-ones attention_mask before building the processors and its
+#   repetition penalty turns a mask into ``prompt_ignore_length``; 5.17 ignores the mask there.
+#   We pass no mask, as 5.24 does for an unpadded prompt (padded prompts are refused).
+# * 5.24 ``generate`` maps ``past_key_values=`` / ``cache_params=`` to ``cache=``
+#   (``deprecate_kwarg``); 5.24 ``_validate_model_kwargs`` also lets ``mm_encoder_outputs`` pass.
+# * PrefixConstrainedLogitsProcessor gets max(num_beams, num_return_sequences) rows per prompt in
+#   5.24, num_beams in 5.17: both 1 here (the others are refused).
+
+
+def generation_mode_kwargs(model, kwargs: dict, synced_gpus, assistant_model, streamer) -> dict:
+    """generate's first step: pops ``tokenizer`` / ``assistant_tokenizer`` from ``kwargs`` (in
+    place) and resolves ``synced_gpus`` (None: on under DeepSpeed ZeRO-3 / FSDP with several
+    ranks). Returns the non-None entries."""
+    extract = model._extract_generation_mode_kwargs
+    return extract(None, kwargs, synced_gpus, assistant_model, streamer)
+
+
+def merged_generation_config(model, generation_config, kwargs: dict):
+    """``(config, model_kwargs)``: ``generation_config`` (None: a fresh one) over the model's
+    ``generation_config`` over the global defaults, then ``kwargs``; the kwargs that are not
+    generation options come back as model kwargs. Raises as generate does for a model config
+    edited to control generation."""
+    return model._prepare_generation_config(generation_config, **kwargs)
+
+
+def validate_model_kwargs(model, model_kwargs: dict) -> None:
+    """generate's check that every model kwarg is used by the model (catches option typos)."""
+    model._validate_model_kwargs(dict(model_kwargs))
+
+
+def generation_inputs(model, inputs, generation_config, model_kwargs: dict):
+    """``(inputs_tensor, input_name, model_kwargs)`` as generate extracts the prompt."""
+    return model._prepare_model_inputs(inputs, generation_config.bos_token_id, model_kwargs)
+
+
+def prepare_special_tokens(model, generation_config, has_attention_mask: bool, device) -> None:
+    """Sets the config's eos / pad / bos tensors (pad falls back to the first eos), batch 1."""
+    prepare = model._prepare_special_tokens
+    prepare(generation_config, has_attention_mask, device=device, batch_size=1)
+
+
+def special_token_tensors(generation_config):
+    """``(eos, pad)`` tensors set by :func:`prepare_special_tokens` (eos 1-D or None)."""
+    return generation_config._eos_token_tensor, generation_config._pad_token_tensor
+
+
+def generation_attention_mask(model, input_ids: torch.Tensor, generation_config, model_kwargs):
+    """The mask generate builds when none is passed (zeros at pad tokens when it can tell)."""
+    return model._prepare_attention_mask_for_generation(input_ids, generation_config, model_kwargs)
+
+
+def resolve_generation_length(
+    model, generation_config, has_default_max_length: bool, has_default_min_length: bool, input_ids
+):
+    """generate's step 6: ``max_length`` / ``min_length`` from the ``*_new_tokens`` options or
+    the default (20 new tokens, capped by ``max_position_embeddings``), then its checks (raises
+    when the prompt already fills ``max_length``, warns as generate warns)."""
+    length = input_ids.shape[1]
+    generation_config = model._prepare_generated_length(
+        generation_config=generation_config,
+        has_default_max_length=has_default_max_length,
+        has_default_min_length=has_default_min_length,
+        model_input_name="input_ids",
+        inputs_tensor=input_ids,
+        input_ids_length=length,
+    )
+    model._validate_generated_length(generation_config, length, has_default_max_length)
+    return generation_config
+
+
+def generation_logits_processor(
+    model,
+    generation_config,
+    input_ids: torch.Tensor,
+    *,
+    prefix_allowed_tokens_fn,
+    logits_processor,
+    negative_prompt_ids,
+    negative_prompt_attention_mask,
+):
+    """generate's processors (warpers included when sampling), merged with the user's list."""
+    return model._get_logits_processor(
+        generation_config=generation_config,
+        input_ids_seq_length=input_ids.shape[1],
+        encoder_input_ids=input_ids,
+        prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
+        logits_processor=logits_processor,
+        device=input_ids.device,
+        model_kwargs={"attention_mask": None},
+        negative_prompt_ids=negative_prompt_ids,
+        negative_prompt_attention_mask=negative_prompt_attention_mask,
+    )
+
+
+def generation_stopping_criteria(model, generation_config, stopping_criteria, tokenizer):
+    """generate's stopping criteria (max length, max time, stop strings, EOS) plus the user's."""
+    return model._get_stopping_criteria(
+        generation_config=generation_config,
+        stopping_criteria=stopping_criteria,
+        tokenizer=tokenizer,
+    )
+
+
+def default_generation_params() -> dict:
+    """The global defaults generate fills in for options nobody set (``max_length`` 20, ...)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig._get_default_generation_params()
