@@ -8,41 +8,22 @@ of :mod:`specvlm.speculation` with both models' attention routed through
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from specvlm import selectors
+from specvlm import generation, selectors
 from specvlm.attention import routed_attention
-from specvlm.choice import TokenChooser
+from specvlm.choice import CHILDREN, TokenChooser
 from specvlm.devices import cuda_devices, synchronized_now
 from specvlm.families import Family, family_of
+from specvlm.generation import GeneratedSequence
 from specvlm.speculation import Run, Settings, generate_tokens
 from specvlm.stats import GenerationStats
 from specvlm.trees import Tree, default_tree
 
 __all__ = ["GenerationStats", "SpeculativeDecoder", "accelerate"]
-
-
-# GenerationConfig fields that change greedy choices; not implemented yet, so refused.
-_UNSUPPORTED_DEFAULTS = {
-    "no_repeat_ngram_size": 0,
-    "encoder_no_repeat_ngram_size": 0,
-    "bad_words_ids": None,
-    "suppress_tokens": None,
-    "begin_suppress_tokens": None,
-    "sequence_bias": None,
-    "forced_bos_token_id": None,
-    "forced_eos_token_id": None,
-    "min_length": 0,
-    "min_new_tokens": None,
-    "exponential_decay_length_penalty": None,
-    "stop_strings": None,
-    "return_dict_in_generate": False,
-    "num_return_sequences": 1,
-}
 
 
 def accelerate(
@@ -55,6 +36,7 @@ def accelerate(
     draft_positions: str | None = None,
     min_draft_confidence: float = 0.0,
     seed: int = 0,
+    children: str = "top_k",
 ) -> SpeculativeDecoder:
     """Wrap ``(target, draft)`` for lossless speculative decoding with verifier-guided pruning.
 
@@ -75,13 +57,26 @@ def accelerate(
             in ``[0, 1]``; 0 drafts the whole tree. Drafting always stops below EOS nodes.
             Never changes the output, only the work per step.
         seed: seed of the ``random`` selector.
+        children: when sampling (``do_sample=True``), how the draft proposes a node's
+            children: ``"top_k"`` (its top-k tokens) or ``"sampled"`` (drawn without
+            replacement from its processed distribution, verified by recursive rejection
+            sampling). Both are lossless; greedy decoding always uses the top-k. Measured in
+            ``docs/design.md`` ("Sampling").
     """
     if isinstance(models, nn.Module) or not isinstance(models, Sequence) or len(models) != 2:
         raise TypeError("accelerate expects a pair (target, draft) of models")
     return SpeculativeDecoder(
-        models[0], models[1], drop_rate=drop_rate, mass=mass, selector=selector, tree=tree,
-        draft_positions=draft_positions, min_draft_confidence=min_draft_confidence, seed=seed,
-    )  # fmt: skip
+        models[0],
+        models[1],
+        drop_rate=drop_rate,
+        mass=mass,
+        selector=selector,
+        tree=tree,
+        draft_positions=draft_positions,
+        min_draft_confidence=min_draft_confidence,
+        seed=seed,
+        children=children,
+    )
 
 
 def _check_rate(name: str, value, low: float, high: float, high_open: bool) -> float:
@@ -104,10 +99,22 @@ def _as_tree(tree) -> Tree:
 
 
 class SpeculativeDecoder:
-    """The object :func:`accelerate` returns. ``generate`` mirrors ``target.generate`` (greedy)."""
+    """The object :func:`accelerate` returns; ``generate`` is a drop-in for ``target.generate``."""
 
-    def __init__(self, target, draft, *, drop_rate, mass, selector, tree, draft_positions,
-                 min_draft_confidence=0.0, seed=0):  # fmt: skip
+    def __init__(
+        self,
+        target,
+        draft,
+        *,
+        drop_rate,
+        mass,
+        selector,
+        tree,
+        draft_positions,
+        min_draft_confidence=0.0,
+        seed=0,
+        children="top_k",
+    ):
         self.family: Family = family_of(target, "target")
         draft_family = family_of(draft, "draft")
         if draft_family is not self.family:
@@ -137,6 +144,9 @@ class SpeculativeDecoder:
                 "positions (draft_positions='original')"
             )
         self.draft_positions = draft_positions
+        if children not in CHILDREN:
+            raise ValueError(f"children must be one of {', '.join(CHILDREN)}, got {children!r}")
+        self.children = children
         for role, model in (("target", target), ("draft", draft)):
             self._check_attention(role, model)
         self._check_tree_ranks()
@@ -193,80 +203,32 @@ class SpeculativeDecoder:
                 "sliding-window attention is not supported yet"
             )
 
-    def _generation_config(self, generation_config, kwargs: dict):
-        gc = copy.deepcopy(generation_config or self.target.generation_config)
-        model_inputs = gc.update(**kwargs)
-        if gc.do_sample:
-            raise NotImplementedError(
-                "do_sample=True is not supported yet: specvlm is greedy-only for now "
-                "(pass do_sample=False)"
-            )
-        if (gc.num_beams or 1) > 1:
-            raise NotImplementedError("beam search (num_beams > 1) is not supported")
-        for name, default in _UNSUPPORTED_DEFAULTS.items():
-            value = getattr(gc, name, default)
-            if value not in (default, None) and not (name == "min_length" and value == 0):
-                raise NotImplementedError(
-                    f"generation option {name}={value!r} is not supported yet "
-                    f"(pass {name}={default!r} to generate)"
-                )
-        return gc, model_inputs
-
     # ---------------------------------------------------------------------------------------
     # generate
     # ---------------------------------------------------------------------------------------
-    def generate(self, input_ids=None, *, generation_config=None, streamer=None, **kwargs):
-        """Greedy generation, token for token ``target.generate(**inputs, do_sample=False)``.
+    def generate(self, input_ids=None, generation_config=None, **kwargs):
+        """``target.generate(input_ids, generation_config, **kwargs)``, speculatively.
 
-        Takes the processor's outputs and the usual generation options (``max_new_tokens``,
-        ``max_length``, ``eos_token_id``, ...) and returns ``[1, L + new]`` token ids.
+        Takes what ``target.generate`` takes (the processor's outputs, generation options,
+        ``logits_processor`` / ``stopping_criteria`` / ``prefix_allowed_tokens_fn``,
+        ``streamer``, ...; and ``generator=``, a ``torch.Generator`` for sampling) and returns
+        the ``[1, L + new]`` token ids. Greedy: exactly ``target.generate``'s tokens. Sampling:
+        sequences distributed exactly as ``target.generate``'s. What it cannot honour exactly is
+        refused before any work (:mod:`specvlm.generation`).
         """
-        gc, inputs = self._generation_config(generation_config, kwargs)
-        if input_ids is None:
-            raise ValueError("generate needs input_ids (the processor's output)")
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-            raise ValueError("input_ids must be a [batch, length] tensor")
-        if input_ids.shape[0] != 1:
-            raise NotImplementedError(
-                f"batch size {input_ids.shape[0]} is not supported yet (batch size 1 only)"
-            )
-        mask = inputs.get("attention_mask")
-        if mask is not None and not bool(mask.bool().all()):
-            raise NotImplementedError("padded prompts (zeros in attention_mask) are not supported")
-        prompt_len = input_ids.shape[1]
-        if gc.max_new_tokens is not None:
-            max_new = int(gc.max_new_tokens)
-        else:
-            max_new = int(gc.max_length) - prompt_len
-        if max_new < 1:
-            raise ValueError(
-                f"nothing to generate: max_new_tokens / max_length leave {max_new} new tokens "
-                f"for a prompt of {prompt_len}"
-            )
-        eos = _as_set(gc.eos_token_id)
-        penalty = gc.repetition_penalty if gc.repetition_penalty not in (None, 1.0) else None
-        if penalty is not None and not penalty > 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {penalty}")
-        head = self.family.lm_head(self.target)
-        chooser = TokenChooser(eos, penalty, head.weight.shape[0], head.weight.device)
-
-        def stops(sequence: list[int]) -> bool:
-            return sequence[-1] in eos or len(sequence) - prompt_len >= max_new
-
-        devices = cuda_devices(self.target, self.draft)
+        setup = generation.resolve(self.target, input_ids, generation_config, kwargs)
         run = Run(
             self.settings,
             self.target,
             self.draft,
-            dict(inputs, input_ids=input_ids),
-            chooser,
-            stops,
-            streamer,
-            devices,
+            dict(setup.model_inputs, input_ids=setup.input_ids),
+            TokenChooser(setup, self.children),
+            GeneratedSequence(setup),
+            setup.streamer,
+            cuda_devices(self.target, self.draft),
         )
         self.last_stats = self._run(run)
-        new = torch.tensor([run.emitted], dtype=input_ids.dtype, device=input_ids.device)
-        return torch.cat([input_ids, new], dim=1)
+        return run.sequence.ids().clone()
 
     def _run(self, run: Run) -> GenerationStats:
         """Run the loop with both models' attention routed, and put the models back as they

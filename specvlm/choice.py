@@ -1,49 +1,82 @@
-"""How the next token is chosen from the target's logits, at the prompt's end and at every node
-of a verified tree: the generation's logits processing, then greedy or sampled acceptance."""
+"""How tokens are chosen from the logits: the generation's logits processing (transformers' own,
+:mod:`specvlm.generation`), then the greedy or sampled choice at the prompt's end and the
+acceptance of a drafted tree (:mod:`specvlm.sampler`); and, for sampling with drafted-at-random
+children, how the draft picks them."""
 
 from __future__ import annotations
 
 import torch
 
-from specvlm.drafting import Proposal
-from specvlm.penalty import RepetitionPenalty
-from specvlm.trees import greedy_accept
+from specvlm import generation, sampler
+from specvlm.drafting import Children, Proposal
+from specvlm.generation import GeneratedSequence, GenerationSetup
 from specvlm.verify import Verdict
+
+CHILDREN = ("top_k", "sampled")
 
 
 class TokenChooser:
-    """Greedy choice after the generation's repetition penalty (if any)."""
+    """Chooses tokens as ``generate`` would, for one call (its :class:`GenerationSetup`).
 
-    def __init__(self, eos: set[int], penalty: float | None, vocab: int, device):
-        self.stop_tokens = frozenset(eos)
-        self.penalty = penalty
-        self.vocab, self.device = vocab, device
+    ``children``: how the draft proposes a node's children when sampling: ``"top_k"`` (its
+    top-k tokens; the target samples and descends where its sample is a child) or ``"sampled"``
+    (drawn without replacement from the draft's processed distribution; recursive rejection
+    sampling). Greedy decoding always uses the top-k. Both are lossless (``docs/design.md``).
+    """
 
-    def _penalty(self, sequence: list[int]) -> RepetitionPenalty | None:
-        if self.penalty is None:
+    def __init__(self, setup: GenerationSetup, children: str = "top_k"):
+        if children not in CHILDREN:
+            raise ValueError(f"children must be one of {', '.join(CHILDREN)}, got {children!r}")
+        self.setup = setup
+        self.sampling = setup.do_sample
+        self.sampled_children = self.sampling and children == "sampled"
+        self.stop_tokens = setup.stop_token_ids
+
+    def _scores(self, rows: list[torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+        return generation.process_scores(self.setup, rows, logits)
+
+    def first_token(self, sequence: GeneratedSequence, logits: torch.Tensor) -> int:
+        """The token after the prompt, from the prefill's last logits ``[1, V]``."""
+        scores = self._scores([sequence.ids()], logits)
+        if not self.sampling:
+            return int(scores[0].argmax())
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.setup.generator)[0, 0])
+
+    def children(self, sequence: GeneratedSequence):
+        """The picker ``draft_tree`` uses (None: the draft's top-k)."""
+        if not self.sampled_children:
             return None
-        return RepetitionPenalty(self.penalty, torch.tensor(sequence), self.vocab, self.device)
+        setup = self.setup
 
-    def first_token(self, sequence: list[int], logits: torch.Tensor) -> int:
-        rep = self._penalty(sequence)
-        scores = logits.float() if rep is None else rep.last(logits)
-        return int(scores[0].argmax())
+        def pick(logits: torch.Tensor, k: int, paths: list[list[int]]) -> Children:
+            rows = [sequence.extended(path) for path in paths]
+            q = torch.softmax(self._scores(rows, logits), dim=-1)
+            drawn = sampler.sample_children(q, k, setup.generator)
+            probs = torch.gather(q, 1, drawn.clamp(min=0)) * (drawn >= 0)
+            return Children(drawn.tolist(), probs.tolist(), q)
 
-    def children(self, sequence: list[int]):
-        return None  # the draft's top-k
+        return pick
 
-    def decide(self, sequence: list[int]):
-        rep = self._penalty(sequence)
+    def decide(self, sequence: GeneratedSequence):
+        """The function ``verify_tree`` calls with the target's logits ``[N + 1, V]``."""
 
         def decide(proposal: Proposal, logits: torch.Tensor) -> Verdict:
             tree = proposal.tree
-            if rep is None:
-                scores = logits.float()
+            rows = [sequence.ids()] + [sequence.extended(p) for p in proposal.paths()]
+            scores = self._scores(rows, logits)
+            if not self.sampling:
+                accepted, bonus = sampler.accept_greedy(
+                    tree, proposal.tokens, scores.argmax(dim=-1)
+                )
             else:
-                scores = rep.tree(logits, tree.ancestor_mask(), proposal.tokens)
-            accepted, bonus = greedy_accept(
-                tree, torch.tensor(proposal.tokens), scores.argmax(dim=-1)
-            )
+                accepted, bonus = sampler.accept_sampled(
+                    tree,
+                    proposal.tokens,
+                    torch.softmax(scores, dim=-1),
+                    draft_probs=proposal.draft_probs,
+                    generator=self.setup.generator,
+                )
             return Verdict(accepted, bonus)
 
         return decide

@@ -58,17 +58,23 @@ class Children:
 
 class TopKChildren:
     """Deterministic children: the draft's top-``k`` tokens of each row (greedy decoding, and
-    sampling with target-only verification)."""
+    sampling with fixed children)."""
 
     def __init__(self, with_probs: bool):
         self.with_probs = with_probs  # softmax only when the confidence cut needs it
 
-    def __call__(self, logits: torch.Tensor, k: int, nodes: list[int]) -> Children:
+    def __call__(self, logits: torch.Tensor, k: int, paths: list[list[int]]) -> Children:
         if not self.with_probs:
             tokens = logits.topk(k, dim=-1).indices.tolist()
             return Children(tokens, [[1.0] * k for _ in tokens])
         probs, tokens = torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
         return Children(tokens.tolist(), probs.tolist())
+
+
+# A child slot the picker could not fill (sampled children, the draft's support exhausted): never
+# accepted; the models are fed PLACEHOLDER in its place, and nothing it leads to is ever used.
+EMPTY = -1
+PLACEHOLDER = 0
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,18 @@ class Proposal:
     # distribution (zeros for nodes that were not expanded); None for top-k children
     draft_probs: torch.Tensor | None = None
 
+    def fed_tokens(self) -> list[int]:
+        """The tokens the models are fed (:data:`EMPTY` slots as :data:`PLACEHOLDER`)."""
+        return [PLACEHOLDER if t == EMPTY else t for t in self.tokens]
+
+    def paths(self) -> list[list[int]]:
+        """Each node's fed tokens from depth 1 down to the node itself."""
+        fed = self.fed_tokens()
+        paths: list[list[int]] = []
+        for i, parent in enumerate(self.tree.parents):
+            paths.append((paths[parent] if parent >= 0 else []) + [fed[i]])
+        return paths
+
 
 def draft_tree(
     draft: Side,
@@ -100,9 +118,9 @@ def draft_tree(
     last emitted token). They are fed as a causal chain; the root's children become the depth-1
     nodes, and each level ``d`` is then fed with a mask letting each node see the prefix and its
     own ancestors, its children giving the level ``d + 1`` nodes (node path ``[..., r]`` takes
-    its parent's rank-``r`` child). ``pick(logits [R, V], k, nodes) -> Children`` chooses the
-    children of the rows' nodes (``-1`` is the root); default: the draft's top-``k``. The deepest
-    level is never fed.
+    its parent's rank-``r`` child). ``pick(logits [R, V], k, paths) -> Children`` chooses the
+    children of the rows' nodes (``paths[r]``: the tokens from depth 1 down to the row's node,
+    ``[]`` for the root); default: the draft's top-``k``. The deepest level is never fed.
 
     Drafting stops early (the tree is cut after level ``d``) when no node of level ``d`` is worth
     expanding: every one of them is a stop token (EOS: the target ends there if it accepts it),
@@ -122,10 +140,11 @@ def draft_tree(
     )
     root_pos = draft.next_pos + len(pending) - 1
     prefix_len = base + len(pending)
-    first = pick(logits[0, -1:], plan.top_k, [-1])
+    first = pick(logits[0, -1:], plan.top_k, [[]])
     children = {-1: (first.tokens[0], first.probs[0])}
     sampled = {} if first.draft_probs is None else {-1: first.draft_probs[0]}
     path_prob = {-1: 1.0}
+    path = {-1: []}
     node_tokens: list[int] = []
     for level in range(1, tree.depth + 1):
         nodes = plan.levels[level]
@@ -134,8 +153,13 @@ def draft_tree(
             toks, ps = children[parent]
             node_tokens.append(toks[rank])
             path_prob[i] = path_prob[parent] * ps[rank]
+            fed = PLACEHOLDER if toks[rank] == EMPTY else toks[rank]
+            path[i] = path[parent] + [fed]
         if level == tree.depth or not any(
-            node_tokens[i] not in stop_tokens and path_prob[i] >= min_confidence for i in nodes
+            node_tokens[i] not in stop_tokens
+            and node_tokens[i] != EMPTY
+            and path_prob[i] >= min_confidence
+            for i in nodes
         ):
             break
         vis = plan.visible[level]
@@ -148,14 +172,14 @@ def draft_tree(
             mask = mask.to(draft.device)
             step_plan = MaskedPlan(mask)
         logits = draft.step(
-            [node_tokens[i] for i in nodes],
+            [path[i][-1] for i in nodes],
             torch.full((len(nodes),), level),
             step_plan,
             mask,
             slice(None),
             start=root_pos,
         )
-        picked = pick(logits[0], plan.top_k, list(nodes))
+        picked = pick(logits[0], plan.top_k, [path[i] for i in nodes])
         for row, node in enumerate(nodes):
             children[node] = (picked.tokens[row], picked.probs[row])
             if picked.draft_probs is not None:

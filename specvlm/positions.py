@@ -1,8 +1,10 @@
 """Position ids: the prompt's, the draft's pruned prompt's, and those of decoded tokens.
 
 Shapes follow the stock decoders: ``[1, L]`` for 1-D RoPE (LLaVA-OneVision's Qwen2), ``[R, 1, L]``
-for M-RoPE (Qwen2.5-VL / Qwen3-VL, ``R = 3`` rows t, h, w). Prompt positions are never computed
-here: they are what the family's own wrapper (its rope-index function) hands its decoder. The
+for M-RoPE (Qwen2.5-VL / Qwen3-VL: ``R = 3`` rows t, h, w, or ``R = 4`` with the leading text row
+that ``generate`` prepares in transformers >= 5.2x). Prompt positions are never computed here:
+they are what the family's own wrapper (its rope-index function, or ``generate``'s preparation,
+:func:`specvlm.decoder.with_generation_position_ids`) hands its decoder. The
 draft keeps the columns of the tokens it keeps; decoding continues from the last prompt token.
 """
 

@@ -7,7 +7,7 @@
 2. :func:`prune`: the selector picks ``keep`` grid tokens (:func:`~specvlm.selectors.keep_count`).
 3. :func:`prefill_draft`: the draft prefills the text and the kept video tokens only, with
    positions from :mod:`specvlm.positions` (1-D compacted or original; M-RoPE: original 3-D).
-4. :func:`speculate`, until a stopping criterion holds: **draft** (the draft expands the tree
+4. :func:`speculate`, until generation is finished: **draft** (the draft expands the tree
    level by level, :mod:`specvlm.drafting`) -> **verify** (the target scores every node in one
    forward and the token chooser accepts a path, :mod:`specvlm.verify`) -> **commit** (both
    caches keep only that path) -> **emit** (the path and the bonus token, one at a time, until a
@@ -18,7 +18,6 @@ All steps share one :class:`Run`, the state of the call.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +30,7 @@ from specvlm.decoder import capture_decoder_inputs, decoder_forward, new_cache
 from specvlm.devices import synchronized_now
 from specvlm.drafting import DraftPlan, draft_tree
 from specvlm.families import Family, VideoLayout
+from specvlm.generation import GeneratedSequence
 from specvlm.side import Side, ones_mask
 from specvlm.stats import GenerationStats
 from specvlm.trees import Tree
@@ -58,32 +58,30 @@ class Run:
     draft_model: nn.Module
     inputs: dict  # the model inputs, input_ids included (batch 1)
     chooser: TokenChooser
-    stops: Callable[[list[int]], bool]  # stopping criteria on the whole sequence
+    sequence: GeneratedSequence  # prompt + emitted tokens; says when generation stops
     streamer: object | None
     devices: list[torch.device]  # CUDA devices to synchronise for timings
     stats: GenerationStats = field(default_factory=GenerationStats)
-    sequence: list[int] = field(default_factory=list)  # prompt + emitted tokens
-    prompt_len: int = 0
     target: Side | None = None  # set by prefill_target
     draft: Side | None = None  # set by prefill_draft
     layout: VideoLayout | None = None  # where the video tokens are (None: no video)
     video_scores: torch.Tensor | None = None  # fp32 [T*H*W]: the target's attention per token
 
-    def __post_init__(self):
-        self.sequence = self.inputs["input_ids"][0].tolist()
-        self.prompt_len = len(self.sequence)
+    @property
+    def prompt_len(self) -> int:
+        return self.inputs["input_ids"].shape[1]
 
     @property
     def emitted(self) -> list[int]:
-        return self.sequence[self.prompt_len :]
+        return self.sequence.new_tokens
 
     def now(self) -> float:
         return synchronized_now(self.devices)
 
     def append(self, token: int) -> bool:
-        """Add a token to the sequence; True when generation is then finished."""
-        self.sequence.append(token)
-        return self.stops(self.sequence)
+        """Add a token to the sequence; True when generation is then finished (the stopping
+        criteria, as ``generate`` applies them after each token)."""
+        return self.sequence.append(token)
 
     def stream(self, tokens: list[int]) -> None:
         if self.streamer is not None:

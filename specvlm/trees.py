@@ -1,4 +1,4 @@
-"""Static draft trees: shape, attention mask, depths, and greedy acceptance.
+"""Static draft trees: shape, attention mask, depths (acceptance: :mod:`specvlm.sampler`).
 
 A tree is a list of *rank paths*. The path ``[0, 2]`` is the node reached by taking the draft's
 top-1 token after the last accepted token, then the draft's top-3 token after that. The root
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Tree", "build_tree", "chain", "default_tree", "greedy_accept", "tree_of_size"]
+__all__ = ["Tree", "build_tree", "chain", "default_tree", "tree_of_size"]
 
 
 @dataclass(frozen=True)
@@ -133,31 +133,3 @@ def tree_of_size(num_nodes: int, max_depth: int = 6) -> Tree:
     assumed acceptance by rank as :func:`default_tree` (which is ``tree_of_size(48)``), so trees
     of different sizes differ only in size."""
     return build_tree(_DEFAULT_RANK_ACCEPT, num_nodes=num_nodes, max_depth=max_depth)
-
-
-def greedy_accept(
-    tree: Tree, node_tokens: torch.Tensor, target_argmax: torch.Tensor
-) -> tuple[list[int], int]:
-    """Longest path of draft nodes that the target's greedy choices confirm.
-
-    ``node_tokens`` ``[N]``: the draft token at each node. ``target_argmax`` ``[N + 1]``: the
-    target's argmax after the root (index 0) and after each node (index ``i + 1``). Starting at
-    the root, move to the child whose token equals the target's choice there (children are in
-    rank order; tokens of siblings are distinct when drafted as distinct top-k ranks, and the
-    first match is taken otherwise). Returns ``(accepted node indices in order, bonus token)``,
-    where the bonus is the target's own choice after the last accepted node.
-    """
-    tokens = node_tokens.tolist()
-    choice = target_argmax.tolist()
-    children: dict[int, list[int]] = {}
-    for i, parent in enumerate(tree.parents):
-        children.setdefault(parent, []).append(i)
-    accepted: list[int] = []
-    current = -1
-    while True:
-        want = choice[current + 1]
-        nxt = next((c for c in children.get(current, []) if tokens[c] == want), None)
-        if nxt is None:
-            return accepted, want
-        accepted.append(nxt)
-        current = nxt

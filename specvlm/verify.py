@@ -56,7 +56,7 @@ def verify_tree(
     n = proposal.tree.size + 1
     plan = TreePlan(full_mask[:n, :n].to(target.device))
     logits = target.step(
-        [root, *proposal.tokens],
+        [root, *proposal.fed_tokens()],
         torch.tensor([0, *proposal.tree.depths]),
         plan,
         ones_mask(target.length + n, target.device),

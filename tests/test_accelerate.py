@@ -279,16 +279,14 @@ def test_triton_kernels_in_the_loop(family):
 # --------------------------------------------------------------------------------------------
 # Errors, raised before any work
 # --------------------------------------------------------------------------------------------
-def test_sampling_and_beams_refused(family):
+def test_beams_refused(family):
     target, small = pair(family)
     inputs = tm.make_inputs(family, target, seed=13)
     sd = specvlm.accelerate((target, small))
-    with pytest.raises(NotImplementedError, match="do_sample"):
-        sd.generate(**inputs, do_sample=True, max_new_tokens=3)
     with pytest.raises(NotImplementedError, match="num_beams"):
         sd.generate(**inputs, num_beams=2, max_new_tokens=3)
-    with pytest.raises(NotImplementedError, match="no_repeat_ngram_size"):
-        sd.generate(**inputs, no_repeat_ngram_size=2, max_new_tokens=3)
+    with pytest.raises(NotImplementedError, match="assistant_model"):
+        sd.generate(**inputs, assistant_model=small, max_new_tokens=3)
 
 
 def test_batch_of_two_refused(family):

@@ -9,7 +9,8 @@ from transformers import DynamicCache
 from specvlm.attention import BasePlan, MaskedPlan, TreePlan
 from specvlm.decoder import keep_cache_entries
 from specvlm.drafting import DraftPlan, Proposal, draft_tree
-from specvlm.trees import Tree, chain, greedy_accept
+from specvlm.sampler import accept_greedy as greedy_accept
+from specvlm.trees import Tree, chain
 from specvlm.verify import Verdict, apply_commit, plan_commit, verify_mask, verify_tree
 
 V = 50

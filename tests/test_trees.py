@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from specvlm.trees import Tree, build_tree, chain, default_tree, greedy_accept, tree_of_size
+from specvlm.sampler import accept_greedy as greedy_accept
+from specvlm.trees import Tree, build_tree, chain, default_tree, tree_of_size
 
 
 def test_from_paths_orders_by_depth_and_links_parents():
