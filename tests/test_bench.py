@@ -63,7 +63,7 @@ def test_sweep_writes_json_csv_and_plots(tmp_path):
         "results.json",
         "speedup_vs_video_tokens.png",
         "tau_vs_drop_rate.png",
-    ]
+    ]  # no tree-size point here: no tree-size plot
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert len(rows) == 12 and rows[0]["method"] == "autoregressive"
@@ -96,8 +96,39 @@ def test_random_ablation_draws_a_subset_per_input(monkeypatch):
     assert all(r["identical"] is True for r in results)
 
 
+def test_merged_records_keep_every_repeat_and_plot_every_sweep(tmp_path):
+    """Each repeat's times are summed over the clips (``runs``), speedups per repeat give the
+    error bars; the summary table has a row per point and method; a tree-size sweep gets its
+    own plot."""
+    from specvlm.tools.bench import summary_table
+
+    points = [SweepPoint("tree_size", 0.9, 2, 4), SweepPoint("tree_size", 0.9, 2, 8)]
+    results = run_sweeps(
+        TinyWorkload(),
+        points,
+        prompts=2,
+        max_new_tokens=4,
+        repeats=2,
+        methods=("autoregressive", "specvlm"),
+    )
+    for rec in results:
+        assert rec["prompts"] == 2 and rec["repeats"] == 2 and len(rec["runs"]) == 2
+        assert all(run["new_tokens"] == 8 for run in rec["runs"])  # 2 clips x 4 tokens
+        assert rec["decode_s"] <= min(run["decode_s"] for run in rec["runs"]) + 1e-12
+        assert len(rec["decode_speedup_runs"]) == 2 and len(rec["tau_per_prompt"]) == (
+            2 if rec["method"] == "specvlm" else 0
+        )
+    table = summary_table(results).splitlines()
+    assert len(table) == 2 + 4 and table[0].split()[:3] == ["sweep", "drop", "frames"]
+    assert all(line.rstrip().endswith("yes") for line in table[2:])
+    paths = write_results(results, str(tmp_path), {"hardware": "a test CPU", "mode": "greedy"})
+    assert str(tmp_path / "tree_size.png") in paths
+
+
 def test_sweep_points_and_trees():
     quick = sweep_points(True)
     assert {p.sweep for p in quick} == {"drop_rate", "frames", "tree_size"}
+    for sweep in ("drop_rate", "frames", "tree_size"):  # lines of at least 3 points
+        assert sum(p.sweep == sweep for p in quick) >= 3
     assert tree_of_size(48).size == 48 and tree_of_size(8).size == 8
     assert tree_of_size(1).size == 1

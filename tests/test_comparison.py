@@ -41,11 +41,67 @@ def test_compare_records_every_method():
 def test_failing_method_is_recorded_not_raised():
     target, draft = tm.make_pair("llava_onevision")
     inputs = tm.make_inputs("llava_onevision", target, seed=2)
-    inputs = {**inputs, "do_sample": True}  # refused by specvlm: recorded as an error
+    inputs = {**inputs, "num_beams": 2}  # refused by specvlm: recorded as an error
     out, rec = run_method("specvlm", target, draft, inputs, max_new_tokens=3)
     assert out is None and rec["error"].startswith("NotImplementedError")
     with pytest.raises(ValueError, match="method must be one of"):
         run_method("beam", target, draft, inputs, max_new_tokens=3)
+
+
+def test_compare_samples_with_a_seed_and_keeps_every_run():
+    """Sampling: every method samples with the same options and seed (so every repeat draws the
+    same sample), outputs are not compared (identical None), speedups are per token, and every
+    repeat's times are kept."""
+    target, draft = tm.make_pair("llava_onevision")
+    inputs = tm.make_inputs("llava_onevision", target, seed=1)
+    sampling = {"do_sample": True, "temperature": 0.8, "top_k": 5}
+    methods = ("autoregressive", "specvlm", "random")
+    records = compare(
+        target, draft, inputs, methods, max_new_tokens=6, sampling=sampling, seed=3, repeats=2
+    )
+    for rec in records:
+        assert rec["error"] is None and rec["mode"] == "sample"
+        assert rec["identical"] is None
+        assert len(rec["runs"]) == 2 and all(r["new_tokens"] == 6 for r in rec["runs"])
+        assert rec["decode_speedup"] > 0
+    again = compare(target, draft, inputs, methods, max_new_tokens=6, sampling=sampling, seed=3)
+    assert [r["new_tokens"] for r in again] == [r["new_tokens"] for r in records]
+    out_a, _ = run_method("specvlm", target, draft, inputs, max_new_tokens=6, sampling=sampling)
+    out_b, _ = run_method("specvlm", target, draft, inputs, max_new_tokens=6, sampling=sampling)
+    assert out_a.tolist() == out_b.tolist()  # seeded: the same sample
+    greedy = compare(target, draft, inputs, methods, max_new_tokens=6)
+    assert all(r["identical"] is True and r["mode"] == "greedy" for r in greedy)
+
+
+def test_assisted_generation_deprecation_message_is_dropped():
+    """transformers' assisted generation calls the assistant's generate with a generation_config
+    and length arguments; the deprecation message that follows broke the bench's progress bar."""
+    import logging
+
+    from specvlm.tools.comparison import _quiet_assistant
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    log = logging.getLogger("transformers.generation.utils")
+    keep = Keep()
+    log.addHandler(keep)
+    try:
+        with _quiet_assistant():
+            log.warning("Passing `generation_config` together with generation-related x")
+            log.warning("another message")
+        log.warning("Passing `generation_config` together with generation-related y")
+    finally:
+        log.removeHandler(keep)
+    assert keep.messages == [
+        "another message",
+        "Passing `generation_config` together with generation-related y",
+    ]
 
 
 def test_timing_streamer_splits_prefill_and_decode():

@@ -12,82 +12,172 @@ import argparse
 from specvlm.tools.common import METHODS
 
 DEFAULT_PROMPT = "describe the video ."
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` with every default shown (``(default: ...)``) except where there is none to
+    show (None, a flag) or the help text already says it; descriptions keep their lines."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def add_selfcheck_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if present)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per op (median)")
+    parser.add_argument(
+        "--repeats", metavar="N", type=int, default=3, help="timed runs per op (median)"
+    )
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--video", help="a video file (decoded with PyAV); default: a clip")
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="which generated clip (without --video): the N-th held-out clip, one the embedded "
-        "pair never trained on",
+    clip = parser.add_argument_group("the video and the question")
+    clip.add_argument(
+        "--video",
+        metavar="FILE",
+        help="a video file (decoded with PyAV); default: a generated held-out clip",
     )
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the question")
-    parser.add_argument(
+    clip.add_argument(
+        "--clip",
+        metavar="N",
+        type=int,
+        default=None,
+        help="without --video: which generated clip, the N-th held-out one (one the embedded "
+        "pair never trained on; default: 0)",
+    )
+    clip.add_argument(
+        "--frames",
+        metavar="N",
+        type=int,
+        default=8,
+        help="frames sampled evenly from --video, or of the generated clip",
+    )
+    clip.add_argument("--prompt", metavar="TEXT", default=DEFAULT_PROMPT, help="the question")
+    run = parser.add_argument_group("SpecVLM and generation")
+    run.add_argument(
         "--drop-rate",
+        metavar="RATE",
         type=float,
         default=0.9,
         help="share of video tokens the draft does not see, in [0, 1)",
     )
-    parser.add_argument(
-        "--selector", default="two_stage", help="two_stage, attention, uniform or random"
+    run.add_argument(
+        "--selector",
+        default="two_stage",
+        help="which video tokens the draft sees: two_stage, attention, uniform or random",
     )
-    parser.add_argument(
+    run.add_argument(
         "--tree-size",
+        metavar="N",
         type=int,
         default=None,
         help="nodes of the static draft tree (default: 4, a chain, on CPU, where each draft "
         "forward has a fixed cost; 48 on GPU)",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--frames", type=int, default=8, help="frames sampled from --video")
+    run.add_argument(
+        "--max-new-tokens", metavar="N", type=int, default=32, help="length limit of the answer"
+    )
+    _add_sampling_arguments(run, "the random selector")
     _add_pair_arguments(parser)
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if any)")
-    parser.add_argument("--dtype", default=None, help="float32, float16 or bfloat16")
+    parser.add_argument("--dtype", default=None, choices=DTYPES, help="default: as saved")
     parser.add_argument(
         "--threads",
+        metavar="N",
         type=int,
         default=None,
         help="CPU threads for torch (default on CPU: 1, fastest for small models)",
     )
     parser.add_argument(
         "--repeats",
+        metavar="N",
         type=int,
         default=3,
-        help="timed runs of each path, alternating; the fastest counts (default 3)",
+        help="timed runs of each path, alternating; the fastest counts",
     )
-    parser.add_argument("--json", help="write the results as JSON to this path")
-    parser.add_argument("--save-viz", help="write a PNG of the frames, scores and kept tokens")
+    out = parser.add_argument_group("outputs (written after the results are printed)")
+    out.add_argument("--json", metavar="FILE", help="write the results as JSON to this file")
+    out.add_argument(
+        "--save-viz",
+        metavar="FILE",
+        help="write a figure (.png, .pdf or .svg) of the frames, the target's scores and the "
+        "kept tokens",
+    )
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a few minutes on a CPU")
-    parser.add_argument("--out", default="bench-results", help="output directory")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer sweep points, clips and tokens (minutes)"
+    )
+    parser.add_argument("--out", metavar="DIR", default="bench-results", help="output directory")
     _add_pair_arguments(parser)
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT)
-    parser.add_argument("--prompts", type=int, default=None, help="clips per sweep point")
-    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument(
+        "--prompt", metavar="TEXT", default=DEFAULT_PROMPT, help="the question about each clip"
+    )
+    parser.add_argument(
+        "--prompts",
+        metavar="N",
+        type=int,
+        default=None,
+        help="held-out clips per sweep point (default: 2 with --quick, else 4)",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        metavar="N",
+        type=int,
+        default=None,
+        help="length limit of the answers (default: 24 with --quick, else 48)",
+    )
     parser.add_argument(
         "--methods",
-        default=",".join(METHODS),
-        help="comma-separated subset of " + ",".join(METHODS),
+        metavar="LIST",
+        default=None,
+        help="comma-separated subset of " + ", ".join(METHODS) + " (default: all)",
     )
     parser.add_argument(
         "--repeats",
+        metavar="N",
         type=int,
         default=3,
-        help="timed runs per clip and method, alternating; the fastest counts (default 3)",
+        help="timed runs per clip and method, alternating; the fastest counts, all are plotted",
     )
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default 1)")
+    _add_sampling_arguments(parser, "the random ablation (clip i: seed + i)")
+    parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if any)")
+    parser.add_argument(
+        "--threads", metavar="N", type=int, default=None, help="CPU threads (default 1)"
+    )
+
+
+def _add_sampling_arguments(parser, random_use: str) -> None:
+    parser.add_argument(
+        "--temperature",
+        metavar="T",
+        type=float,
+        default=None,
+        help="sample at this temperature (> 0; 0 = greedy); any of --temperature, --top-p, "
+        "--top-k samples (temperature 1 unless given); default: greedy, checked for identity",
+    )
+    parser.add_argument(
+        "--top-p", metavar="P", type=float, default=None, help="nucleus sampling, in (0, 1]"
+    )
+    parser.add_argument(
+        "--top-k", metavar="K", type=int, default=None, help="sample among the top k tokens"
+    )
+    parser.add_argument(
+        "--seed",
+        metavar="N",
+        type=int,
+        default=None,
+        help=f"seed of sampling and of {random_use} (default: 0)",
+    )
 
 
 def _add_pair_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", help="target checkpoint directory (default: embedded)")
-    parser.add_argument("--draft", help="draft checkpoint directory (default: embedded)")
+    parser.add_argument(
+        "--target", metavar="DIR", help="target checkpoint directory (default: embedded)"
+    )
+    parser.add_argument(
+        "--draft", metavar="DIR", help="draft checkpoint directory (default: embedded)"
+    )

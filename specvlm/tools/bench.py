@@ -1,32 +1,51 @@
 """``specvlm bench``: every method on the same inputs, over sweeps of drop rate, frames and tree
-size; results as JSON, CSV and plots.
+size; a summary table, then results as JSON, CSV and plots.
 
 A *workload* provides the models and inputs: ``workload.target``, ``workload.draft`` and
 ``workload.inputs(frames, seed) -> dict`` (processor outputs for one prompt). Each sweep point
 runs every method on ``prompts`` inputs (seeds ``0 .. prompts-1``) and sums times and tokens
 over them; tau is the mean over prompts. The ``random`` ablation draws its own subset for each
-input (its seed is the input's), not one set of positions for all of them.
+input (its seed is the input's plus ``--seed``), not one set of positions for all of them.
+Every repeat's times are kept (``runs``: each repeat's times summed over the inputs), and the
+plots draw their spread as error bars.
+
+Order of work: every argument and the output directory are checked before a model loads; the
+summary table is printed before the files are written.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from specvlm.micro.data import held_out_clip
-from specvlm.tools.common import METHODS, ToolError, checkpoint_pair, inputs_to, load_pair, speedup
-from specvlm.tools.comparison import compare
+from specvlm.tools.common import (
+    METHODS,
+    ToolError,
+    check_output_dir,
+    checkpoint_pair,
+    describe_sampling,
+    hardware,
+    inputs_to,
+    load_pair,
+    require_matplotlib,
+    sampling_options,
+)
+from specvlm.tools.comparison import compare, decode_speedup, e2e_speedup
 from specvlm.tools.video_input import VideoPrompter
 from specvlm.trees import tree_of_size
 
 FIELDS = (
     "method",
+    "mode",
     "mean_accepted_length",
     "new_tokens",
     "decode_s",
@@ -42,8 +61,22 @@ FIELDS = (
     "video_tokens",
     "tree_size",
     "sweep",
+    "prompts",
+    "repeats",
     "error",
 )
+
+# one colour per method, the same in every plot
+COLORS = {
+    "autoregressive": "#333333",
+    "naive_sd": "#9467bd",
+    "assisted_generation": "#8c564b",
+    "specvlm": "#d62728",
+    "attention": "#ff7f0e",
+    "uniform": "#2ca02c",
+    "random": "#1f77b4",
+}
+MARKERS = dict(zip(COLORS, "osD^vP*", strict=True))
 
 
 @dataclass
@@ -57,17 +90,26 @@ class SweepPoint:
 def sweep_points(
     quick: bool, *, drop_rates=None, frames=None, tree_sizes=None, base_frames: int = 8
 ) -> list[SweepPoint]:
-    drop_rates = drop_rates or ((0.5, 0.9) if quick else (0.5, 0.75, 0.9, 0.95))
-    frames = frames or ((4, base_frames) if quick else (2, 4, base_frames, 2 * base_frames))
-    tree_sizes = tree_sizes or ((8, 48) if quick else (1, 8, 24, 48, 64))
+    drop_rates = drop_rates or ((0.5, 0.75, 0.9) if quick else (0.5, 0.75, 0.9, 0.95))
+    frames = frames or (
+        (4, base_frames, 2 * base_frames) if quick else (2, 4, base_frames, 2 * base_frames)
+    )
+    tree_sizes = tree_sizes or ((4, 16, 48) if quick else (1, 4, 8, 24, 48, 64))
     points = [SweepPoint("drop_rate", d, base_frames, 48) for d in drop_rates]
     points += [SweepPoint("frames", 0.9, f, 48) for f in frames]
     points += [SweepPoint("tree_size", 0.9, base_frames, n) for n in tree_sizes]
     return points
 
 
+def _sum(values):
+    values = [v for v in values if v is not None]
+    return sum(values) if values else None
+
+
 def _merge(runs: list[list[dict]]) -> list[dict]:
-    """Sum times/tokens of the same method over prompts; tau averaged; identical all-true."""
+    """Sum times/tokens of the same method over prompts (and each repeat's times over prompts,
+    in ``runs``); tau averaged (the clips' own in ``tau_per_prompt``); identical all-true;
+    speedups per token against ``autoregressive``, also per repeat (``*_speedup_runs``)."""
     merged = []
     for per_method in zip(*runs, strict=True):
         rec = dict(per_method[0])
@@ -75,14 +117,21 @@ def _merge(runs: list[list[dict]]) -> list[dict]:
         if len(ok) != len(per_method):
             rec["error"] = next(r["error"] for r in per_method if r["error"] is not None)
         for key in ("new_tokens", "decode_s", "e2e_s", "ttft_s"):
-            vals = [r[key] for r in ok if r.get(key) is not None]
-            rec[key] = sum(vals) if vals else None
+            rec[key] = _sum(r.get(key) for r in ok)
         taus = [r["mean_accepted_length"] for r in ok if r["mean_accepted_length"] is not None]
         rec["mean_accepted_length"] = sum(taus) / len(taus) if taus else None
+        rec["tau_per_prompt"] = taus
         peaks = [r["peak_memory_bytes"] for r in ok if r.get("peak_memory_bytes") is not None]
         rec["peak_memory_bytes"] = max(peaks) if peaks else None
         idents = [r["identical"] for r in per_method]
         rec["identical"] = None if any(i is None for i in idents) else all(idents)
+        repeats = min((len(r.get("runs") or ()) for r in ok), default=0)
+        rec["runs"] = [
+            {k: _sum(r["runs"][i].get(k) for r in ok) for k in ("new_tokens", "decode_s", "e2e_s")}
+            for i in range(repeats)
+        ]
+        rec["prompts"] = len(per_method)
+        rec["repeats"] = repeats
         merged.append(rec)
     by_method = {r["method"]: r for r in merged}
     ref = by_method.get("autoregressive", {})
@@ -90,8 +139,11 @@ def _merge(runs: list[list[dict]]) -> list[dict]:
         dec = rec.get("decode_s")
         tokens = rec.get("new_tokens") or 0
         rec["decode_tokens_per_s"] = (tokens - len(runs)) / dec if dec else None
-        rec["decode_speedup"] = speedup(ref.get("decode_s"), dec)
-        rec["e2e_speedup"] = speedup(ref.get("e2e_s"), rec.get("e2e_s"))
+        rec["decode_speedup"] = decode_speedup(ref, rec, first_tokens=len(runs))
+        rec["e2e_speedup"] = e2e_speedup(ref, rec)
+        pairs = list(zip(ref.get("runs") or (), rec["runs"], strict=False))
+        rec["decode_speedup_runs"] = [decode_speedup(a, b, len(runs)) for a, b in pairs]
+        rec["e2e_speedup_runs"] = [e2e_speedup(a, b) for a, b in pairs]
     return merged
 
 
@@ -103,13 +155,18 @@ def run_sweeps(
     prompts: int = 2,
     max_new_tokens: int = 32,
     repeats: int = 1,
+    sampling: dict | None = None,
+    seed: int = 0,
     progress=None,
 ) -> list[dict]:
+    """Every method on ``prompts`` inputs per point; ``sampling`` / ``seed``: see
+    :func:`specvlm.tools.comparison.compare` (input ``i`` uses ``seed + i``, for sampling and
+    for the ``random`` selector)."""
     results = []
     for point in points:
         runs = []
-        for seed in range(prompts):
-            inputs = workload.inputs(point.frames, seed)
+        for index in range(prompts):
+            inputs = workload.inputs(point.frames, index)
             records = compare(
                 workload.target,
                 workload.draft,
@@ -119,10 +176,13 @@ def run_sweeps(
                 drop_rate=point.drop_rate,
                 tree=tree_of_size(point.tree_size),
                 repeats=repeats,
-                random_seed=seed,
+                random_seed=seed + index,
+                sampling=sampling,
+                seed=seed + index,
                 frames=point.frames,
                 tree_size=point.tree_size,
                 sweep=point.sweep,
+                point_drop_rate=point.drop_rate,
             )
             runs.append(records)
             if progress is not None:
@@ -135,8 +195,45 @@ def run_sweeps(
     return results
 
 
-def write_results(results: list[dict], out_dir: str) -> list[str]:
-    """``results.json``, ``results.csv`` and the PNG plots; returns the paths written."""
+def _fmt(value, spec: str, none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def summary_table(results: list[dict]) -> str:
+    """The results as a plain-text table, one row per sweep point and method."""
+    head = ("sweep", "drop", "frames", "video", "tree", "method", "tau", "decode", "e2e", "tok/s")
+    rows = [head + ("identical",)]
+    for r in results:
+        ident = {True: "yes", False: "NO", None: "-"}[r.get("identical")]
+        if r.get("error"):
+            ident = "error: " + r["error"].split(":")[0]
+        rows.append(
+            (
+                r["sweep"],
+                f"{r['drop_rate']:g}",
+                str(r["frames"]),
+                _fmt(r.get("video_tokens"), "d"),
+                str(r["tree_size"]),
+                r["method"],
+                _fmt(r.get("mean_accepted_length"), ".2f"),
+                _fmt(r.get("decode_speedup"), ".2f") + "x" * (r.get("decode_speedup") is not None),
+                _fmt(r.get("e2e_speedup"), ".2f") + "x" * (r.get("e2e_speedup") is not None),
+                _fmt(r.get("decode_tokens_per_s"), ".0f"),
+                ident,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head) + 1)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_results(results: list[dict], out_dir: str, meta: dict | None = None) -> list[str]:
+    """``results.json``, ``results.csv`` and the PNG plots; returns the paths written.
+    ``meta`` (``hardware``, ``mode``) goes into the plots' titles."""
     os.makedirs(out_dir, exist_ok=True)
     paths = [os.path.join(out_dir, "results.json"), os.path.join(out_dir, "results.csv")]
     with open(paths[0], "w") as f:
@@ -145,52 +242,149 @@ def write_results(results: list[dict], out_dir: str) -> list[str]:
         writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(results)
-    paths += plot_results(results, out_dir)
+    paths += plot_results(results, out_dir, meta)
     return paths
 
 
-def plot_results(results: list[dict], out_dir: str) -> list[str]:
+def _errors(center: list[float], spreads: list[list[float]]) -> list[list[float]]:
+    """Asymmetric error bars (below, above) from each point's spread of values."""
+    low = [max(0.0, c - min(v)) if v else 0.0 for c, v in zip(center, spreads, strict=True)]
+    high = [max(0.0, max(v) - c) if v else 0.0 for c, v in zip(center, spreads, strict=True)]
+    return [low, high]
+
+
+def _standard_error(values: list[float]) -> float:
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    return (sum((v - mean) ** 2 for v in values) / (n - 1) / n) ** 0.5
+
+
+def _draw(ax, recs: list[dict], x_of, quantity: str) -> None:
+    """One line per method (in :data:`METHODS` order, its own colour and marker): ``quantity``
+    ``"tau"`` (bars: standard error over the clips) or ``"decode"`` / ``"e2e"`` speedup (bars:
+    the range of the repeats' speedups)."""
+    for method in METHODS:
+        mine = sorted((r for r in recs if r["method"] == method), key=x_of)
+        if quantity == "tau":
+            mine = [r for r in mine if r.get("mean_accepted_length") is not None]
+            ys = [r["mean_accepted_length"] for r in mine]
+            se = [_standard_error(r.get("tau_per_prompt") or []) for r in mine]
+            err = [se, se]
+        else:
+            if method == "autoregressive":
+                continue
+            key = f"{quantity}_speedup"
+            mine = [r for r in mine if r.get(key) is not None]
+            ys = [r[key] for r in mine]
+            spreads = [[v for v in r.get(key + "_runs") or [] if v is not None] for r in mine]
+            err = _errors(ys, spreads)
+        if not mine:
+            continue
+        ax.errorbar(
+            [x_of(r) for r in mine],
+            ys,
+            yerr=err,
+            color=COLORS[method],
+            marker=MARKERS[method],
+            markersize=5,
+            linewidth=1.4,
+            capsize=3,
+            label=method + (" (drop 0)" if method == "naive_sd" else ""),
+        )
+    if quantity != "tau":
+        ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+    ax.grid(alpha=0.3)
+
+
+def plot_results(results: list[dict], out_dir: str, meta: dict | None = None) -> list[str]:
+    """Three figures, two panels each, one colour per method everywhere:
+    ``tau_vs_drop_rate.png`` (tau and decode speedup against the drop rate),
+    ``speedup_vs_video_tokens.png`` (decode and end-to-end speedup against the video tokens,
+    the frames sweep) and ``tree_size.png`` (tau and decode speedup against the tree size).
+    Titles give the hardware, clips per point, repeats and the fixed settings."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    meta = meta or {}
+    labels = {
+        "tau": "tau (tokens per target forward)",
+        "decode": "decode speedup vs target generate",
+        "e2e": "end-to-end speedup vs target generate",
+    }
+    figures = (
+        (
+            "drop_rate",
+            "tau_vs_drop_rate.png",
+            "drop rate (share of video tokens the draft does not see)",
+            lambda r: r.get("point_drop_rate", r["drop_rate"]),
+            ("tau", "decode"),
+            "tau and speed against the drop rate",
+        ),
+        (
+            "frames",
+            "speedup_vs_video_tokens.png",
+            "video tokens (the frames sweep)",
+            lambda r: r.get("video_tokens") or 0,
+            ("decode", "e2e"),
+            "speed against the video length (drop rate 0.9)",
+        ),
+        (
+            "tree_size",
+            "tree_size.png",
+            "draft tree size (nodes)",
+            lambda r: r["tree_size"],
+            ("tau", "decode"),
+            "tau and speed against the draft tree size (drop rate 0.9)",
+        ),
+    )
     written = []
-    frames = [r for r in results if r["sweep"] == "frames" and r["e2e_speedup"] is not None]
-    if frames:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-        for method in sorted({r["method"] for r in frames}):
-            pts = sorted((r["video_tokens"] or 0, r) for r in frames if r["method"] == method)
-            xs = [p[0] for p in pts]
-            axes[0].plot(xs, [p[1]["decode_speedup"] or 0 for p in pts], marker="o", label=method)
-            axes[1].plot(xs, [p[1]["e2e_speedup"] or 0 for p in pts], marker="o", label=method)
-        for ax, name in zip(axes, ("decode", "end-to-end"), strict=True):
-            ax.set_xlabel("video tokens")
-            ax.set_ylabel(f"{name} speedup vs target generate")
-            ax.axhline(1.0, color="grey", linewidth=0.8)
-        axes[1].legend(fontsize=7)
-        fig.tight_layout()
-        path = os.path.join(out_dir, "speedup_vs_video_tokens.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    drops = [r for r in results if r["sweep"] == "drop_rate" and r["mean_accepted_length"]]
-    if drops:
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        for method in sorted({r["method"] for r in drops}):
-            pts = sorted(
-                (r["drop_rate"], r["mean_accepted_length"]) for r in drops if r["method"] == method
-            )
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
-        ax.set_xlabel("drop rate")
-        ax.set_ylabel("tau (tokens per verification)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = os.path.join(out_dir, "tau_vs_drop_rate.png")
+    for sweep, name, xlabel, x_of, quantities, what in figures:
+        recs = [r for r in results if r["sweep"] == sweep]
+        if not recs:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.0), layout="constrained")
+        for ax, quantity in zip(axes, quantities, strict=True):
+            _draw(ax, recs, x_of, quantity)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(labels[quantity])
+            xs = sorted({x_of(r) for r in recs if r["method"] != "naive_sd"})
+            ax.set_xticks(xs)
+        fig.suptitle(_title(what, recs, sweep, meta, "tau" in quantities), fontsize=9)
+        handles, names = axes[-1].get_legend_handles_labels()
+        if quantities[0] == "tau":  # methods without a tau still need their legend entry
+            more = axes[0].get_legend_handles_labels()
+            for h, n in zip(*more, strict=True):
+                if n not in names:
+                    handles.append(h)
+                    names.append(n)
+        fig.legend(handles, names, loc="outside right center", fontsize=8, frameon=False)
+        path = os.path.join(out_dir, name)
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _title(what: str, recs: list[dict], sweep: str, meta: dict, tau: bool) -> str:
+    first = recs[0]
+    fixed = []
+    if sweep != "tree_size":
+        fixed.append(f"tree of {first['tree_size']} nodes")
+    if sweep != "frames":
+        fixed.append(f"{first['frames']} frames")
+    clips = first.get("prompts", "?")
+    repeats = first.get("repeats") or "?"
+    mode = meta.get("mode", first.get("mode", "greedy"))
+    line2 = (
+        f"{clips} held-out clip{'s' * (clips != 1)} per point, {', '.join(fixed)}, {mode}; "
+        f"speedup bars: range over {repeats} repeats" + (", tau bars: s.e. over clips" * tau)
+    )
+    where = meta.get("hardware") or hardware()
+    return f"specvlm bench: {what}, on {where}\n{line2}"
 
 
 # -------------------------------------------------------------------------------------------
@@ -200,8 +394,10 @@ class CheckpointWorkload:
     """A target/draft checkpoint pair asked about generated held-out clips (one per seed)."""
 
     def __init__(self, target_dir: str, draft_dir: str, device, prompt: str):
+        from transformers import AutoConfig
+
+        self.prompter = VideoPrompter(target_dir, AutoConfig.from_pretrained(target_dir))
         self.target, self.draft = load_pair(target_dir, draft_dir, device)
-        self.prompter = VideoPrompter(target_dir, self.target.config)
         self.device, self.prompt = device, prompt
 
     def inputs(self, frames: int, seed: int) -> dict:
@@ -209,20 +405,45 @@ class CheckpointWorkload:
         return inputs_to(self.prompter(video, self.prompt), self.device)
 
 
-def main(args) -> int:
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    try:
+def check_args(args) -> tuple[tuple[str, ...], dict | None]:
+    """Every check that needs no model (:class:`ToolError` on the first failure); returns the
+    methods and the sampling options (None: greedy)."""
+    methods = METHODS
+    if args.methods is not None:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         unknown = [m for m in methods if m not in METHODS]
-        if unknown:
+        if unknown or not methods:
             raise ToolError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-        if args.repeats < 1:
-            raise ToolError("--repeats must be >= 1")
+    if args.repeats < 1:
+        raise ToolError("--repeats must be >= 1")
+    if args.prompts is not None and args.prompts < 1:
+        raise ToolError(f"--prompts must be >= 1, got {args.prompts}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ToolError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    sampling = sampling_options(args)
+    if args.seed is not None:
+        if args.seed < 0:
+            raise ToolError("--seed must be >= 0")
+        if sampling is None and "random" not in methods:
+            raise ToolError(
+                "--seed seeds sampling (--temperature/--top-p/--top-k) and the random "
+                "ablation: it does nothing in greedy decoding without the random method"
+            )
+    check_output_dir(args.out, "--out")
+    require_matplotlib("specvlm bench (its plots)")
+    return methods, sampling
+
+
+def main(args) -> int:
+    try:
+        methods, sampling = check_args(args)
         target_dir, draft_dir, device = checkpoint_pair(args)
     except ToolError as err:
         print(f"specvlm bench: error: {err}", file=sys.stderr)
         return 2
     prompts = args.prompts or (2 if args.quick else 4)
     max_new = args.max_new_tokens or (24 if args.quick else 48)
+    seed = args.seed or 0
     points = sweep_points(args.quick)
     workload = CheckpointWorkload(target_dir, draft_dir, device, args.prompt)
     with torch.no_grad():  # warm-up outside the timings
@@ -230,7 +451,16 @@ def main(args) -> int:
         compare(
             workload.target, workload.draft, warm, ("autoregressive", "specvlm"), max_new_tokens=4
         )
-    with tqdm(total=len(points) * prompts, desc="specvlm bench", unit="run") as bar:
+    mode = describe_sampling(sampling, seed)
+    print(
+        f"specvlm bench: {len(points)} sweep points x {prompts} clips, methods "
+        f"{', '.join(methods)}, up to {max_new} new tokens, {mode}, {args.repeats} repeats",
+        file=sys.stderr,
+    )
+    with (
+        logging_redirect_tqdm([logging.getLogger("transformers")]),
+        tqdm(total=len(points) * prompts, desc="specvlm bench", unit="clip") as bar,
+    ):
         results = run_sweeps(
             workload,
             points,
@@ -238,10 +468,26 @@ def main(args) -> int:
             prompts=prompts,
             max_new_tokens=max_new,
             repeats=args.repeats,
+            sampling=sampling,
+            seed=seed,
             progress=bar.update,
         )
-    paths = write_results(results, args.out)
+    print(summary_table(results))
+    print(
+        f"({hardware(device)}; {prompts} held-out clips per point, times summed over them, "
+        f"each the fastest of {args.repeats} runs; speedups per token vs autoregressive; {mode})"
+    )
     broken = [r for r in results if r["identical"] is False]
+    if sampling:
+        print(
+            "sampling: every output is a sample of the target's distribution; outputs are not "
+            "compared with the target's own sample"
+        )
+    try:
+        paths = write_results(results, args.out, {"hardware": hardware(device), "mode": mode})
+    except OSError as err:
+        print(f"specvlm bench: error: writing the results failed: {err}", file=sys.stderr)
+        return 2
     print("wrote " + ", ".join(paths))
     if broken:
         print(f"NOT IDENTICAL: {sorted({r['method'] for r in broken})}", file=sys.stderr)

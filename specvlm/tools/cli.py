@@ -1,8 +1,7 @@
-"""Command-line entry point: ``specvlm <command>``.
+"""Command-line entry point: ``specvlm <command>`` (``demo``, ``bench``, ``selfcheck``).
 
-Commands: ``demo`` (target alone vs SpecVLM on one video, with the embedded micro pair or any
-supported checkpoint pair), ``bench`` (every method on the same clips, sweeps, JSON/CSV/plots),
-``selfcheck`` (every kernel against its PyTorch reference, with timings).
+The parser is built from :mod:`specvlm.tools.arguments` alone; a command's module (which
+defines the Triton kernels) is imported once the command is chosen and its backend set.
 """
 
 from __future__ import annotations
@@ -13,6 +12,45 @@ import sys
 
 from specvlm.tools import arguments
 
+DESCRIPTION = """\
+SpecVLM: lossless speculative decoding for video LLMs. A small draft model, shown only the
+video tokens the target attends to, proposes a token tree; the target verifies it in one
+forward pass. The output is the target's own (greedy: token for token; sampling: the same
+distribution)."""
+
+EPILOG = """\
+examples:
+  specvlm demo                             the embedded micro pair on a generated clip
+  specvlm demo --video clip.mp4 --prompt "what happens ?" --save-viz viz.png
+  specvlm demo --temperature 0.7 --seed 1  sampling instead of greedy decoding
+  specvlm bench --quick --out bench-results
+  specvlm selfcheck                        every kernel against its PyTorch reference
+
+Each command's options: specvlm COMMAND --help"""
+
+COMMANDS = {
+    "demo": (
+        "the target alone vs SpecVLM on one video",
+        "One video (a generated held-out clip, or --video), one question: the target's own\n"
+        "generate against SpecVLM, side by side: the answer, whether it is the target's, tau,\n"
+        "the video tokens the draft saw, and the decode and end-to-end speedups.",
+        arguments.add_demo_arguments,
+    ),
+    "bench": (
+        "every method on the same clips, with sweeps",
+        "Every method (the target's generate, naive speculative decoding, transformers'\n"
+        "assisted generation, SpecVLM and its selector ablations) on the same held-out clips,\n"
+        "over sweeps of drop rate, frames and tree size; prints a summary table, then writes\n"
+        "results.json, results.csv and plots to --out.",
+        arguments.add_bench_arguments,
+    ),
+    "selfcheck": (
+        "run every kernel against its PyTorch reference",
+        "Every kernel on small random inputs against its fp64 PyTorch reference, with timings.",
+        arguments.add_selfcheck_arguments,
+    ),
+}
+
 
 def _prepare_backend(device: str) -> None:
     """Triton reads TRITON_INTERPRET when a kernel is defined: set it before importing them."""
@@ -20,18 +58,27 @@ def _prepare_backend(device: str) -> None:
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-def _parser() -> argparse.ArgumentParser:
-    """Every command's options, from :mod:`specvlm.tools.arguments` alone: the commands
-    themselves (which define the Triton kernels) are imported once one has been chosen."""
-    parser = argparse.ArgumentParser(prog="specvlm", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("selfcheck", help="run every kernel against its PyTorch reference")
-    arguments.add_selfcheck_arguments(check)
-    demo = sub.add_parser("demo", help="target alone vs SpecVLM on one video")
-    arguments.add_demo_arguments(demo)
-    bench = sub.add_parser("bench", help="every method on the same clips, with sweeps")
-    arguments.add_bench_arguments(bench)
-    return parser
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and each command's, from :mod:`specvlm.tools.arguments` alone: the
+    commands themselves (which define the Triton kernels) are imported once one is chosen."""
+    parser = argparse.ArgumentParser(
+        prog="specvlm",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = {}
+    for name, (summary, description, add_arguments) in COMMANDS.items():
+        command = sub.add_parser(
+            name,
+            help=summary,
+            description=description,
+            formatter_class=arguments.HelpFormatter,
+        )
+        add_arguments(command)
+        commands[name] = command
+    return parser, commands
 
 
 def _selfcheck(args) -> int:
@@ -42,7 +89,7 @@ def _selfcheck(args) -> int:
         if args.repeats < 1:
             raise ToolError("--repeats must be >= 1")
     except ToolError as err:
-        print(f"specvlm: error: {err}", file=sys.stderr)
+        print(f"specvlm selfcheck: error: {err}", file=sys.stderr)
         return 2
     _prepare_backend(device.type)
     from specvlm.tools.selfcheck import run_selfcheck
@@ -51,7 +98,10 @@ def _selfcheck(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser, commands = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the command's own usage, not the top-level one
+        commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "demo":
         from specvlm.tools import demo
 

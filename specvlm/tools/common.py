@@ -1,5 +1,6 @@
 """What the tools share: the one-line error, checkpoint directories and the pair they hold,
-``--device`` and ``--threads``, inputs on a device, and speedup ratios.
+``--device`` and ``--threads``, output paths checked before any work, the sampling options,
+inputs on a device, and speedup ratios.
 
 Nothing here defines the Triton kernels (``specvlm_kernels``): the CLI imports this module
 before it has chosen their backend.
@@ -7,8 +8,10 @@ before it has chosen their backend.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import platform
 from pathlib import Path
 
 import torch
@@ -58,10 +61,88 @@ def parse_device(name: str | None) -> torch.device:
     try:
         device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError as err:
-        raise ToolError(f"bad --device {name!r}: {err}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ToolError("--device cuda given but CUDA is not available")
+        raise ToolError(f"bad --device {name!r}: {' '.join(str(err).split())}") from err
+    if device.type not in ("cpu", "cuda"):
+        raise ToolError(f"--device {name}: only cpu and cuda[:N] are supported")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ToolError(f"--device {name} given but CUDA is not available")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ToolError(
+                f"--device {name} given but there {'is' if count == 1 else 'are'} only {count} "
+                f"CUDA device{'' if count == 1 else 's'} (cuda:0..cuda:{count - 1})"
+            )
     return device
+
+
+def check_output_file(path: str, option: str, suffixes: tuple[str, ...] = ()) -> None:
+    """:class:`ToolError` unless ``path`` can be written as a file (its directory exists and is
+    writable, it is not a directory) with one of ``suffixes`` (if given): checked before any
+    work, so a long run never ends in a failed write."""
+    if os.path.isdir(path):
+        raise ToolError(f"{option} {path} is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ToolError(f"{option} {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ToolError(f"{option} {path}: permission denied")
+    if suffixes and not path.lower().endswith(suffixes):
+        raise ToolError(f"{option} {path}: the file name must end in {' or '.join(suffixes)}")
+
+
+def check_output_dir(path: str, option: str) -> None:
+    """:class:`ToolError` unless ``path`` is a writable directory or can be made one."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ToolError(f"{option} {path} is a file, not a directory")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ToolError(f"{option} {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK):
+        raise ToolError(f"{option} {path}: permission denied in {existing}")
+
+
+def require_matplotlib(option: str) -> None:
+    """:class:`ToolError` when matplotlib (needed for ``option``'s plots) is missing."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ToolError(f'{option} needs matplotlib: pip install "specvlm[demo]"')
+
+
+def sampling_options(args) -> dict | None:
+    """``generate`` options of ``--temperature/--top-p/--top-k`` (``do_sample=True`` and the
+    options given; temperature 1 unless given), or None for greedy decoding (none given, or
+    ``--temperature 0`` alone). :class:`ToolError` for a value out of range."""
+    temperature, top_p, top_k = args.temperature, args.top_p, args.top_k
+    if temperature is not None and temperature < 0:
+        raise ToolError(f"--temperature must be >= 0, got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ToolError(f"--top-p must be in (0, 1], got {top_p}")
+    if top_k is not None and top_k < 1:
+        raise ToolError(f"--top-k must be >= 1, got {top_k}")
+    if temperature == 0:
+        if top_p is not None or top_k is not None:
+            raise ToolError("--top-p and --top-k sample: they need --temperature > 0 (0 is greedy)")
+        return None
+    if temperature is None and top_p is None and top_k is None:
+        return None
+    options = {"do_sample": True, "temperature": 1.0 if temperature is None else temperature}
+    if top_p is not None:
+        options["top_p"] = top_p
+    if top_k is not None:
+        options["top_k"] = top_k
+    return options
+
+
+def describe_sampling(options: dict | None, seed: int) -> str:
+    """``"greedy"`` or e.g. ``"sampling: temperature 0.7, top-p 0.9, seed 0"``."""
+    if not options:
+        return "greedy"
+    parts = [f"temperature {options['temperature']:g}"]
+    parts += [f"top-p {options['top_p']:g}"] if "top_p" in options else []
+    parts += [f"top-k {options['top_k']}"] if "top_k" in options else []
+    return "sampling: " + ", ".join(parts + [f"seed {seed}"])
 
 
 def set_threads(device: torch.device, threads: int | None) -> None:
@@ -94,14 +175,22 @@ def checkpoint_pair(args) -> tuple[str, str, torch.device]:
 
 def load_pair(target_dir: str, draft_dir: str, device: torch.device, dtype=None):
     """``(target, draft)``: both checkpoints loaded in ``dtype`` (default: as saved), moved to
-    ``device``, in eval mode."""
+    ``device``, in eval mode (without transformers' loading progress bars, which would break
+    the tools' own progress lines)."""
     from transformers import AutoModelForImageTextToText
+    from transformers.utils import logging as hf_logging
 
     kw = {"dtype": dtype} if dtype is not None else {}
-    return tuple(
-        AutoModelForImageTextToText.from_pretrained(path, **kw).to(device).eval()
-        for path in (target_dir, draft_dir)
-    )
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return tuple(
+            AutoModelForImageTextToText.from_pretrained(path, **kw).to(device).eval()
+            for path in (target_dir, draft_dir)
+        )
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def inputs_to(inputs: dict, device: torch.device, dtype=None) -> dict:
@@ -118,3 +207,31 @@ def speedup(reference_s: float | None, method_s: float | None) -> float | None:
     if not reference_s or not method_s:
         return None
     return reference_s / method_s
+
+
+def per_token_speedup(
+    reference_s: float | None, reference_tokens: int, method_s: float | None, method_tokens: int
+) -> float | None:
+    """Time per token of the reference over that of the method: the speedup of runs that made
+    different numbers of tokens (sampling); equal to :func:`speedup` for equal counts. None
+    when either has no time or no token."""
+    if reference_tokens <= 0 or method_tokens <= 0:
+        return None
+    ratio = speedup(reference_s, method_s)
+    return None if ratio is None else ratio * method_tokens / reference_tokens
+
+
+def hardware(device: torch.device | None = None) -> str:
+    """The machine a run used, in a few words: the GPU's name for a CUDA device, else the CPU
+    model and its logical cores (with the torch threads used)."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        model = names[0] if names else model
+    except OSError:
+        pass
+    threads = torch.get_num_threads()
+    return f"{model} CPU, {os.cpu_count()} cores, {threads} torch thread{'s' * (threads > 1)}"

@@ -2,29 +2,38 @@
 
 Methods:
 
-* ``autoregressive``: the target's own greedy ``generate`` (the reference output and timing).
+* ``autoregressive``: the target's own ``generate`` (the reference output and timing).
 * ``naive_sd``: SpecVLM's loop with the draft seeing every video token (``drop_rate=0``).
 * ``assisted_generation``: transformers' ``generate(assistant_model=draft)``; upstream support
   for vision-language drafts varies, so a failure is recorded with its message, never dropped.
 * ``specvlm``: two-stage verifier-guided pruning; ``attention``, ``uniform``, ``random``: the
   other selectors at the same budget (ablations).
 
-Each record: ``method``, ``mean_accepted_length`` (None where the method does not report it),
-``new_tokens``, ``decode_s``, ``decode_tokens_per_s``, ``e2e_s``, ``ttft_s``,
-``peak_memory_bytes``, ``decode_speedup`` / ``e2e_speedup`` (vs ``autoregressive`` on the same
-inputs), ``identical`` (token-for-token equal to ``autoregressive``), ``error``, plus the
+Greedy by default; with ``sampling`` (``do_sample=True`` and its options) every method samples
+with the same options and seed (``torch.manual_seed(seed)`` before the target's ``generate``, a
+seeded ``generator=`` for SpecVLM's): outputs are then samples of the target's distribution and
+are not compared.
+
+Each record: ``method``, ``mode`` (``"greedy"`` or ``"sample"``), ``mean_accepted_length``
+(None where the method does not report it), ``new_tokens``, ``decode_s``,
+``decode_tokens_per_s``, ``e2e_s``, ``ttft_s``, ``peak_memory_bytes``, ``decode_speedup`` /
+``e2e_speedup`` (vs ``autoregressive`` on the same inputs, per token), ``identical``
+(token-for-token equal to ``autoregressive``; None when sampling or on error), ``error``,
+``runs`` (every repeat's times: ``decode_s``, ``e2e_s``, ``ttft_s``, ``new_tokens``), plus the
 caller's sweep parameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+from contextlib import contextmanager
 
 import torch
 
 import specvlm
 from specvlm.devices import cuda_devices
-from specvlm.tools.common import METHODS, speedup
+from specvlm.tools.common import METHODS, per_token_speedup
 from specvlm.tools.timing import Timing, fastest, timed
 
 __all__ = ["METHODS", "compare", "run_method"]
@@ -49,6 +58,31 @@ def _peak(devices) -> int | None:
     return max(torch.cuda.max_memory_allocated(dev) for dev in devices)
 
 
+class _DropMessage(logging.Filter):
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
+
+
+@contextmanager
+def _quiet_assistant():
+    """Transformers' own assisted generation (``AssistedCandidateGenerator``) calls the
+    assistant's ``generate`` with a ``generation_config`` *and* ``min_new_tokens`` /
+    ``max_new_tokens``, and ``generate`` then warns that this is deprecated (once per process,
+    in the middle of the bench's progress bar). Nothing a caller can change: the message is
+    dropped for the duration of the call."""
+    log = logging.getLogger("transformers.generation.utils")
+    drop = _DropMessage("Passing `generation_config` together with generation-related")
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
+
+
 def run_method(
     method: str,
     target,
@@ -60,30 +94,40 @@ def run_method(
     tree=None,
     generate_kwargs: dict | None = None,
     random_seed: int = 0,
+    sampling: dict | None = None,
+    seed: int = 0,
 ) -> tuple[torch.Tensor | None, dict]:
     """Run one method once; return ``(output ids or None on error, record)``.
     ``generate_kwargs`` (e.g. ``eos_token_id``) go to every method's ``generate``;
-    ``random_seed`` seeds the ``random`` selector."""
+    ``random_seed`` seeds the ``random`` selector; ``sampling`` (``do_sample=True`` and its
+    options; None: greedy) goes to every method, each seeded with ``seed``."""
     gen = dict(generate_kwargs or {}, max_new_tokens=max_new_tokens)
+    gen.update(sampling or {"do_sample": False})
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     devices = cuda_devices(target, draft)
-    record = {"method": method, "mean_accepted_length": None, "error": None}
+    record = {
+        "method": method,
+        "mode": "sample" if sampling else "greedy",
+        "mean_accepted_length": None,
+        "error": None,
+    }
+
+    def seeded_target_generate(streamer, **kw):
+        if sampling:
+            torch.manual_seed(seed)
+        return target.generate(**inputs, streamer=streamer, **gen, **kw)
+
     _peak_reset(devices)
     try:
         with torch.no_grad():
             if method == "autoregressive":
-                out, t = timed(
-                    lambda s: target.generate(**inputs, do_sample=False, streamer=s, **gen),
-                    devices,
-                )
+                out, t = timed(seeded_target_generate, devices)
             elif method == "assisted_generation":
-                out, t = timed(
-                    lambda s: target.generate(
-                        **inputs, do_sample=False, assistant_model=draft, streamer=s, **gen
-                    ),
-                    devices,
-                )
+                with _quiet_assistant():
+                    out, t = timed(
+                        lambda s: seeded_target_generate(s, assistant_model=draft), devices
+                    )
             else:
                 rate = 0.0 if method == "naive_sd" else drop_rate
                 sd = specvlm.accelerate(
@@ -93,10 +137,11 @@ def run_method(
                     selector=_SELECTOR[method],
                     tree=tree,
                 )
-                out, t = timed(
-                    lambda s: sd.generate(**inputs, streamer=s, **gen),
-                    devices,
-                )
+                extra = {}
+                if sampling:
+                    device = inputs["input_ids"].device
+                    extra["generator"] = torch.Generator(device).manual_seed(seed)
+                out, t = timed(lambda s: sd.generate(**inputs, streamer=s, **gen, **extra), devices)
                 stats = sd.last_stats
                 record.update(
                     mean_accepted_length=stats.mean_accepted_length,
@@ -137,20 +182,25 @@ def compare(
     generate_kwargs: dict | None = None,
     repeats: int = 1,
     random_seed: int = 0,
+    sampling: dict | None = None,
+    seed: int = 0,
     **params,
 ) -> list[dict]:
     """Run ``methods`` on ``inputs``; ``autoregressive`` is always run first (the reference).
 
     With ``repeats > 1`` every method runs that many times, the methods alternating (so the
     drifts of a shared machine hit all of them), and each time (decode, end to end, first
-    token) is the fastest of its runs; ``identical`` must hold for every run. ``random_seed``
-    seeds the ``random`` selector (the same subset in every repeat).
-    Returns one record per method with speedups and ``identical`` filled in, and ``params``
-    (sweep parameters such as ``frames``) copied into every record."""
+    token) is the fastest of its runs; every run's times are kept in ``runs``; ``identical``
+    must hold for every run. ``random_seed`` seeds the ``random`` selector (the same subset in
+    every repeat); ``sampling`` and ``seed``: see :func:`run_method` (every repeat draws the
+    same sample). Returns one record per method with speedups (time per token, so runs of
+    different lengths compare) and ``identical`` filled in, and ``params`` (sweep parameters
+    such as ``frames``) copied into every record."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     order = ["autoregressive"] + [m for m in methods if m != "autoregressive"]
     best: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {m: [] for m in order}
     identical: dict[str, bool | None] = {}
     ref_out = None
     for _ in range(repeats):
@@ -165,6 +215,8 @@ def compare(
                 tree=tree,
                 random_seed=random_seed,
                 generate_kwargs=generate_kwargs,
+                sampling=sampling,
+                seed=seed,
             )
             if method == "autoregressive" and ref_out is None:
                 ref_out = out
@@ -172,15 +224,38 @@ def compare(
             prev = identical.get(method, True)
             identical[method] = None if same is None or prev is None else prev and same
             best[method] = rec if method not in best else _faster(best[method], rec)
+            runs[method].append({k: rec.get(k) for k in RUN_KEYS})
     ref = best["autoregressive"]
     records = []
     for method in order:
-        rec = dict(best[method], identical=identical[method])
-        rec["decode_speedup"] = speedup(ref.get("decode_s"), rec.get("decode_s"))
-        rec["e2e_speedup"] = speedup(ref.get("e2e_s"), rec.get("e2e_s"))
+        rec = dict(best[method], identical=None if sampling else identical[method])
+        rec["runs"] = runs[method]
+        rec["decode_speedup"] = decode_speedup(ref, rec)
+        rec["e2e_speedup"] = e2e_speedup(ref, rec)
         rec.update(params, drop_rate=drop_rate if method != "naive_sd" else 0.0)
         records.append(rec)
     return records
+
+
+RUN_KEYS = ("new_tokens", "decode_s", "e2e_s", "ttft_s")
+
+
+def decode_speedup(ref: dict, rec: dict, first_tokens: int = 1) -> float | None:
+    """Decode time per token after the first of ``ref`` over that of ``rec`` (``first_tokens``:
+    how many first tokens, one per input, the decode times leave out)."""
+    return per_token_speedup(
+        ref.get("decode_s"),
+        (ref.get("new_tokens") or 0) - first_tokens,
+        rec.get("decode_s"),
+        (rec.get("new_tokens") or 0) - first_tokens,
+    )
+
+
+def e2e_speedup(ref: dict, rec: dict) -> float | None:
+    """End-to-end time per new token of ``ref`` over that of ``rec``."""
+    return per_token_speedup(
+        ref.get("e2e_s"), ref.get("new_tokens") or 0, rec.get("e2e_s"), rec.get("new_tokens") or 0
+    )
 
 
 def _faster(a: dict, b: dict) -> dict:

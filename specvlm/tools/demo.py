@@ -3,121 +3,206 @@
 Loads the embedded micro pair (``specvlm/assets/micro/``) or any supported checkpoint pair,
 makes a clip (or reads ``--video``), asks a question, and prints the answer, whether it is
 identical to the target's own greedy answer, tau, video tokens kept / total, and the decode and
-end-to-end speedups against the target's plain ``generate``.
+end-to-end speedups against the target's plain ``generate``. With ``--temperature`` (or
+``--top-p`` / ``--top-k``) both sample instead: SpecVLM's answer is then a sample of the
+target's distribution, not a copy of the target's own sample.
+
+Order of work: every argument, path and input (the video is read and sampled here) is checked
+before a model loads; the results are printed before ``--json`` / ``--save-viz`` are written.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
+from dataclasses import dataclass
 
+import numpy as np
 import torch
+from transformers import AutoConfig
 
 import specvlm
 from specvlm.devices import cuda_devices
 from specvlm.micro.data import held_out_clip
 from specvlm.selectors import NAMES
-from specvlm.tools.common import ToolError, checkpoint_pair, inputs_to, load_pair, speedup
+from specvlm.stats import GenerationStats
+from specvlm.tools.common import (
+    ToolError,
+    check_output_file,
+    checkpoint_pair,
+    describe_sampling,
+    inputs_to,
+    load_pair,
+    per_token_speedup,
+    require_matplotlib,
+    sampling_options,
+)
 from specvlm.tools.timing import time_alternately
-from specvlm.tools.video_input import VideoPrompter, read_video, sample_frames
-from specvlm.tools.viz import save_pruning_figure
+from specvlm.tools.video_input import VideoPrompter, check_video_path, read_video
 from specvlm.trees import tree_of_size
 
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+STEPS = 5
 
-def _progress(step: int, total: int, what: str) -> None:
-    print(f"[{step}/{total}] {what}", file=sys.stderr, flush=True)
+
+@dataclass
+class DemoResult:
+    """What one demo run produced: the printed and saved ``record``, and what the figure
+    needs (the frames, and the stats of SpecVLM's last run)."""
+
+    record: dict
+    frames: np.ndarray
+    stats: GenerationStats
+    mass: float
 
 
-def _check_args(args) -> None:
+def _progress(step: int, what: str) -> None:
+    print(f"[{step}/{STEPS}] {what}", file=sys.stderr, flush=True)
+
+
+def check_args(args) -> dict | None:
+    """Every check that needs no model, in one place (:class:`ToolError` on the first failure);
+    returns the sampling options (None: greedy)."""
     if args.selector not in NAMES:
         raise ToolError(f"unknown selector {args.selector!r}; choose one of {', '.join(NAMES)}")
     if not 0.0 <= args.drop_rate < 1.0:
         raise ToolError(f"--drop-rate must be in [0, 1), got {args.drop_rate}")
     if args.max_new_tokens < 1:
         raise ToolError("--max-new-tokens must be >= 1")
-    if args.seed < 0:
-        raise ToolError("--seed must be >= 0")
     if args.repeats < 1:
         raise ToolError("--repeats must be >= 1")
     if args.frames < 1:
         raise ToolError("--frames must be >= 1")
     if args.tree_size is not None and not 1 <= args.tree_size <= 256:
         raise ToolError("--tree-size must be in [1, 256]")
-    if args.dtype not in (None, "float32", "float16", "bfloat16"):
-        raise ToolError(f"--dtype must be float32, float16 or bfloat16, got {args.dtype!r}")
-    if args.video is not None and not os.path.isfile(args.video):
-        raise ToolError(f"video file not found: {args.video}")
+    if args.clip is not None:
+        if args.video is not None:
+            raise ToolError("--clip picks a generated clip: it does nothing with --video")
+        if args.clip < 0:
+            raise ToolError("--clip must be >= 0")
+    sampling = sampling_options(args)
+    if args.seed is not None:
+        if args.seed < 0:
+            raise ToolError("--seed must be >= 0")
+        if sampling is None and args.selector != "random":
+            raise ToolError(
+                "--seed seeds sampling (--temperature/--top-p/--top-k) and the random "
+                "selector: it does nothing in greedy decoding with --selector "
+                f"{args.selector}"
+            )
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    if args.save_viz is not None:
+        check_output_file(args.save_viz, "--save-viz", FIGURE_SUFFIXES)
+        require_matplotlib("--save-viz")
+    if args.video is not None:
+        check_video_path(args.video)
+    return sampling
 
 
-def run(args) -> dict:
-    """Run the demo; returns the result record (also printed, and written with ``--json``).
-    :class:`~specvlm.tools.common.ToolError` for a bad argument or input."""
-    _check_args(args)
+def run(args) -> DemoResult:
+    """Run the demo: checks, the clip, the models, the timed runs; returns the result (printed
+    and written by :func:`main`). :class:`~specvlm.tools.common.ToolError` for a bad argument
+    or input, always before a model loads."""
+    sampling = check_args(args)
     target_dir, draft_dir, device = checkpoint_pair(args)
-    steps = 5
+    seed = args.seed or 0
 
-    _progress(1, steps, f"loading {target_dir} and {draft_dir}")
+    if args.video:
+        _progress(1, f"reading {args.frames} frames of {args.video}")
+        frames = read_video(args.video, args.frames)
+    else:
+        clip = args.clip or 0
+        _progress(1, f"making held-out clip {clip} ({args.frames} frames)")
+        frames = held_out_clip(clip, frames=args.frames)
+
+    try:  # the prompt needs the config and the processor files only, not the weights
+        prompter = VideoPrompter(target_dir, AutoConfig.from_pretrained(target_dir))
+        cpu_inputs = prompter(frames, args.prompt)
+    except OSError as err:
+        raise ToolError(" ".join(str(err).split())) from err
+
+    _progress(2, f"loading {target_dir} and {draft_dir}")
     dtype = getattr(torch, args.dtype) if args.dtype else None
     target, draft = load_pair(target_dir, draft_dir, device, dtype)
-    try:
-        prompter = VideoPrompter(target_dir, target.config)
-    except OSError as err:
-        raise ToolError(str(err)) from err
-
-    _progress(2, steps, "preparing the clip")
-    if args.video:
-        video = sample_frames(read_video(args.video), args.frames)
-    else:
-        video = held_out_clip(args.seed)
-    inputs = inputs_to(prompter(video, args.prompt), device, dtype)
+    inputs = inputs_to(cpu_inputs, device, dtype)
 
     size = args.tree_size or (4 if device.type == "cpu" else 48)
     sd = specvlm.accelerate(
-        (target, draft), drop_rate=args.drop_rate, selector=args.selector, tree=tree_of_size(size)
+        (target, draft),
+        drop_rate=args.drop_rate,
+        selector=args.selector,
+        tree=tree_of_size(size),
+        seed=seed,
     )
     devices = cuda_devices(target, draft)
-    gen = dict(max_new_tokens=args.max_new_tokens)
+    gen = dict(max_new_tokens=args.max_new_tokens, **(sampling or {"do_sample": False}))
 
-    _progress(3, steps, "warming up both paths")
+    def target_generate(streamer, **kw):
+        if sampling:
+            torch.manual_seed(seed)
+        return target.generate(**inputs, streamer=streamer, **{**gen, **kw})
+
+    def sd_generate(streamer, **kw):
+        extra = {"generator": torch.Generator(device).manual_seed(seed)} if sampling else {}
+        return sd.generate(**inputs, streamer=streamer, **{**gen, **kw}, **extra)
+
+    _progress(3, "warming up both paths")
     with torch.no_grad():
-        target.generate(**inputs, do_sample=False, max_new_tokens=2)
-        sd.generate(**inputs, max_new_tokens=2)
+        target_generate(None, max_new_tokens=2)
+        sd_generate(None, max_new_tokens=2)
 
     _progress(
         4,
-        steps,
         f"timing the target alone and SpecVLM (draft on {1 - args.drop_rate:.0%} of the video "
-        f"tokens), {args.repeats} runs each",
+        f"tokens, {describe_sampling(sampling, seed)}), {args.repeats} runs each",
     )
-    methods = {
-        "target": lambda s: target.generate(**inputs, do_sample=False, streamer=s, **gen),
-        "specvlm": lambda s: sd.generate(**inputs, streamer=s, **gen),
-    }
     with torch.no_grad():
-        timings = time_alternately(methods, args.repeats, devices)
+        timings = time_alternately(
+            {"target": target_generate, "specvlm": sd_generate}, args.repeats, devices
+        )
     (ref_outs, ref_t), (sd_outs, sd_t) = timings["target"], timings["specvlm"]
     ref, out = ref_outs[0], sd_outs[0]
-    identical = all(o.tolist() == ref.tolist() for o in ref_outs + sd_outs)
     stats = sd.last_stats
-    _progress(5, steps, "done")
+    _progress(5, "done")
 
     prompt_len = inputs["input_ids"].shape[1]
     tok = prompter.tokenizer
+    speculated = bool(stats.accepted_lengths)  # a first token that ends the answer: no step
+    if sampling:  # a sample of the target's distribution: equality is not expected
+        identical = None
+    else:
+        identical = all(o.tolist() == ref.tolist() for o in ref_outs + sd_outs)
     record = {
+        "mode": "sample" if sampling else "greedy",
         "identical": identical,
-        "mean_accepted_length": stats.mean_accepted_length,
-        "decode_speedup": speedup(ref_t.decode_s, sd_t.decode_s),
-        "e2e_speedup": speedup(ref_t.e2e_s, sd_t.e2e_s),
+        "speculated": speculated,
+        "mean_accepted_length": stats.mean_accepted_length if speculated else None,
+        "decode_speedup": per_token_speedup(
+            ref_t.decode_s, ref_t.new_tokens - 1, sd_t.decode_s, sd_t.new_tokens - 1
+        )
+        if speculated
+        else None,
+        "e2e_speedup": per_token_speedup(
+            ref_t.e2e_s, ref_t.new_tokens, sd_t.e2e_s, sd_t.new_tokens
+        ),
         "video_tokens": stats.video_tokens,
-        "kept_video_tokens": stats.kept_video_tokens,
+        "kept_video_tokens": stats.kept_video_tokens if speculated else None,
         "text": tok.decode(out[0, prompt_len:], skip_special_tokens=True).strip(),
         "target_text": tok.decode(ref[0, prompt_len:], skip_special_tokens=True).strip(),
         "selector": args.selector,
         "drop_rate": args.drop_rate,
+        "tree_size": size,
         "prompt": args.prompt,
-        "new_tokens": stats.new_tokens,
+        "video": args.video,
+        "clip": None if args.video else (args.clip or 0),
+        "frames": args.frames,
+        "sampling": sampling,
+        "seed": seed if (sampling or args.selector == "random") else None,
+        "new_tokens": sd_t.new_tokens,
+        "target_new_tokens": ref_t.new_tokens,
+        "max_new_tokens": args.max_new_tokens,
         "target_decode_s": ref_t.decode_s,
         "specvlm_decode_s": sd_t.decode_s,
         "target_e2e_s": ref_t.e2e_s,
@@ -129,20 +214,7 @@ def run(args) -> dict:
         "target": target_dir,
         "draft": draft_dir,
     }
-    if args.save_viz and stats.video_scores is not None:
-        title = f"{args.prompt}  ->  {record['text']}"
-        save_pruning_figure(
-            video,
-            stats.video_grid,
-            stats.video_scores,
-            stats.kept_indices,
-            args.save_viz,
-            title=title,
-        )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(record, f, indent=1)
-    return record
+    return DemoResult(record, frames, stats, sd.mass)
 
 
 def print_record(rec: dict) -> None:
@@ -150,14 +222,50 @@ def print_record(rec: dict) -> None:
         return "n/a" if x is None else f"{x:.2f}x"
 
     print(f"question : {rec['prompt']}")
-    print(f"answer   : {rec['text']}")
-    print(f"identical to the target's own greedy answer: {'yes' if rec['identical'] else 'NO'}")
-    print(f"tau (tokens per target forward): {rec['mean_accepted_length']:.2f}")
-    print(f"video tokens given to the draft: {rec['kept_video_tokens']} of {rec['video_tokens']}")
-    print(
-        f"decode speedup: {fmt(rec['decode_speedup'])}   end-to-end: {fmt(rec['e2e_speedup'])}"
-        f"   ({rec['new_tokens']} tokens on {rec['device']})"
-    )
+    if rec["mode"] == "greedy":
+        print(f"answer   : {rec['text']}")
+        same = "yes" if rec["identical"] else "NO"
+        print(f"identical to the target's own greedy answer: {same}")
+    else:
+        seed = rec["seed"]
+        print(f"{describe_sampling(rec['sampling'], seed)} (both paths seeded with {seed})")
+        print(f"SpecVLM  : {rec['text']}")
+        print(f"target   : {rec['target_text']}")
+        print(
+            "SpecVLM's answer is a sample of the target's own distribution (lossless sampling), "
+            "not a copy of the target's sample: the two may differ"
+        )
+
+    def count(n):
+        return f"{n} token{'s' * (n != 1)}"
+
+    tokens = f"{count(rec['new_tokens'])} on {rec['device']}"
+    if rec["mode"] == "sample":
+        tokens = (
+            f"SpecVLM {count(rec['new_tokens'])}, target {rec['target_new_tokens']}; time per "
+            f"token; on {rec['device']}"
+        )
+    if not rec["speculated"]:
+        why = (
+            "--max-new-tokens 1"
+            if rec["max_new_tokens"] == 1
+            else "the answer ended at its first token"
+        )
+        print(
+            f"nothing speculated ({why}): the first token comes from the target's prefill, "
+            "so no video token was pruned, nothing was drafted or verified: no tau, no decode "
+            "time to compare"
+        )
+        print(f"end-to-end: {fmt(rec['e2e_speedup'])}   ({tokens})")
+    else:
+        print(f"tau (tokens per target forward): {rec['mean_accepted_length']:.2f}")
+        print(
+            f"video tokens given to the draft: {rec['kept_video_tokens']} of {rec['video_tokens']}"
+        )
+        print(
+            f"decode speedup: {fmt(rec['decode_speedup'])}   end-to-end: "
+            f"{fmt(rec['e2e_speedup'])}   ({tokens})"
+        )
     ttft, ref_ttft = 1000 * rec["specvlm_ttft_s"], 1000 * rec["target_ttft_s"]
     print(
         f"time to first token: {ttft:.0f} ms (target alone {ref_ttft:.0f} ms; SpecVLM's "
@@ -165,13 +273,48 @@ def print_record(rec: dict) -> None:
     )
 
 
+def write_outputs(args, result: DemoResult) -> list[str]:
+    """``--json`` and ``--save-viz``, after the results are printed; returns the paths."""
+    written = []
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result.record, f, indent=1)
+        written.append(args.json)
+    stats = result.stats
+    if args.save_viz and stats.video_scores is not None:
+        from specvlm.tools.viz import save_pruning_figure
+
+        rec = result.record
+        save_pruning_figure(
+            result.frames,
+            stats.video_grid,
+            stats.video_scores,
+            stats.kept_indices if rec["speculated"] else None,
+            args.save_viz,
+            selector=rec["selector"],
+            mass=result.mass,
+            drop_rate=rec["drop_rate"],
+            tau=rec["mean_accepted_length"],
+            subtitle=f"{rec['prompt']}  ->  {rec['text']}",
+        )
+        written.append(args.save_viz)
+    return written
+
+
 def main(args) -> int:
     start = time.perf_counter()
     try:
-        rec = run(args)
+        result = run(args)
     except ToolError as err:
         print(f"specvlm demo: error: {err}", file=sys.stderr)
         return 2
-    print_record(rec)
+    print_record(result.record)
+    try:
+        written = write_outputs(args, result)
+    except OSError as err:
+        print(f"specvlm demo: error: writing the outputs failed: {err}", file=sys.stderr)
+        return 2
+    if written:
+        print("wrote " + ", ".join(written), file=sys.stderr)
     print(f"(demo took {time.perf_counter() - start:.1f} s)", file=sys.stderr)
-    return 0 if rec["identical"] else 1
+    return 1 if result.record["identical"] is False else 0

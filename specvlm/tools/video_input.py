@@ -1,12 +1,15 @@
-"""Model inputs for one video and one prompt, from a checkpoint directory.
+"""Frames of a video file, and model inputs for one video and one prompt from a checkpoint.
 
-With torchvision installed, the checkpoint's own processor (``AutoProcessor.from_pretrained``)
-does the work, for every family. Without torchvision, transformers cannot build any video
-processor, so for LLaVA-OneVision checkpoints this module does what the processor does, from the
-checkpoint's own files and without patching transformers: the tokenizer's chat template (loaded
-with ``AutoTokenizer``), ``<video>`` expanded to ``frames x ceil(P/2)^2 + 1`` tokens, and the
-saved video-processor settings (size, rescale, normalize) applied to the frames; frames of another
-size are resized (bilinear, antialiased) to the processor's size.
+:func:`read_video` decodes a file with PyAV and keeps only the frames it samples (bounded
+memory, whatever the length of the video). :class:`VideoPrompter` turns frames and a prompt into
+``generate`` inputs. With a working torchvision, the checkpoint's own processor
+(``AutoProcessor.from_pretrained``) does the work, for every family. Without it, transformers
+cannot build any video processor, so for LLaVA-OneVision checkpoints this module does what the
+processor does, from the checkpoint's own files and without patching transformers: the
+tokenizer's chat template (loaded with ``AutoTokenizer``), ``<video>`` expanded to
+``frames x ceil(P/2)^2 + 1`` tokens, and the saved video-processor settings (size, rescale,
+normalize) applied to the frames; frames of another size are resized (bilinear, antialiased) to
+the processor's size.
 """
 
 from __future__ import annotations
@@ -28,26 +31,109 @@ class InputError(ToolError):
 
 def sample_frames(video: np.ndarray, count: int) -> np.ndarray:
     """``count`` frames spread evenly over ``video`` ``[F, H, W, 3]`` (repeats if F < count)."""
-    idx = np.linspace(0, len(video) - 1, count).round().astype(int)
-    return video[idx]
+    return video[frame_indices(len(video), count)]
 
 
-def read_video(path: str) -> np.ndarray:
-    """Decode a video file with PyAV into uint8 ``[F, H, W, 3]`` (RGB)."""
-    if not os.path.isfile(path):
+def frame_indices(total: int, count: int) -> np.ndarray:
+    """The indices of ``count`` frames spread evenly over ``total`` frames, first and last
+    included (repeated when ``total < count``)."""
+    return np.linspace(0, total - 1, count).round().astype(int)
+
+
+def check_video_path(path: str) -> None:
+    """:class:`InputError` unless ``path`` is a readable file and PyAV is installed: the checks
+    that need no decoding."""
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a directory, not a video file")
+    if not os.path.exists(path):
         raise InputError(f"video file not found: {path}")
+    if not os.path.isfile(path):
+        raise InputError(f"{path} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"video file {path} is not readable (permission denied)")
     if importlib.util.find_spec("av") is None:
-        raise InputError("reading a video file needs PyAV: pip install av")
+        raise InputError('reading a video file needs PyAV: pip install "specvlm[demo]" (or av)')
+
+
+def _one_line(err: BaseException) -> str:
+    """PyAV's message without its errno and call name ("Invalid data found when processing
+    input"), on one line."""
+    text = getattr(err, "strerror", None) or str(err)
+    return " ".join(str(text).split()) or type(err).__name__
+
+
+def read_video(path: str, frames: int | None = None) -> np.ndarray:
+    """Decode a video file with PyAV into uint8 ``[frames, H, W, 3]`` (RGB): ``frames`` frames
+    spread evenly over the video as :func:`sample_frames` spreads them, or every frame when
+    ``frames`` is None (memory grows with the video then).
+
+    Frames are picked while decoding: only the wanted frames are converted and kept, so the
+    memory held is ``frames`` decoded frames whatever the length of the video, and decoding
+    stops after the last wanted frame. :class:`InputError` for a file that is missing, a
+    directory, has no video stream, or cannot be decoded (the message says which, in one
+    line)."""
+    check_video_path(path)
+    if frames is not None and frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
     import av
 
     try:
         with av.open(path) as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            streams = container.streams
+            if not streams.video:
+                kinds = ", ".join(sorted({s.type for s in streams})) or "none"
+                raise InputError(f"{path} has no video stream (its streams: {kinds})")
+            total = streams.video[0].frames or _count_frames(container)
+        if frames is None:
+            kept, _ = _decode_picked(path, None)
+            wanted = sorted(kept)
+        else:
+            wanted = frame_indices(max(total, 1), frames).tolist()
+            kept, decoded = _decode_picked(path, set(wanted))
+            if len(kept) < len(set(wanted)) and decoded:  # fewer frames than the header said
+                wanted = frame_indices(decoded, frames).tolist()
+                kept, decoded = _decode_picked(path, set(wanted))
+        if not kept:
+            raise InputError(f"no video frames could be decoded from {path}")
+        return np.stack([kept[i] for i in wanted])
+    except InputError:
+        raise
     except Exception as err:  # PyAV raises many types for broken files
-        raise InputError(f"cannot decode video {path}: {err}") from err
-    if not frames:
-        raise InputError(f"no video frames in {path}")
-    return np.stack(frames)
+        raise InputError(f"cannot decode video {path}: {_one_line(err)}") from err
+
+
+def _count_frames(container) -> int:
+    """Frames of the first video stream, counted from its packets (no decoding), for containers
+    that do not say."""
+    stream = container.streams.video[0]
+    return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def _decode_picked(path: str, wanted: set[int] | None) -> tuple[dict[int, np.ndarray], int]:
+    """``({index: RGB array}, frames decoded)``: the ``wanted`` frames (every frame for None),
+    decoding up to the last wanted one or the end of the stream. Only wanted frames are
+    converted and kept."""
+    import av
+
+    last = max(wanted) if wanted is not None else None
+    kept: dict[int, np.ndarray] = {}
+    decoded = 0
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                decoded = index + 1
+                if wanted is None or index in wanted:
+                    kept[index] = frame.to_ndarray(format="rgb24")
+                if last is not None and index >= last:
+                    break
+        except av.error.FFmpegError as err:
+            where = f"after frame {decoded}" if decoded else "at its first frame"
+            raise InputError(
+                f"cannot decode video {path} {where}: {_one_line(err)} (damaged or truncated?)"
+            ) from err
+    return kept, decoded
 
 
 def _messages(prompt: str) -> list[dict]:
@@ -55,14 +141,23 @@ def _messages(prompt: str) -> list[dict]:
 
 
 def _video_processor_config(path: str) -> dict:
-    """The saved video-processor settings: ``video_preprocessor_config.json`` (hub checkpoints)
-    or the ``video_processor`` entry of ``processor_config.json`` (recent transformers)."""
-    single = os.path.join(path, "video_preprocessor_config.json")
-    if os.path.isfile(single):
+    """The saved video-processor settings of a checkpoint directory or hub id:
+    ``video_preprocessor_config.json`` (hub checkpoints) or the ``video_processor`` entry of
+    ``processor_config.json`` (recent transformers)."""
+    from transformers.utils import cached_file
+
+    def find(name: str) -> str | None:
+        if os.path.isdir(path):
+            local = os.path.join(path, name)
+            return local if os.path.isfile(local) else None
+        return cached_file(path, name, _raise_exceptions_for_missing_entries=False)
+
+    single = find("video_preprocessor_config.json")
+    if single:
         with open(single) as f:
             return json.load(f)
-    combined = os.path.join(path, "processor_config.json")
-    if os.path.isfile(combined):
+    combined = find("processor_config.json")
+    if combined:
         with open(combined) as f:
             cfg = json.load(f).get("video_processor")
         if cfg:
@@ -70,13 +165,27 @@ def _video_processor_config(path: str) -> dict:
     raise InputError(f"{path} has no video processor settings (video_preprocessor_config.json)")
 
 
-class VideoPrompter:
-    """Builds ``generate`` inputs for a checkpoint directory (see the module docstring)."""
+def _torchvision_works() -> bool:
+    """Whether torchvision imports (a torchvision built for another torch fails to register its
+    ops, e.g. with the CPU torch 2.13 wheel): transformers' video processors need it."""
+    if importlib.util.find_spec("torchvision") is None:
+        return False
+    try:
+        import torchvision.transforms.v2.functional  # noqa: F401
+    except Exception:
+        return False
+    return True
 
-    def __init__(self, path: str, config):
+
+class VideoPrompter:
+    """Builds ``generate`` inputs for a checkpoint (a directory or a hub id; see the module
+    docstring): ``VideoPrompter(path, model.config)(frames, prompt) -> dict``."""
+
+    def __init__(self, path, config):
+        path = str(path)
         self.path, self.config = path, config
         self.processor = None
-        if importlib.util.find_spec("torchvision") is not None:
+        if _torchvision_works():
             from transformers import AutoProcessor
 
             self.processor = AutoProcessor.from_pretrained(path)
