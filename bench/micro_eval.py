@@ -38,11 +38,11 @@ from specvlm.micro.data import EVAL_SEED_BASE
 from specvlm.tools.common import EMBEDDED
 from specvlm.tools.timing import time_alternately
 from specvlm.tools.video_input import VideoPrompter
-from specvlm.trees import chain
+from specvlm.trees import chain, tree_of_size
 
 TYPES = ("all",) + QUESTION_TYPES
 SELECTORS = ("two_stage", "attention", "uniform", "random")
-TABLES = ("accuracy", "selectors", "reader", "attention", "methods", "speed")
+TABLES = ("accuracy", "selectors", "reader", "attention", "methods", "speed", "sampling")
 
 
 def accuracy_table(pair) -> str:
@@ -257,6 +257,50 @@ def speed_table(target, draft, inputs, drop_rate, new, depths, repeats) -> str:
     return "\n".join(lines)
 
 
+def sampling_table(target, draft, inputs, drop_rate, new, repeats, trees) -> str:
+    """tau and decode speedup when sampling, against the target's own ``generate`` with the same
+    options: temperatures 0.7 and 1.0, both ways of drafting children (the draft's top-k, or
+    drawn without replacement from its distribution), next to greedy. Every run is seeded."""
+    lines = [
+        "| tree | decoding | children | tau | tau / greedy tau | decode speedup |",
+        "|---|---|---|---|---|---|",
+    ]
+    settings = [("greedy", None, "top_k")] + [
+        (f"T={t}", t, c) for t in (0.7, 1.0) for c in ("top_k", "sampled")
+    ]
+    for tree_name, tree in trees.items():
+        greedy_tau = None
+        for name, temperature, children in settings:
+            gen = dict(max_new_tokens=new, do_sample=temperature is not None)
+            if temperature is not None:
+                gen["temperature"] = temperature
+            sd = specvlm.accelerate(
+                (target, draft), drop_rate=drop_rate, tree=tree, children=children
+            )
+            taus, ref_decode, sd_decode = [], 0.0, 0.0
+            for i, x in enumerate(inputs):
+                rng = torch.Generator().manual_seed(i)
+
+                def run_target(s, x=x, i=i, gen=gen):
+                    torch.manual_seed(i)
+                    return target.generate(**x, streamer=s, **gen)
+
+                def run_sd(s, x=x, sd=sd, rng=rng, gen=gen):
+                    return sd.generate(**x, streamer=s, generator=rng, **gen)
+
+                timings = time_alternately({"ref": run_target, "sd": run_sd}, repeats)
+                ref_decode += timings["ref"][1].decode_s
+                sd_decode += timings["sd"][1].decode_s
+                taus.append(sd.last_stats.mean_accepted_length)
+            tau = statistics.mean(taus)
+            greedy_tau = tau if greedy_tau is None else greedy_tau
+            lines.append(
+                f"| {tree_name} | {name} | {children if temperature else '-'} | {tau:.2f} | "
+                f"{tau / greedy_tau:.0%} | {ref_decode / sd_decode:.2f}x |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=48)
@@ -315,6 +359,11 @@ def main() -> None:
             print(f"\n## Methods on captions of {args.clips} held-out clips (drop rate "
                   f"{args.drop_rate}, fastest of {args.repeats} alternating runs)\n")  # fmt: skip
             print(method_table(target, draft, captions, args.drop_rate, new, args.repeats))
+        if "sampling" in tables:
+            print(f"\n## Sampling: captions of {args.clips} held-out clips, drop rate "
+                  f"{args.drop_rate}, fastest of {args.repeats} alternating runs\n")  # fmt: skip
+            trees = {"chain of 4": chain(4), "8 nodes": tree_of_size(8)}
+            print(sampling_table(target, draft, captions, args.drop_rate, new, args.repeats, trees))
         if "speed" in tables:
             for title, inputs in (("captions", captions), ("all question types", mixed)):
                 print(f"\n## CPU speed by draft chain depth (two_stage, drop rate "

@@ -164,33 +164,43 @@ class SpeculativeDecoder:
     # Validation
     # ---------------------------------------------------------------------------------------
     def _check_vocabularies(self) -> None:
+        """Vocabularies may differ by padding rows only (Qwen2.5-VL-3B has 151,936 rows,
+        7B/32B/72B 152,064; LLaVA-OneVision checkpoints pad to different multiples): the draft
+        proposes ids it has, verification runs over the target's whole vocabulary. Special tokens
+        must be the same ids, inside both vocabularies."""
         fam = self.family
-        t_cfg, d_cfg = fam.text_config(self.target), fam.text_config(self.draft)
-        t_vocab = fam.lm_head(self.target).weight.shape[0]
-        d_vocab = fam.lm_head(self.draft).weight.shape[0]
-        if t_cfg.vocab_size != d_cfg.vocab_size or t_vocab != d_vocab:
-            raise ValueError(
-                f"target and draft vocabularies differ (target {t_cfg.vocab_size}, draft "
-                f"{d_cfg.vocab_size}); the draft must share the target's tokenizer"
-            )
-        if fam.video_token_id(self.target) != fam.video_token_id(self.draft):
-            raise ValueError(
-                "target and draft use different video token ids; they must share a tokenizer"
-            )
+        vocab = {
+            role: fam.lm_head(model).weight.shape[0]
+            for role, model in (("target", self.target), ("draft", self.draft))
+        }
+        shared = min(vocab.values())
+        special = {
+            "video_token_id": (fam.video_token_id(self.target), fam.video_token_id(self.draft))
+        }
         t_gen, d_gen = self.target.generation_config, self.draft.generation_config
         for name in ("eos_token_id", "bos_token_id", "pad_token_id"):
             t_val, d_val = getattr(t_gen, name, None), getattr(d_gen, name, None)
-            if t_val is not None and d_val is not None and _as_set(t_val) != _as_set(d_val):
+            if t_val is not None and d_val is not None:
+                special[name] = (_as_set(t_val), _as_set(d_val))
+        for name, (t_val, d_val) in special.items():
+            if t_val != d_val:
                 raise ValueError(
-                    f"target and draft have different {name} ({t_val} vs {d_val}); "
-                    "they must share a tokenizer"
+                    f"target and draft have different {name} ({t_val} vs {d_val}); the draft "
+                    "must share the target's tokenizer"
+                )
+            ids = t_val if isinstance(t_val, set) else {t_val}
+            if any(i >= shared for i in ids):
+                raise ValueError(
+                    f"{name} {sorted(ids)} is outside the smaller vocabulary (target "
+                    f"{vocab['target']}, draft {vocab['draft']} rows): the vocabularies differ by "
+                    "more than padding; the draft must share the target's tokenizer"
                 )
 
     def _check_tree_ranks(self) -> None:
-        vocab = self.family.lm_head(self.draft).weight.shape[0]
+        vocab = min(self.family.lm_head(m).weight.shape[0] for m in (self.target, self.draft))
         if self.tree.max_rank() >= vocab:
             raise ValueError(
-                f"the tree uses the draft's rank-{self.tree.max_rank()} token, but the draft's "
+                f"the tree uses the draft's rank-{self.tree.max_rank()} token, but the shared "
                 f"vocabulary has only {vocab} tokens"
             )
 

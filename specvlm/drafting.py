@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from specvlm.attention import BasePlan, MaskedPlan
-from specvlm.side import Side, ones_mask
+from specvlm.side import PLACEHOLDER_ID, Side, ones_mask
 from specvlm.trees import Tree
 
 
@@ -74,7 +74,7 @@ class TopKChildren:
 # A child slot the picker could not fill (sampled children, the draft's support exhausted): never
 # accepted; the models are fed PLACEHOLDER in its place, and nothing it leads to is ever used.
 EMPTY = -1
-PLACEHOLDER = 0
+PLACEHOLDER = PLACEHOLDER_ID
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,18 @@ from specvlm import positions
 from specvlm.attention import AttentionPlan, attention_plan
 from specvlm.decoder import cache_length, decoder_forward, keep_cache_entries
 
+# What a draft is fed for a token id outside its vocabulary (a padding row of a larger target
+# vocabulary: never a real token). The draft only proposes; the target verifies everything.
+PLACEHOLDER_ID = 0
+
 
 @dataclass
 class Side:
+    """``logits_width``: present the logits in a vocabulary of this width (the target's, for a
+    draft whose vocabulary differs from it only by padding rows): rows the model lacks are
+    ``-inf``, rows beyond the width are dropped. ``known_ids``: ids at or above it are not in the
+    model's vocabulary and are fed as :data:`PLACEHOLDER_ID`. Both None: the model's own."""
+
     decoder: nn.Module
     lm_head: nn.Module
     embed: nn.Module  # input embeddings
@@ -22,6 +31,8 @@ class Side:
     next_pos: torch.Tensor  # CPU long [R]: position of the next token fed (R = 3 for M-RoPE)
     mrope: bool
     device: torch.device  # where the decoder's inputs live
+    logits_width: int | None = None
+    known_ids: int | None = None
     forwards: int = 0
 
     @property
@@ -39,6 +50,8 @@ class Side:
     ) -> torch.Tensor:
         """Feed ``tokens`` at positions ``start + offsets`` (default start: ``next_pos``) and
         return the logits of ``logits_rows`` ``[1, rows, V]``; the cache grows by the tokens."""
+        if self.known_ids is not None:
+            tokens = [t if t < self.known_ids else PLACEHOLDER_ID for t in tokens]
         ids = torch.tensor([tokens], device=self.embed.weight.device)
         start = self.next_pos if start is None else start
         pos = positions.decode_positions(self.mrope, start, offsets, self.device)
@@ -48,7 +61,7 @@ class Side:
                 attention_mask.to(self.device), logits_rows=logits_rows,
             )  # fmt: skip
         self.forwards += 1
-        return logits
+        return logits if self.logits_width is None else _to_width(logits, self.logits_width)
 
     def keep(self, start: int, offsets: list[int]) -> None:
         """Keep cache entries ``< start`` and ``start + offsets``; drop the rest."""
@@ -60,3 +73,12 @@ def ones_mask(length: int, device) -> torch.Tensor:
     (an explicit mask also stops transformers from reading gapped position ids as packed
     sequences)."""
     return torch.ones(1, length, dtype=torch.long, device=device)
+
+
+def _to_width(logits: torch.Tensor, width: int) -> torch.Tensor:
+    """``logits [..., V]`` as ``[..., width]``: cut, or padded with ``-inf``."""
+    vocab = logits.shape[-1]
+    if vocab >= width:
+        return logits[..., :width]
+    pad = logits.new_full((*logits.shape[:-1], width - vocab), float("-inf"))
+    return torch.cat([logits, pad], dim=-1)

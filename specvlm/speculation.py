@@ -205,6 +205,9 @@ def prefill_draft(run: Run, keep_seq: torch.Tensor) -> None:
             ones_mask(embeds.shape[1], device),
             extra=fam.prune_extra(captured.extra, keep_seq),
         )
+    target_vocab = run.target.lm_head.weight.shape[0]
+    draft_vocab = head.weight.shape[0]
+    padded = target_vocab != draft_vocab  # the draft proposes in the target's vocabulary
     run.draft = Side(
         decoder,
         head,
@@ -213,6 +216,8 @@ def prefill_draft(run: Run, keep_seq: torch.Tensor) -> None:
         positions.next_positions(pos),
         fam.mrope,
         device,
+        logits_width=target_vocab if padded else None,
+        known_ids=draft_vocab if padded else None,
     )
     run.stats.draft_forwards += 1
     run.stats.draft_prefill = run.now() - t0

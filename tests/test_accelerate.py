@@ -322,12 +322,37 @@ def test_selector_returning_garbage(family):
         sd.generate(**inputs, max_new_tokens=3)
 
 
-def test_different_vocabularies_refused():
-    target, _ = pair("llava_onevision")
-    other = copy.deepcopy(pair("llava_onevision")[1])
-    other.resize_token_embeddings(160)
-    with pytest.raises(ValueError, match="vocabularies differ"):
-        specvlm.accelerate((target, other))
+@pytest.mark.parametrize("padded", ["draft", "target"])
+def test_vocabularies_differing_by_padding(family, padded):
+    """Same tokenizer, padding rows added to one model (as Qwen2.5-VL-3B vs 7B): lossless, greedy
+    and sampled; the draft never proposes an id it lacks, and is fed a placeholder for one."""
+    target, small = (copy.deepcopy(m) for m in pair(family))
+    (small if padded == "draft" else target).resize_token_embeddings(tm.VOCAB_SIZE + 40)
+    inputs = tm.make_inputs(family, target, seed=14)
+    with torch.no_grad():
+        ref = target.generate(**inputs, do_sample=False, max_new_tokens=NEW)
+        if padded == "target":  # make the target emit a padding id, which the draft lacks
+            start = inputs["input_ids"].shape[1]
+            head = target.get_output_embeddings().weight
+            head[tm.VOCAB_SIZE + 2] = 2 * head[int(ref[0, start + 3])]
+            ref = target.generate(**inputs, do_sample=False, max_new_tokens=NEW)
+            assert tm.VOCAB_SIZE + 2 in ref[0, start:].tolist()
+    for children in ("top_k", "sampled"):
+        sd = specvlm.accelerate((target, small), drop_rate=0.5, children=children)
+        assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref.tolist()
+        out = sd.generate(**inputs, do_sample=True, max_new_tokens=NEW, generator=torch.Generator())
+        assert out.shape == ref.shape
+
+
+def test_different_special_tokens_refused():
+    target, small = (copy.deepcopy(m) for m in pair("llava_onevision"))
+    small.generation_config.eos_token_id = 3
+    with pytest.raises(ValueError, match="eos_token_id"):
+        specvlm.accelerate((target, small))
+    small = copy.deepcopy(pair("llava_onevision")[1])
+    small.resize_token_embeddings(64)  # cuts real tokens (the video token among them)
+    with pytest.raises(ValueError, match="more than padding"):
+        specvlm.accelerate((target, small))
 
 
 def test_mixed_families_refused():
