@@ -109,13 +109,13 @@ def run(args) -> DemoResult:
     target_dir, draft_dir, device = checkpoint_pair(args)
     seed = args.seed or 0
 
-    if args.video:
-        _progress(1, f"reading {args.frames} frames of {args.video}")
+    if args.video:  # read before anything is printed: a bad video is the only output
         frames = read_video(args.video, args.frames)
+        source = f"read {args.frames} frames of {args.video}"
     else:
         clip = args.clip or 0
-        _progress(1, f"making held-out clip {clip} ({args.frames} frames)")
         frames = held_out_clip(clip, frames=args.frames)
+        source = f"made held-out clip {clip} ({args.frames} frames)"
 
     try:  # the prompt needs the config and the processor files only, not the weights
         prompter = VideoPrompter(target_dir, AutoConfig.from_pretrained(target_dir))
@@ -123,6 +123,7 @@ def run(args) -> DemoResult:
     except OSError as err:
         raise ToolError(" ".join(str(err).split())) from err
 
+    _progress(1, source)
     _progress(2, f"loading {target_dir} and {draft_dir}")
     dtype = getattr(torch, args.dtype) if args.dtype else None
     target, draft = load_pair(target_dir, draft_dir, device, dtype)
@@ -267,9 +268,10 @@ def print_record(rec: dict) -> None:
             f"{fmt(rec['e2e_speedup'])}   ({tokens})"
         )
     ttft, ref_ttft = 1000 * rec["specvlm_ttft_s"], 1000 * rec["target_ttft_s"]
+    extra = "scoring, pruning and the draft prefill" if rec["speculated"] else "scoring"
     print(
         f"time to first token: {ttft:.0f} ms (target alone {ref_ttft:.0f} ms; SpecVLM's "
-        "includes scoring, pruning and the draft prefill)"
+        f"includes {extra})"
     )
 
 
