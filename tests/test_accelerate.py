@@ -431,3 +431,10 @@ def test_qwen_inputs_without_mm_token_type_ids(family_name):
     inputs = tm.make_inputs(family_name, target, seed=19)
     bare = {k: v for k, v in inputs.items() if k != "mm_token_type_ids"}
     assert_same(family_name, bare)
+
+
+def test_tree_ranks_beyond_the_vocabulary_refused():
+    """Caught in accelerate(), before any work, not inside generate after the target prefill."""
+    with pytest.raises(ValueError, match="rank-200 token"):
+        specvlm.accelerate(pair("llava_onevision"), tree=[[200]])
+    specvlm.accelerate(pair("llava_onevision"), tree=[[tm.VOCAB_SIZE - 1]])
