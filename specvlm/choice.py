@@ -32,12 +32,15 @@ class TokenChooser:
         self.sampled_children = self.sampling and children == "sampled"
         self.stop_tokens = setup.stop_token_ids
 
-    def _scores(self, rows: list[torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
-        return generation.process_scores(self.setup, rows, logits)
+    def _scores(self, rows, logits: torch.Tensor) -> torch.Tensor:
+        """``rows()``: the rows' sequences, built only when a processor needs them."""
+        if not self.setup.processes_scores:
+            return logits.to(device=self.setup.device, dtype=torch.float32)
+        return generation.process_scores(self.setup, rows(), logits)
 
     def first_token(self, sequence: GeneratedSequence, logits: torch.Tensor) -> int:
         """The token after the prompt, from the prefill's last logits ``[1, V]``."""
-        scores = self._scores([sequence.ids()], logits)
+        scores = self._scores(lambda: [sequence.ids()], logits)
         if not self.sampling:
             return int(scores[0].argmax())
         probs = torch.softmax(scores, dim=-1)
@@ -50,7 +53,9 @@ class TokenChooser:
         setup = self.setup
 
         def pick(logits: torch.Tensor, k: int, paths: list[list[int]]) -> Children:
-            rows = [sequence.extended(path) for path in paths]
+            def rows():
+                return [sequence.extended(path) for path in paths]
+
             q = torch.softmax(self._scores(rows, logits), dim=-1)
             drawn = sampler.sample_children(q, k, setup.generator)
             probs = torch.gather(q, 1, drawn.clamp(min=0)) * (drawn >= 0)
@@ -63,7 +68,10 @@ class TokenChooser:
 
         def decide(proposal: Proposal, logits: torch.Tensor) -> Verdict:
             tree = proposal.tree
-            rows = [sequence.ids()] + [sequence.extended(p) for p in proposal.paths()]
+
+            def rows():
+                return [sequence.ids()] + [sequence.extended(p) for p in proposal.paths()]
+
             scores = self._scores(rows, logits)
             if not self.sampling:
                 accepted, bonus = sampler.accept_greedy(

@@ -248,6 +248,12 @@ class GenerationSetup:
     def prompt_length(self) -> int:
         return self.input_ids.shape[1]
 
+    @property
+    def processes_scores(self) -> bool:
+        """Whether any logits processor runs (else the scores are the logits, and the rows'
+        sequences are not needed)."""
+        return bool(self._stages)
+
 
 def resolve(model, input_ids, generation_config=None, kwargs: dict | None = None):
     """Resolve a ``generate(input_ids, generation_config=..., **kwargs)`` call on ``model``
