@@ -1,14 +1,16 @@
 """``specvlm.accelerate((target, draft))``: the object users hold.
 
 :func:`accelerate` validates the pair and the settings once; :meth:`SpeculativeDecoder.generate`
-resolves the generation options (refusing what it cannot honour before any work), runs the loop
-of :mod:`specvlm.speculation` with both models' attention routed through
+resolves the generation options (refusing what it cannot honour before any work), lets the
+automatic policy (:mod:`specvlm.policy`) choose the call's settings unless they were fixed, runs
+the loop of :mod:`specvlm.speculation` with both models' attention routed through
 :mod:`specvlm.attention`, restores the models, and returns the sequence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -18,21 +20,26 @@ from specvlm.attention import routed_attention
 from specvlm.choice import CHILDREN, TokenChooser
 from specvlm.devices import cuda_devices, synchronized_now
 from specvlm.families import Family, family_of
-from specvlm.generation import GeneratedSequence
+from specvlm.generation import GeneratedSequence, GenerationSetup
+from specvlm.policy import AutoPolicy, Choice
 from specvlm.speculation import Run, Settings, generate_tokens
 from specvlm.stats import GenerationStats
 from specvlm.trees import Tree, default_tree
 
 __all__ = ["GenerationStats", "SpeculativeDecoder", "accelerate"]
 
+DEFAULT_DROP_RATE = 0.9  # with fixed settings (the policy off) and no drop_rate given
+
 
 def accelerate(
     models: Sequence[nn.Module],
     *,
-    drop_rate: float = 0.9,
+    policy="auto",
+    drop_rate: float | None = None,
+    tree=None,
+    speculate: bool | None = None,
     mass: float = 0.4,
     selector="two_stage",
-    tree=None,
     draft_positions: str | None = None,
     min_draft_confidence: float = 0.0,
     seed: int = 0,
@@ -43,11 +50,23 @@ def accelerate(
     Args:
         models: ``(target, draft)``: two stock transformers models of one supported family
             (LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL) with the same vocabulary.
-        drop_rate: share of the video tokens the draft does not see, in ``[0, 1)``.
+        policy: ``"auto"`` (default): each call, :mod:`specvlm.policy` chooses the drop rate
+            (0 included), the tree and whether to speculate at all, from forward costs
+            measured on this hardware (once per pair, device, dtype and context length) and
+            the acceptance seen so far; ``None``: the fixed settings below; or an
+            :class:`~specvlm.policy.AutoPolicy` (e.g. shared between decoders of one pair).
+            Giving ``drop_rate``, ``tree`` or ``speculate=True`` also fixes the settings: the
+            values given, and the defaults (drop rate 0.9, the default tree) for the others.
+            The choice never changes the output, only the speed; ``last_stats`` reports it.
+        drop_rate: share of the video tokens the draft does not see, in ``[0, 1)``; fixed
+            settings default to 0.9.
+        tree: a :class:`~specvlm.trees.Tree` or a list of top-k rank paths; fixed settings
+            default to the default tree (48 nodes, depth 6).
+        speculate: ``False``: the target decodes alone (plain decoding, no draft forward);
+            ``True``: always speculate (fixed settings); ``None``: the policy decides.
         mass: Stage I share of the total attention mass (``two_stage`` selector), in ``[0, 1]``.
         selector: ``"two_stage"``, ``"attention"``, ``"uniform"``, ``"random"`` or a callable
             ``(scores [Nv], keep, grid) -> indices``.
-        tree: a :class:`~specvlm.trees.Tree`, a list of top-k rank paths, or None (default tree).
         draft_positions: 1-D RoPE families: ``"original"`` (default; kept tokens keep their
             positions, with gaps) or ``"compact"`` (consecutive positions, as the published
             code). M-RoPE families always use the original 3-D positions. Measured in
@@ -68,6 +87,8 @@ def accelerate(
     return SpeculativeDecoder(
         models[0],
         models[1],
+        policy=policy,
+        speculate=speculate,
         drop_rate=drop_rate,
         mass=mass,
         selector=selector,
@@ -91,8 +112,6 @@ def _check_rate(name: str, value, low: float, high: float, high_open: bool) -> f
 
 
 def _as_tree(tree) -> Tree:
-    if tree is None:
-        return default_tree()
     if isinstance(tree, Tree):
         return tree
     return Tree.from_paths(tree)
@@ -114,6 +133,8 @@ class SpeculativeDecoder:
         min_draft_confidence=0.0,
         seed=0,
         children="top_k",
+        policy="auto",
+        speculate=None,
     ):
         self.family: Family = family_of(target, "target")
         draft_family = family_of(draft, "draft")
@@ -124,14 +145,26 @@ class SpeculativeDecoder:
             )
         self.target, self.draft = target, draft
         self._check_vocabularies()
-        self.drop_rate = _check_rate("drop_rate", drop_rate, 0.0, 1.0, high_open=True)
+        self.policy = self._resolve_policy(policy, drop_rate, tree, speculate)
+        self.speculate = speculate
+        if speculate is False:
+            if drop_rate is not None or tree is not None:
+                raise ValueError("speculate=False decodes without the draft: no drop_rate or tree")
+        elif self.policy is None:  # fixed settings: the values given, or the defaults
+            drop_rate = DEFAULT_DROP_RATE if drop_rate is None else drop_rate
+            tree = default_tree() if tree is None else tree
+        self.drop_rate = (
+            None
+            if drop_rate is None
+            else _check_rate("drop_rate", drop_rate, 0.0, 1.0, high_open=True)
+        )
         self.mass = _check_rate("mass", mass, 0.0, 1.0, high_open=False)
         self.min_draft_confidence = _check_rate(
             "min_draft_confidence", min_draft_confidence, 0.0, 1.0, high_open=False
         )
         self.selector = selectors.resolve(selector, mass=self.mass, seed=seed)
         self.selector_name = selector if isinstance(selector, str) else "callable"
-        self.tree = _as_tree(tree)
+        self.tree = None if tree is None else _as_tree(tree)
         if draft_positions is None:
             draft_positions = "original"
         if draft_positions not in ("compact", "original"):
@@ -152,13 +185,25 @@ class SpeculativeDecoder:
         self._check_tree_ranks()
         self.settings = Settings(
             self.family,
-            self.drop_rate,
+            self.drop_rate or 0.0,
             self.selector,
             self.tree,
             self.draft_positions,
             self.min_draft_confidence,
+            speculate=speculate is not False,
+            score_video=speculate is not False,
         )
         self.last_stats: GenerationStats | None = None
+
+    @staticmethod
+    def _resolve_policy(policy, drop_rate, tree, speculate) -> AutoPolicy | None:
+        """The automatic policy, or None where the settings are fixed."""
+        if not (policy is None or policy == "auto" or isinstance(policy, AutoPolicy)):
+            raise ValueError(f"policy must be 'auto', None or an AutoPolicy, got {policy!r}")
+        fixed = drop_rate is not None or tree is not None or speculate is not None
+        if policy is None or fixed:
+            return None
+        return policy if isinstance(policy, AutoPolicy) else AutoPolicy()
 
     # ---------------------------------------------------------------------------------------
     # Validation
@@ -196,9 +241,12 @@ class SpeculativeDecoder:
                     "more than padding; the draft must share the target's tokenizer"
                 )
 
+    def _shared_vocab(self) -> int:
+        return min(self.family.lm_head(m).weight.shape[0] for m in (self.target, self.draft))
+
     def _check_tree_ranks(self) -> None:
-        vocab = min(self.family.lm_head(m).weight.shape[0] for m in (self.target, self.draft))
-        if self.tree.max_rank() >= vocab:
+        vocab = self._shared_vocab()
+        if self.tree is not None and self.tree.max_rank() >= vocab:
             raise ValueError(
                 f"the tree uses the draft's rank-{self.tree.max_rank()} token, but the shared "
                 f"vocabulary has only {vocab} tokens"
@@ -227,32 +275,38 @@ class SpeculativeDecoder:
         refused before any work (:mod:`specvlm.generation`).
         """
         setup = generation.resolve(self.target, input_ids, generation_config, kwargs)
-        run = Run(
-            self.settings,
-            self.target,
-            self.draft,
-            dict(setup.model_inputs, input_ids=setup.input_ids),
-            TokenChooser(setup, self.children),
-            GeneratedSequence(setup),
-            setup.streamer,
-            cuda_devices(self.target, self.draft),
-        )
-        self.last_stats = self._run(run)
+        run = self._run(setup)
+        self.last_stats = run.stats
         return run.sequence.ids().clone()
 
-    def _run(self, run: Run) -> GenerationStats:
-        """Run the loop with both models' attention routed, and put the models back as they
-        were (also on error)."""
+    def _run(self, setup: GenerationSetup) -> Run:
+        """Choose the settings (the policy), run the loop with both models' attention routed,
+        and put the models back as they were (also on error)."""
+        inputs = dict(setup.model_inputs, input_ids=setup.input_ids)
+        devices = cuda_devices(self.target, self.draft)
         snapshots = [(m, self.family.snapshot(m)) for m in (self.target, self.draft)]
-        for dev in run.devices:
+        for dev in devices:
             torch.cuda.reset_peak_memory_stats(dev)
-        t_start = synchronized_now(run.devices)
+        t_start = synchronized_now(devices)
         try:
             with (
                 torch.no_grad(),
                 routed_attention(self.family.decoder(self.target)),
                 routed_attention(self.family.decoder(self.draft)),
             ):
+                choice, calibration = self._choose(setup, inputs)
+                run = Run(
+                    self._settings_for(choice),
+                    self.target,
+                    self.draft,
+                    inputs,
+                    TokenChooser(setup, self.children),
+                    GeneratedSequence(setup),
+                    setup.streamer,
+                    devices,
+                )
+                if choice is not None and choice.speculate:
+                    run.keep_speculating = lambda stats: self.policy.keep_speculating(choice, stats)
                 generate_tokens(run)
             if run.streamer is not None:
                 run.streamer.end()
@@ -260,12 +314,56 @@ class SpeculativeDecoder:
             for model, state in snapshots:
                 self.family.restore(model, state)
         stats = run.stats
-        stats.total = synchronized_now(run.devices) - t_start
-        for dev in run.devices:
+        stats.total = synchronized_now(devices) - t_start
+        for dev in devices:
             stats.peak_memory_bytes[str(dev)] = torch.cuda.max_memory_allocated(dev)
         stats.new_tokens = len(run.emitted)
+        self._report(stats, run.settings, choice, calibration)
         stats.finish()
-        return stats
+        if choice is not None:
+            self.policy.observe(choice, stats)
+        return run
+
+    def _choose(self, setup: GenerationSetup, inputs: dict) -> tuple[Choice | None, float]:
+        """The policy's choice for this call (None with fixed settings), and the seconds spent
+        measuring forward costs for it."""
+        if self.policy is None:
+            return None, 0.0
+        layout = self.family.video_layout(self.target, setup.input_ids, inputs)
+        return self.policy.choose(
+            self.family,
+            self.target,
+            self.draft,
+            prompt_len=setup.prompt_length,
+            video_tokens=0 if layout is None else layout.num_tokens,
+            max_new_tokens=setup.max_new_tokens,
+            max_rank=self._shared_vocab() - 1,
+        )
+
+    def _settings_for(self, choice: Choice | None) -> Settings:
+        if choice is None:
+            return self.settings
+        return replace(
+            self.settings,
+            drop_rate=choice.drop_rate,
+            tree=choice.tree,
+            speculate=choice.speculate,
+            score_video=choice.score_video,
+        )
+
+    def _report(self, stats: GenerationStats, settings: Settings, choice, calibration) -> None:
+        """The settings the call ran with, into its stats."""
+        stats.policy = "fixed" if choice is None else "auto"
+        stats.speculated = settings.speculate
+        stats.drop_rate = settings.drop_rate if settings.speculate else 0.0
+        stats.tree = settings.tree if settings.speculate else None
+        stats.tree_size = stats.tree.size if stats.tree is not None else 0
+        stats.tree_depth = stats.tree.depth if stats.tree is not None else 0
+        stats.calibration = calibration
+        if choice is None:
+            stats.reason = "fixed settings" if settings.speculate else "plain decoding requested"
+        else:
+            stats.predicted_speedup, stats.reason = choice.predicted_speedup, choice.reason
 
 
 def _as_set(value) -> set[int]:

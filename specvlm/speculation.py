@@ -3,7 +3,7 @@
 1. :func:`prefill_target`: the target's multimodal wrapper runs unchanged up to its text decoder
    (:func:`~specvlm.decoder.capture_decoder_inputs`); the decoder prefills the prompt with its own
    attention while :mod:`specvlm.attention` adds each layer's text-to-video attention into one
-   fp32 buffer. The last logits give the first new token.
+   fp32 buffer (when the video is to be pruned). The last logits give the first new token.
 2. :func:`prune`: the selector picks ``keep`` grid tokens (:func:`~specvlm.selectors.keep_count`).
 3. :func:`prefill_draft`: the draft prefills the text and the kept video tokens only, with
    positions from :mod:`specvlm.positions` (1-D compacted or original; M-RoPE: original 3-D).
@@ -11,13 +11,18 @@
    level by level, :mod:`specvlm.drafting`) -> **verify** (the target scores every node in one
    forward and the token chooser accepts a path, :mod:`specvlm.verify`) -> **commit** (both
    caches keep only that path) -> **emit** (the path and the bonus token, one at a time, until a
-   stopping criterion holds).
+   stopping criterion holds). After each step the run may give up speculating (the automatic
+   policy, when the acceptance seen does not pay for drafting).
+5. :func:`decode_plain`: the target alone, one forward per token, as ``target.generate`` does:
+   the whole decode when speculation was not chosen (steps 2-4 are skipped), or the rest of it
+   after speculation gave up.
 
 All steps share one :class:`Run`, the state of the call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -47,6 +52,8 @@ class Settings:
     tree: Tree
     draft_positions: str  # "original" | "compact"
     min_draft_confidence: float
+    speculate: bool = True  # False: the target decodes alone (steps 2-4 skipped)
+    score_video: bool = True  # score the video in the target prefill (pruning needs it)
 
 
 @dataclass
@@ -62,6 +69,8 @@ class Run:
     streamer: object | None
     devices: list[torch.device]  # CUDA devices to synchronise for timings
     stats: GenerationStats = field(default_factory=GenerationStats)
+    # asked after every speculative step; False: go on with plain decoding (None: never)
+    keep_speculating: Callable[[GenerationStats], bool] | None = None
     target: Side | None = None  # set by prefill_target
     draft: Side | None = None  # set by prefill_draft
     layout: VideoLayout | None = None  # where the video tokens are (None: no video)
@@ -104,15 +113,20 @@ def generate_tokens(run: Run) -> None:
         run.streamer.put(run.inputs["input_ids"].cpu())
     root = prefill_target(run)
     finished = run.append(root)
-    if not finished:  # nothing to speculate otherwise: no pruning, no draft prefill
+    speculating = run.settings.speculate and not finished
+    if speculating:  # nothing to speculate otherwise: no pruning, no draft prefill
         keep = prune(run)
         prefill_draft(run, keep)
     # The first new token is handed out once both models hold the prompt: prompt processing
     # (target prefill and scoring, pruning, draft prefill) is time to first token, and decode
     # time is the speculate / verify loop (docs/design.md, "Timing").
     run.stream([root])
+    if speculating:
+        root = speculate(run, root)
+        finished = root is None
     if not finished:
-        speculate(run, root)
+        decode_plain(run, root)
+    count_forwards(run)
 
 
 def prefill_target(run: Run) -> int:
@@ -123,7 +137,8 @@ def prefill_target(run: Run) -> int:
     decoder, head = fam.decoder(model), fam.lm_head(model)
     run.layout = layout = fam.video_layout(model, run.inputs["input_ids"], run.inputs)
     captured = capture_decoder_inputs(model, decoder, _to_device(run.inputs, _device_of(decoder)))
-    plan = BasePlan() if layout is None else ScorePlan(*layout.span, layout.text_start)
+    scoring = layout is not None and run.settings.score_video
+    plan = ScorePlan(*layout.span, layout.text_start) if scoring else BasePlan()
     cache = new_cache()
     device = captured.inputs_embeds.device
     with attention_plan(plan):
@@ -152,12 +167,15 @@ def prefill_target(run: Run) -> int:
     )
     stats.target_forwards += 1
     stats.target_prefill = run.now() - t0
+    stats.scored_video = scoring
     if layout is not None:
-        stats.scoring = plan.scores.seconds
         stats.video_tokens = stats.kept_video_tokens = layout.num_tokens
-        run.video_scores = _gather_scores(plan.scores.buffers, layout)
-        stats.video_grid, stats.video_scores = layout.grid, run.video_scores.float().cpu()
+        stats.video_grid = layout.grid
         stats.kept_indices = torch.arange(layout.num_tokens)
+    if scoring:
+        stats.scoring = plan.scores.seconds
+        run.video_scores = _gather_scores(plan.scores.buffers, layout)
+        stats.video_scores = run.video_scores.float().cpu()
     return root
 
 
@@ -223,8 +241,10 @@ def prefill_draft(run: Run, keep_seq: torch.Tensor) -> None:
     run.stats.draft_prefill = run.now() - t0
 
 
-def speculate(run: Run, root: int) -> None:
-    """Step 4: draft -> verify -> commit -> emit, until generation is finished."""
+def speculate(run: Run, root: int) -> int | None:
+    """Step 4: draft -> verify -> commit -> emit, until generation is finished (returns None) or
+    the run gives up speculating (returns the last emitted token, which the target has not
+    processed yet)."""
     t0 = run.now()
     settings, stats = run.settings, run.stats
     plan = DraftPlan.of(settings.tree)
@@ -249,11 +269,48 @@ def speculate(run: Run, root: int) -> None:
         pending = commit.pending
         stats.accepted_lengths.append(len(verdict.accepted) + 1)
         stats.drafted_depths.append(proposal.tree.depth)
+        stats.record_step(proposal.tree, verdict.accepted)
         if run.emit(verdict.tokens(proposal)):
+            stats.decode += run.now() - t0
+            return None
+        if run.keep_speculating is not None and not run.keep_speculating(stats):
+            stats.fallback_step = len(stats.accepted_lengths)
+            stats.decode += run.now() - t0
+            return pending[-1]
+
+
+def decode_plain(run: Run, last: int) -> None:
+    """Step 5: the target alone feeds the last emitted token and chooses the next one, one
+    forward per token, until generation is finished (what ``target.generate`` does, with the
+    same token chooser and stopping criteria)."""
+    t0 = run.now()
+    target, stats = run.target, run.stats
+    while True:
+        logits = target.step(
+            [last],
+            _ZERO,
+            BasePlan(),
+            ones_mask(target.length + 1, target.device),
+            slice(0, 1),
+        )
+        target.next_pos = target.next_pos + 1
+        last = run.chooser.first_token(run.sequence, logits[0])  # the sequence's next token
+        stats.plain_tokens += 1
+        if run.emit([last]):
             break
-    stats.target_forwards += run.target.forwards
-    stats.draft_forwards += run.draft.forwards
-    stats.decode = run.now() - t0
+    elapsed = run.now() - t0
+    stats.plain_decode += elapsed
+    stats.decode += elapsed
+
+
+def count_forwards(run: Run) -> None:
+    """The forwards each side ran after its prefill (verifications, drafting, plain steps)."""
+    run.stats.target_forwards += run.target.forwards
+    if run.draft is not None:
+        run.stats.draft_forwards += run.draft.forwards
+
+
+_ZERO = torch.zeros(1, dtype=torch.long)
 
 
 # -------------------------------------------------------------------------------------------

@@ -139,7 +139,9 @@ def test_early_stopped_drafting_is_lossless(family, confidence, tree):
     target, small = pair(family)
     inputs = tm.make_inputs(family, target, seed=17)
     ref = reference(target, inputs)
-    sd = specvlm.accelerate((target, small), tree=tree, min_draft_confidence=confidence)
+    sd = specvlm.accelerate(
+        (target, small), policy=None, tree=tree, min_draft_confidence=confidence
+    )
     assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref.tolist()
     depths = sd.last_stats.drafted_depths
     assert len(depths) == len(sd.last_stats.accepted_lengths)
@@ -259,7 +261,8 @@ def test_models_unchanged(family):
         raise RuntimeError("selector failure")
 
     with pytest.raises(RuntimeError, match="selector failure"):
-        specvlm.accelerate((target, small), selector=broken).generate(**inputs, max_new_tokens=3)
+        sd = specvlm.accelerate((target, small), policy=None, selector=broken)
+        sd.generate(**inputs, max_new_tokens=3)
     for m, state, impl in zip((target, small), states, impls, strict=True):
         assert m.config.get_text_config()._attn_implementation == impl
         now = m.state_dict()
@@ -314,10 +317,14 @@ def test_bad_selector_and_tree(family):
 def test_selector_returning_garbage(family):
     target, small = pair(family)
     inputs = tm.make_inputs(family, target, seed=15)
-    sd = specvlm.accelerate((target, small), selector=lambda s, k, g: torch.zeros(k + 1).long())
+    sd = specvlm.accelerate(
+        (target, small), policy=None, selector=lambda s, k, g: torch.zeros(k + 1).long()
+    )
     with pytest.raises(ValueError, match="expected keep"):
         sd.generate(**inputs, max_new_tokens=3)
-    sd = specvlm.accelerate((target, small), selector=lambda s, k, g: torch.zeros(k).long())
+    sd = specvlm.accelerate(
+        (target, small), policy=None, selector=lambda s, k, g: torch.zeros(k).long()
+    )
     with pytest.raises(ValueError, match="duplicate"):
         sd.generate(**inputs, max_new_tokens=3)
 

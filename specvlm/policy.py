@@ -1,0 +1,373 @@
+"""The automatic policy (``accelerate(..., policy="auto")``, the default): for each ``generate``
+call, whether to speculate at all, at which drop rate, with which draft tree.
+
+It predicts the time of a call for every candidate and takes the fastest:
+
+* **Plain decoding**: one target forward per new token.
+* **Speculation** at drop rate ``d`` with tree ``T``: the draft's prefill of the kept tokens
+  (and the target's scoring of the video when ``d > 0``), then per step the draft's forwards
+  (the pending chain, then one per tree level below the deepest) and the target's verification
+  of ``|T| + 1`` tokens; a step emits ``tau(T)`` tokens on average.
+
+Forward costs are measured on the user's hardware (:mod:`specvlm.calibration`), once per pair,
+device, dtype and context length (powers of two), and cached here. Acceptance is learned from
+the calls so far: at every node the target's walk reaches, which draft ranks were offered as
+children and which one the target took (``GenerationStats.rank_offers`` / ``rank_hits``), kept
+per drop rate, forgotten geometrically, starting from a prior. With per-rank acceptance rates
+``p``, a node's chance of being accepted is the product of ``p`` along its path, ``tau`` is one
+plus their sum, and the best tree of ``n`` nodes is :func:`specvlm.trees.build_tree` of ``p``
+(here every size up to 64 and depth up to 8 is weighed; the dynamic, per-step tree of EAGLE-2
+is not built). A drop rate that was never tried starts from the acceptance of the full video
+(an optimistic guess: pruning rarely helps the draft) and is tried only when that guess makes it
+clearly faster; what it then does decides whether it stays.
+
+While a call speculates, the policy checks after every step whether the acceptance seen so far
+still pays for the drafting; if not, the call goes on with plain decoding (``fallback_step``).
+After calls that fell back to plain decoding for lack of acceptance, speculation is tried again
+every :data:`PROBE_EVERY` calls. The output is never affected: every path is lossless.
+"""
+
+from __future__ import annotations
+
+import heapq
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+from specvlm import calibration
+from specvlm.calibration import ForwardCosts, Probe, context_bucket
+from specvlm.selectors import keep_count
+from specvlm.stats import GenerationStats
+from specvlm.trees import Tree
+
+DROP_RATES = (0.0, 0.5, 0.75, 0.9)
+TREE_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64)
+MAX_DEPTH = 8
+MAX_RANKS = 8
+# Before anything is observed: acceptance by draft rank of a same-family draft (the default
+# tree's assumption), worth PRIOR_WEIGHT offers of each rank.
+PRIOR = (0.72, 0.12, 0.05, 0.03, 0.02, 0.015, 0.01, 0.008)
+PRIOR_WEIGHT = 2.0
+MEMORY = 0.8  # weight of the counts so far when a call's counts are added
+EXPLORE_GAIN = 0.10  # an untried drop rate must look this much faster to be tried
+FALLBACK_MARGIN = 1.05  # speculation stops when a token costs this much more than plain decoding
+MIN_STEPS = 3  # steps of a call before the policy may stop speculating
+PROBE_EVERY = 8
+FACTOR_SAMPLES = 5  # observed / predicted decode times: the median of the last few
+_MIN_RATE, _MAX_RATE = 1e-3, 0.999
+
+
+@dataclass
+class RankAcceptance:
+    """Decayed counts, per draft rank, of children offered and taken at the nodes the target
+    reached."""
+
+    offers: list[float] = field(default_factory=list)
+    hits: list[float] = field(default_factory=list)
+
+    @property
+    def observed(self) -> bool:
+        return sum(self.offers) > 0
+
+    def add(self, offers: list[int], hits: list[int], memory: float = MEMORY) -> None:
+        size = max(len(self.offers), len(offers))
+        self.offers = [memory * v for v in _padded(self.offers, size)]
+        self.hits = [memory * v for v in _padded(self.hits, size)]
+        for rank, (o, h) in enumerate(zip(_padded(offers, size), _padded(hits, size), strict=True)):
+            self.offers[rank] += o
+            self.hits[rank] += h
+
+    def rates(self, prior: tuple[float, ...], ranks: int) -> tuple[float, ...]:
+        """Per rank, ``(hits + w * prior) / (offers + w)``; the target takes at most one child,
+        so each rank is capped at what the lower ranks leave (``sum <= 1``); in
+        ``[0.001, 0.999]``."""
+        offers, hits = _padded(self.offers, ranks), _padded(self.hits, ranks)
+        prior = tuple(prior) + (prior[-1],) * max(0, ranks - len(prior))
+        rates, left = [], 1.0
+        for o, h, p in zip(offers, hits, prior[:ranks], strict=True):
+            rate = min((h + PRIOR_WEIGHT * p) / (o + PRIOR_WEIGHT), left)
+            left -= rate
+            rates.append(min(_MAX_RATE, max(_MIN_RATE, rate)))
+        return tuple(rates)
+
+    def plus(self, stats: GenerationStats) -> RankAcceptance:
+        """These counts with a running call's own added (not decayed)."""
+        merged = RankAcceptance(list(self.offers), list(self.hits))
+        merged.add(stats.rank_offers, stats.rank_hits, memory=1.0)
+        return merged
+
+
+def _padded(values: list, size: int) -> list:
+    return list(values[:size]) + [0] * max(0, size - len(values))
+
+
+@lru_cache(maxsize=256)
+def ranked_paths(rates: tuple[float, ...], limit: int = 200, max_depth: int = MAX_DEPTH):
+    """The ``limit`` rank paths of largest value (product of ``rates`` along the path), best
+    first, as ``(path, value)``: the order :func:`specvlm.trees.build_tree` picks them in, so
+    its tree of ``n`` nodes at most ``d`` deep is the first ``n`` of these no longer than ``d``."""
+    heap = [(-rates[r], (r,)) for r in range(len(rates))]
+    heapq.heapify(heap)
+    out = []
+    while heap and len(out) < limit:
+        neg, path = heapq.heappop(heap)
+        out.append((path, -neg))
+        if len(path) < max_depth:
+            for r, p in enumerate(rates):
+                heapq.heappush(heap, (neg * p, path + (r,)))
+    return tuple(out)
+
+
+def tree_tau(tree: Tree, rates: tuple[float, ...]) -> float:
+    """Expected tokens per step of ``tree``: one plus each node's chance of being accepted."""
+    total = 1.0
+    for path in tree.paths:
+        value = 1.0
+        for rank in path:
+            value *= rates[rank] if rank < len(rates) else rates[-1]
+        total += value
+    return total
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the policy chose for one call, and the predictions it was chosen on."""
+
+    speculate: bool
+    drop_rate: float
+    tree: Tree | None
+    predicted_speedup: float | None  # predicted decode time of plain decoding / this choice's
+    reason: str
+    step_seconds: float = 0.0  # predicted seconds of one speculative step (corrected)
+    token_seconds: float = 0.0  # predicted seconds of one plain decoding step (corrected)
+    raw_step_seconds: float = 0.0  # the same from the measured forward costs alone
+    raw_token_seconds: float = 0.0
+
+    @property
+    def score_video(self) -> bool:
+        return self.speculate and self.drop_rate > 0
+
+
+@dataclass
+class _Prediction:
+    seconds: float  # the decode, from the measured forward costs
+    drop_rate: float
+    tree: Tree | None
+    tau: float = 1.0
+    step: float = 0.0  # raw seconds per speculative step
+    untried: bool = False
+
+
+class AutoPolicy:
+    """Chooses each call's settings; holds what it has measured and observed (per pair: one
+    policy per :class:`~specvlm.accelerate.SpeculativeDecoder`).
+
+    ``costs``: measured forward costs, ``{(role, device, dtype): ForwardCosts}``; filled on
+    demand, or given (tests, or costs measured elsewhere). ``drop_rates``: the candidates.
+    """
+
+    def __init__(self, drop_rates=DROP_RATES, costs: dict | None = None):
+        self.drop_rates = tuple(drop_rates)
+        self.costs: dict[tuple[str, str, str], ForwardCosts] = dict(costs or {})
+        self.acceptance: dict[float, RankAcceptance] = {}
+        self.expected_new_tokens: float | None = None
+        self.scoring_seconds = 0.0
+        self.plain_calls = 0  # calls since speculation was last tried
+        self._spec_factors: list[float] = []
+        self._plain_factors: list[float] = []
+
+    # ---------------------------------------------------------------------------------------
+    # Costs
+    # ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _key(role: str, family, model) -> tuple[str, str, str]:
+        weight = family.lm_head(model).weight
+        return role, str(next(family.decoder(model).parameters()).device), str(weight.dtype)
+
+    def calibrate(self, family, target, draft, target_contexts, draft_contexts) -> float:
+        """Measure the buckets of these contexts not measured yet; returns the seconds spent."""
+        probes = []
+        for role, model, contexts, widths in (
+            ("target", target, target_contexts, calibration.TARGET_WIDTHS),
+            ("draft", draft, draft_contexts, calibration.DRAFT_WIDTHS),
+        ):
+            costs = self.costs.setdefault(self._key(role, family, model), ForwardCosts())
+            missing = sorted({context_bucket(c) for c in contexts} - set(costs.forward))
+            if missing:
+                probes.append(Probe(role, model, tuple(missing), widths))
+        if not probes:
+            return 0.0
+        t0 = time.perf_counter()
+        measured = calibration.measure(family, probes)
+        for probe in probes:
+            costs = self.costs[self._key(probe.role, family, probe.model)]
+            for bucket in probe.buckets:
+                prefill, row = measured[(probe.role, bucket)]
+                costs.forward[bucket], costs.prefill[bucket] = row, prefill
+        return time.perf_counter() - t0
+
+    # ---------------------------------------------------------------------------------------
+    # Choosing
+    # ---------------------------------------------------------------------------------------
+    def choose(
+        self,
+        family,
+        target,
+        draft,
+        *,
+        prompt_len: int,
+        video_tokens: int,
+        max_new_tokens: int,
+        max_rank: int,
+        speculate: bool | None = None,
+    ) -> tuple[Choice, float]:
+        """The settings of the next call, and the seconds spent calibrating for it."""
+        new = self.expected_new_tokens or max_new_tokens
+        new = max(1.0, min(float(new), float(max_new_tokens)))
+        decode = max(new - 1.0, 1.0)  # tokens after the first (the prefill gives the first)
+        drops = self.drop_rates if video_tokens else (0.0,)
+        text = prompt_len - video_tokens
+        prompts = {d: text + keep_count(video_tokens, d) for d in drops}  # the draft's
+        ctx_t = int(prompt_len + decode / 2)  # caches at mid-generation
+        ctx_d = {d: int(p + decode / 2) for d, p in prompts.items()}
+        spent = self.calibrate(family, target, draft, [ctx_t], list(ctx_d.values()))
+        tgt = self.costs[self._key("target", family, target)]
+        drf = self.costs[self._key("draft", family, draft)]
+        ranks = max(1, min(MAX_RANKS, max_rank + 1))
+
+        raw_token = tgt.seconds(1, ctx_t)
+        token = raw_token * self._factor(self._plain_factors)
+        plain = decode * token
+        if speculate is False or max_new_tokens <= 1:
+            why = "plain decoding requested" if speculate is False else "one new token"
+            return Choice(False, 0.0, None, 1.0, why, 0.0, token, 0.0, raw_token), spent
+
+        # The fastest speculation: every drop rate, its best tree; the prompt work it adds
+        # (the draft's prefill, the scoring the pruning needs) counts against it.
+        spec_factor = self._factor(self._spec_factors)
+        best, best_total = None, None
+        for d in drops:
+            rates, untried = self._rates(d, ranks)
+            p = self._best_tree(rates, tgt, drf, ctx_t, ctx_d[d], decode)
+            p.drop_rate, p.untried = d, untried
+            total = p.seconds * spec_factor + drf.prefill_seconds(prompts[d])
+            total += self.scoring_seconds if d > 0 else 0.0
+            margin = 1.0 - EXPLORE_GAIN if untried else 1.0
+            if best is None or total < best_total * margin:
+                best, best_total = p, total
+        spec_decode = best.seconds * spec_factor
+        chosen = Choice(
+            True,
+            best.drop_rate,
+            best.tree,
+            plain / spec_decode,
+            "",
+            best.step * spec_factor,
+            token,
+            best.step,
+            raw_token,
+        )
+        if speculate is True:
+            return replace(chosen, reason="speculation requested"), spent
+        if best_total < plain:
+            self.plain_calls = 0
+            why = f"predicted {plain / best_total:.2f}x faster than plain decoding"
+            if best.untried:
+                why += f" (drop rate {best.drop_rate:g} untried: trying it)"
+            return replace(chosen, reason=why), spent
+
+        # Plain decoding is predicted faster. When the measured forward costs alone would let
+        # speculation pay with the prior's acceptance, it is the acceptance (or the overheads)
+        # seen so far that does not: speculation is tried again now and then.
+        hopeful = self._best_tree(PRIOR[:ranks], tgt, drf, ctx_t, ctx_d[0.0], decode)
+        hopeful = hopeful.seconds + drf.prefill_seconds(prompts[0.0]) < decode * raw_token
+        self.plain_calls += 1
+        if hopeful and self.plain_calls >= PROBE_EVERY:
+            self.plain_calls = 0
+            return replace(chosen, reason="probing: speculation has not paid lately"), spent
+        why = (
+            "the acceptance seen so far does not pay for drafting"
+            if hopeful
+            else "the draft is too slow next to the target for speculation to pay"
+        )
+        plain_choice = Choice(False, 0.0, None, 1.0, why, 0.0, token, 0.0, raw_token)
+        return plain_choice, spent
+
+    def _rates(self, drop_rate: float, ranks: int) -> tuple[tuple[float, ...], bool]:
+        """Acceptance rates by rank at ``drop_rate``, and whether that rate is untried (then:
+        the full video's, or the prior)."""
+        base = self.acceptance.get(0.0, RankAcceptance()).rates(PRIOR, ranks)
+        seen = self.acceptance.get(drop_rate)
+        if seen is not None and seen.observed:
+            prior = PRIOR if drop_rate == 0.0 else base
+            return seen.rates(prior, ranks), False
+        return base, drop_rate != 0.0
+
+    @staticmethod
+    def _best_tree(rates, tgt, drf, ctx_t, ctx_d, decode) -> _Prediction:
+        """The fastest tree for these acceptance rates: every size up to 64 at every depth up
+        to :data:`MAX_DEPTH`, the best tree of that size and depth (``build_tree``)."""
+        ranked = ranked_paths(tuple(round(r, 3) for r in rates))
+        best = None
+        draft_first = drf.seconds(1, ctx_d)
+        for depth in range(1, MAX_DEPTH + 1):
+            paths = [(p, v) for p, v in ranked if len(p) <= depth]
+            widths = [0] * (depth + 1)
+            tau = 1.0
+            for n, (path, value) in enumerate(paths, start=1):
+                widths[len(path)] += 1
+                tau += value
+                if n not in TREE_SIZES:
+                    continue
+                levels = max(i for i, w in enumerate(widths) if w)
+                draft_s = draft_first + sum(drf.seconds(widths[i], ctx_d) for i in range(1, levels))
+                step = draft_s + tgt.seconds(n + 1, ctx_t)
+                seconds = max(1.0, decode / tau) * step
+                if best is None or seconds < best.seconds:
+                    best = _Prediction(seconds, 0.0, None, tau, step)
+                    best.tree = [q for q, _ in paths[:n]]
+        best.tree = Tree.from_paths(best.tree)
+        return best
+
+    @staticmethod
+    def _factor(samples: list[float]) -> float:
+        return statistics.median(samples) if samples else 1.0
+
+    # ---------------------------------------------------------------------------------------
+    # During and after a call
+    # ---------------------------------------------------------------------------------------
+    def keep_speculating(self, choice: Choice, stats: GenerationStats) -> bool:
+        """After a speculative step: whether the acceptance seen so far still pays."""
+        if len(stats.accepted_lengths) < MIN_STEPS:
+            return True
+        seen = self.acceptance.get(choice.drop_rate, RankAcceptance()).plus(stats)
+        rates = seen.rates(PRIOR, choice.tree.max_rank() + 1)
+        per_token = choice.step_seconds / tree_tau(choice.tree, rates)
+        return per_token <= choice.token_seconds * FALLBACK_MARGIN
+
+    def observe(self, choice: Choice, stats: GenerationStats) -> None:
+        """Learn from a finished call: acceptance by rank, tokens per call, how the measured
+        forward costs compare with the decode times, the scoring time."""
+        if stats.rank_offers:
+            seen = self.acceptance.setdefault(choice.drop_rate, RankAcceptance())
+            seen.add(stats.rank_offers, stats.rank_hits)
+        if stats.new_tokens:
+            old = self.expected_new_tokens
+            self.expected_new_tokens = (
+                stats.new_tokens if old is None else 0.5 * old + 0.5 * stats.new_tokens
+            )
+        steps = len(stats.accepted_lengths)
+        spec_decode = stats.decode - stats.plain_decode
+        if steps and choice.raw_step_seconds > 0:
+            _push(self._spec_factors, spec_decode / (steps * choice.raw_step_seconds))
+        if stats.plain_tokens and choice.raw_token_seconds > 0:
+            sample = stats.plain_decode / (stats.plain_tokens * choice.raw_token_seconds)
+            _push(self._plain_factors, sample)
+        if stats.scored_video and stats.scoring > 0:
+            self.scoring_seconds = stats.scoring
+
+
+def _push(samples: list[float], value: float) -> None:
+    samples.append(min(3.0, max(0.5, value)))
+    del samples[:-FACTOR_SAMPLES]

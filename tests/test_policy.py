@@ -1,0 +1,401 @@
+"""The automatic policy (``accelerate(policy="auto")``, the default) and plain decoding.
+
+What is checked: the policy chooses plain decoding where speculation cannot pay (a draft as slow
+as the target; a draft whose proposals are never accepted, during the first call already), it
+speculates with a cheap draft and grows the tree with the acceptance it sees, it tries pruning
+only where the measured costs promise a clear gain; the output never changes (token for token
+with ``target.generate``, all three families, whatever the policy chose; plain decoding also
+when sampling, draw for draw with the same seed); every override is honoured; what was chosen
+is reported in ``last_stats``. Forward costs are either measured (the real calibration, on the
+tiny models) or given to the policy, so a test does not depend on this machine's speed.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import specvlm
+from specvlm import policy as pol
+from specvlm.calibration import ForwardCosts, context_bucket
+from specvlm.families import family_of
+from specvlm.policy import AutoPolicy, RankAcceptance, ranked_paths, tree_tau
+from specvlm.selectors import keep_count
+from specvlm.stats import GenerationStats
+from specvlm.trees import Tree, build_tree, chain, default_tree
+from tests import tiny_models as tm
+
+FAMILIES = tm.FAMILIES
+NEW = 12
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with tm.single_threaded():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _reference_kernels(monkeypatch):
+    monkeypatch.setenv("SPECVLM_KERNELS_BACKEND", "reference")
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request):
+    return request.param
+
+
+_PAIRS: dict = {}
+
+
+def pair(family):
+    if family not in _PAIRS:
+        _PAIRS[family] = tm.make_pair(family, seed=0)
+    return _PAIRS[family]
+
+
+def reference(target, inputs, **kw):
+    kw.setdefault("max_new_tokens", NEW)
+    with torch.no_grad():
+        return target.generate(**inputs, do_sample=False, **kw)
+
+
+BUCKETS = tuple(1 << k for k in range(4, 13))  # 16 .. 4096: no calibration needed
+
+
+def costs(target_s, draft_s, *, draft_by_context=None, target=None, draft=None):
+    """A policy's cost table: ``target_s(n)`` / ``draft_s(n)`` seconds for a forward of ``n``
+    tokens at every context (or ``draft_by_context(n, c)``), keyed as the policy keys models."""
+    fam = family_of(target)
+    table = {}
+    for role, model, fn in (
+        ("target", target, lambda n, c: target_s(n)),
+        ("draft", draft, draft_by_context or (lambda n, c: draft_s(n))),
+    ):
+        fc = ForwardCosts()
+        for b in BUCKETS:
+            fc.forward[b] = {n: fn(n, b) for n in (1, 2, 4, 8, 16, 32, 64)}
+            fc.prefill[b] = fn(b, b) / 4
+        table[AutoPolicy._key(role, fam, model)] = fc
+    return table
+
+
+def cheap(target, draft, **kw):
+    """A draft 20x cheaper than the target, both nearly flat in the tokens fed (as small models
+    on a CPU, or a big target on a GPU)."""
+    return AutoPolicy(
+        costs=costs(lambda n: 5e-3 + 2e-5 * n, lambda n: 2.5e-4, target=target, draft=draft, **kw)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The parts: ranked paths, acceptance counts, the cost table
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rates", [(0.72, 0.12, 0.05, 0.03), (0.95, 0.3), (0.5,), (0.2, 0.19)])
+def test_ranked_paths_give_build_tree(rates):
+    ranked = ranked_paths(rates, limit=200, max_depth=6)
+    for depth in range(1, 7):
+        paths = [p for p, _ in ranked if len(p) <= depth]
+        for n in (1, 2, 3, 5, 8, 16, 48):
+            if n <= len(paths):
+                assert Tree.from_paths(paths[:n]) == build_tree(rates, n, depth)
+    # the default tree is the 48 best paths of depth <= 6 for the default assumption
+    assert (
+        Tree.from_paths([p for p, _ in ranked_paths(pol.PRIOR + (0.006, 0.005), max_depth=6)][:48])
+        == default_tree()
+    )
+
+
+def test_tree_tau_is_one_plus_the_acceptance_chance_of_every_node():
+    tree = Tree.from_paths([[0], [1], [0, 0]])
+    assert tree_tau(tree, (0.5, 0.25)) == pytest.approx(1 + 0.5 + 0.25 + 0.25)
+    assert tree_tau(chain(3), (1.0,)) == 4
+
+
+def test_record_step_counts_offers_and_hits_by_rank():
+    tree = Tree.from_paths([[0], [1], [0, 0], [0, 1], [1, 0], [0, 0, 0]])
+    stats = GenerationStats()
+    stats.record_step(tree, [0, 2])  # root -> [0] -> [0, 0]; [0, 0] offers [0, 0, 0], refused
+    stats.record_step(tree, [])  # the root's children both refused
+    stats.record_step(tree, [1, 4])  # rank 1, then its only child
+    assert stats.rank_offers == [6, 4] and stats.rank_hits == [3, 1]
+
+
+def test_rank_acceptance_blends_prior_and_forgets():
+    acc = RankAcceptance()
+    assert acc.rates((0.6, 0.2), 3) == pytest.approx((0.6, 0.2, 0.2))
+    assert acc.rates((0.9, 0.2), 3) == pytest.approx((0.9, 0.1, 0.001))  # capped: sum <= 1
+    acc.add([10, 10], [10, 0])
+    hi, lo = acc.rates((0.6, 0.2), 2)
+    assert hi == pytest.approx((10 + pol.PRIOR_WEIGHT * 0.6) / (10 + pol.PRIOR_WEIGHT))
+    assert lo == pytest.approx((0 + pol.PRIOR_WEIGHT * 0.2) / (10 + pol.PRIOR_WEIGHT))
+    acc.add([10], [0])  # old counts weigh MEMORY
+    assert acc.offers[0] == pytest.approx(10 * pol.MEMORY + 10)
+    assert acc.hits[0] == pytest.approx(10 * pol.MEMORY)
+
+
+def test_forward_costs_interpolate():
+    fc = ForwardCosts({64: {1: 1.0, 4: 4.0}, 256: {1: 3.0, 4: 6.0}}, {64: 10.0, 256: 30.0})
+    assert fc.seconds(2, 64) == pytest.approx(2.0)
+    assert fc.seconds(8, 64) == pytest.approx(8.0)  # linear beyond the widest
+    assert fc.seconds(1, 160) == pytest.approx(2.0)  # linear between contexts
+    assert fc.seconds(1, 16) == 1.0 and fc.seconds(1, 4096) == 3.0  # nearest outside
+    assert fc.prefill_seconds(160) == pytest.approx(20.0)
+    assert [context_bucket(c) for c in (1, 16, 22, 23, 100, 1000)] == [16, 16, 16, 32, 128, 1024]
+
+
+# --------------------------------------------------------------------------------------------
+# Choices, with given costs
+# --------------------------------------------------------------------------------------------
+def choose(policy, target, draft, **kw):
+    args = dict(prompt_len=150, video_tokens=128, max_new_tokens=24, max_rank=100)
+    args.update(kw)
+    choice, spent = policy.choose(family_of(target), target, draft, **args)
+    assert spent == 0.0  # the costs were given
+    return choice
+
+
+def test_plain_decoding_where_the_draft_is_as_slow_as_the_target():
+    target, draft = pair("llava_onevision")
+    same = lambda n: 5e-3 + 2e-5 * n  # noqa: E731
+    policy = AutoPolicy(costs=costs(same, same, target=target, draft=draft))
+    choice = choose(policy, target, draft)
+    assert not choice.speculate and "too slow" in choice.reason
+    # even a perfect draft cannot pay for itself then: no probing either
+    policy.acceptance[0.0] = RankAcceptance([1000.0], [1000.0])
+    for _ in range(2 * pol.PROBE_EVERY):
+        assert not choose(policy, target, draft).speculate
+
+
+def test_speculates_with_a_cheap_draft_and_grows_the_tree_with_acceptance():
+    target, draft = pair("llava_onevision")
+    policy = cheap(target, draft)
+    first = choose(policy, target, draft)
+    assert first.speculate and first.drop_rate == 0.0 and first.predicted_speedup > 1.5
+    assert not first.score_video  # nothing to prune: no scoring
+    policy.acceptance[0.0] = RankAcceptance([100.0, 10.0], [97.0, 1.0])  # a very good draft
+    good = choose(policy, target, draft)
+    assert good.tree.depth > first.tree.depth
+    assert good.predicted_speedup > first.predicted_speedup
+
+
+def test_plain_decoding_once_acceptance_is_seen_to_be_zero_then_probes():
+    target, draft = pair("llava_onevision")
+    policy = cheap(target, draft)
+    assert choose(policy, target, draft).speculate  # the prior promises acceptance
+    policy.acceptance[0.0] = RankAcceptance([50.0] * 8, [0.0] * 8)
+    runs = [choose(policy, target, draft) for _ in range(pol.PROBE_EVERY)]
+    assert not any(c.speculate for c in runs[:-1])
+    assert "acceptance" in runs[0].reason
+    assert runs[-1].speculate and "probing" in runs[-1].reason
+
+
+def test_pruning_is_tried_only_where_the_draft_context_costs():
+    target, draft = pair("llava_onevision")
+    flat = choose(cheap(target, draft), target, draft)
+    assert flat.drop_rate == 0.0
+    # a draft whose forwards cost grows steeply with its context (a long video on a big draft)
+    steep = cheap(target, draft, draft_by_context=lambda n, c: 2.5e-4 + 2e-5 * c)
+    choice = choose(steep, target, draft)
+    assert choice.speculate and choice.drop_rate > 0 and choice.score_video
+    assert "untried" in choice.reason
+    # it turns out the draft accepts nothing without the whole video: back to drop rate 0
+    steep.acceptance[0.0] = RankAcceptance([50.0, 50.0], [45.0, 2.0])
+    steep.acceptance[choice.drop_rate] = RankAcceptance([50.0] * 8, [0.0] * 8)
+    assert choose(steep, target, draft).drop_rate != choice.drop_rate
+
+
+def test_no_video_means_no_pruning():
+    target, draft = pair("llava_onevision")
+    steep = cheap(target, draft, draft_by_context=lambda n, c: 2.5e-4 + 2e-5 * c)
+    assert choose(steep, target, draft, video_tokens=0).drop_rate == 0.0
+
+
+def test_one_new_token_is_plain():
+    target, draft = pair("llava_onevision")
+    assert not choose(cheap(target, draft), target, draft, max_new_tokens=1).speculate
+
+
+# --------------------------------------------------------------------------------------------
+# In the loop: lossless whatever the policy chooses
+# --------------------------------------------------------------------------------------------
+def test_auto_policy_is_the_default_and_reports_its_choice(family):
+    target, draft = pair(family)
+    inputs = tm.make_inputs(family, target, seed=1)
+    sd = specvlm.accelerate((target, draft))
+    assert isinstance(sd.policy, AutoPolicy) and sd.tree is None and sd.drop_rate is None
+    out = sd.generate(**inputs, max_new_tokens=NEW)
+    assert out.tolist() == reference(target, inputs).tolist()
+    stats = sd.last_stats
+    assert stats.policy == "auto" and stats.reason and stats.calibration > 0
+    assert stats.new_tokens == NEW
+    if stats.speculated:
+        assert stats.tree is not None and stats.tree_size == stats.tree.size
+    else:
+        assert stats.draft_forwards == 0 and stats.plain_tokens == NEW - 1
+    keys = set(sd.policy.costs)
+    assert ("target", "cpu", "torch.float32") in keys and ("draft", "cpu", "torch.float32") in keys
+    sd.generate(**inputs, max_new_tokens=NEW)
+    assert sd.last_stats.calibration == 0.0  # measured once, cached on the decoder
+
+
+def test_auto_speculation_is_lossless(family):
+    """Cheap costs given, so the policy speculates; a copy of the target as the draft, so it
+    sees high acceptance and grows its tree from call to call."""
+    target, _ = pair(family)
+    draft = tm.make_copy_draft(target)
+    policy = cheap(target, draft)
+    sd = specvlm.accelerate((target, draft), policy=policy)
+    sizes = []
+    for seed in (2, 3, 4):
+        inputs = tm.make_inputs(family, target, seed=seed)
+        assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == (
+            reference(target, inputs).tolist()
+        )
+        assert sd.last_stats.speculated and sd.last_stats.fallback_step is None
+        sizes.append(sd.last_stats.tree_depth)
+    assert sizes[-1] > sizes[0]
+    assert policy.acceptance[0.0].hits[0] > 0.9 * policy.acceptance[0.0].offers[0]
+
+
+def test_auto_pruning_is_lossless(family):
+    target, draft = pair(family)
+    policy = cheap(target, draft, draft_by_context=lambda n, c: 2.5e-4 + 2e-5 * c)
+    sd = specvlm.accelerate((target, draft), policy=policy)
+    inputs = tm.make_inputs(family, target, seed=5)
+    assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == reference(target, inputs).tolist()
+    stats = sd.last_stats
+    assert stats.speculated and stats.drop_rate > 0 and stats.scored_video
+    assert stats.kept_video_tokens < stats.video_tokens
+    assert stats.video_scores is not None
+
+
+def _never_accepted_draft(family):
+    """A draft whose every proposal the target refuses: its LM head is zero, so it proposes the
+    same tie-broken ids everywhere, and the target is told never to emit them."""
+    target, draft = pair(family)
+    draft = copy.deepcopy(draft)
+    with torch.no_grad():
+        draft.lm_head.weight.zero_()
+    proposed = torch.zeros(1, tm.VOCAB_SIZE).topk(pol.MAX_RANKS, dim=-1).indices[0].tolist()
+    return target, draft, {"suppress_tokens": proposed}
+
+
+def test_zero_acceptance_falls_back_to_plain_decoding_in_the_first_call(family):
+    target, draft, never = _never_accepted_draft(family)
+    sd = specvlm.accelerate((target, draft), policy=cheap(target, draft))
+    for seed in (6, 7):
+        inputs = tm.make_inputs(family, target, seed=seed)
+        ref = reference(target, inputs, **never)
+        assert sd.generate(**inputs, max_new_tokens=NEW, **never).tolist() == ref.tolist()
+        stats = sd.last_stats
+        if seed == 6:  # the prior promised acceptance; none came: plain after a few steps
+            steps = stats.fallback_step
+            assert stats.speculated and steps is not None and pol.MIN_STEPS <= steps <= 6
+            assert stats.accepted_lengths == [1] * steps
+            assert stats.plain_tokens == NEW - 1 - steps
+        else:  # the next call decodes plainly from the start
+            assert not stats.speculated and "acceptance" in stats.reason
+            assert stats.draft_forwards == 0 and stats.plain_tokens == NEW - 1
+
+
+def test_measured_slow_draft_gives_plain_decoding():
+    """Real calibration: the 'draft' is the 3-layer model and the 'target' the 1-layer one, so
+    every draft forward costs more than a target forward."""
+    big, small = pair("llava_onevision")
+    sd = specvlm.accelerate((small, big))
+    inputs = tm.make_inputs("llava_onevision", small, seed=8)
+    assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == reference(small, inputs).tolist()
+    stats = sd.last_stats
+    assert not stats.speculated and "too slow" in stats.reason
+    assert stats.draft_forwards == 0 and stats.draft_prefill == 0.0
+    assert not stats.scored_video and stats.video_scores is None
+
+
+# --------------------------------------------------------------------------------------------
+# Plain decoding and overrides
+# --------------------------------------------------------------------------------------------
+def test_plain_decoding_equals_generate(family):
+    target, draft = pair(family)
+    sd = specvlm.accelerate((target, draft), speculate=False)
+    for seed, kw in ((9, {}), (10, {"max_new_tokens": 1}), (11, {"repetition_penalty": 1.3})):
+        inputs = tm.make_inputs(family, target, seed=seed)
+        kw.setdefault("max_new_tokens", NEW)
+        assert sd.generate(**inputs, **kw).tolist() == reference(target, inputs, **kw).tolist()
+        stats = sd.last_stats
+        assert not stats.speculated and stats.draft_forwards == 0
+        assert stats.target_forwards == stats.new_tokens and stats.policy == "fixed"
+
+
+def test_plain_decoding_stops_at_eos(family):
+    target, draft = pair(family)
+    inputs = tm.make_inputs(family, target, seed=12)
+    greedy = reference(target, inputs)[0, inputs["input_ids"].shape[1] :].tolist()
+    eos = greedy[4]
+    out = specvlm.accelerate((target, draft), speculate=False).generate(
+        **inputs, max_new_tokens=NEW, eos_token_id=[eos, 1]
+    )
+    assert out.tolist() == reference(target, inputs, eos_token_id=[eos, 1]).tolist()
+    assert out.shape[1] - inputs["input_ids"].shape[1] == greedy.index(eos) + 1
+
+
+def test_plain_decoding_samples_as_generate_draws(family):
+    """Sampling: the same draws as ``target.generate`` with the same seed (one multinomial per
+    token from the same processed distribution), so the target's own distribution."""
+    target, draft = pair(family)
+    inputs = tm.make_inputs(family, target, seed=13)
+    sd = specvlm.accelerate((target, draft), speculate=False)
+    options = dict(do_sample=True, temperature=1.5, top_k=40, max_new_tokens=NEW)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            ref = target.generate(**inputs, **options)
+        torch.manual_seed(seed)
+        assert sd.generate(**inputs, **options).tolist() == ref.tolist()
+
+
+def test_overrides_are_honoured():
+    target, draft = pair("llava_onevision")
+    inputs = tm.make_inputs("llava_onevision", target, seed=14)
+    ref = reference(target, inputs).tolist()
+    cases = [
+        ({"drop_rate": 0.5}, 0.5, default_tree()),
+        ({"tree": chain(3)}, 0.9, chain(3)),
+        ({"speculate": True}, 0.9, default_tree()),
+        ({"policy": None}, 0.9, default_tree()),
+        ({"policy": None, "drop_rate": 0.0, "tree": [[0], [1]]}, 0.0, Tree.from_paths([[0], [1]])),
+    ]
+    for kwargs, drop_rate, tree in cases:
+        sd = specvlm.accelerate((target, draft), **kwargs)
+        assert sd.policy is None
+        assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref
+        stats = sd.last_stats
+        assert stats.policy == "fixed" and stats.speculated and stats.fallback_step is None
+        assert stats.drop_rate == drop_rate and stats.tree == tree
+        assert stats.scored_video  # as before the policy existed, even at drop rate 0
+        assert stats.kept_video_tokens == keep_count(stats.video_tokens, drop_rate)
+    sd = specvlm.accelerate((target, draft), speculate=False)
+    sd.generate(**inputs, max_new_tokens=NEW)
+    assert not sd.last_stats.speculated and sd.last_stats.reason == "plain decoding requested"
+
+
+def test_bad_policy_arguments():
+    target, draft = pair("llava_onevision")
+    with pytest.raises(ValueError, match="policy must be"):
+        specvlm.accelerate((target, draft), policy="fast")
+    with pytest.raises(ValueError, match="speculate=False"):
+        specvlm.accelerate((target, draft), speculate=False, drop_rate=0.5)
+    with pytest.raises(ValueError, match="drop_rate"):
+        specvlm.accelerate((target, draft), drop_rate=1.0)
+
+
+def test_a_policy_can_be_shared_between_decoders():
+    target, draft = pair("llava_onevision")
+    shared = AutoPolicy()
+    inputs = tm.make_inputs("llava_onevision", target, seed=15)
+    specvlm.accelerate((target, draft), policy=shared).generate(**inputs, max_new_tokens=4)
+    sd = specvlm.accelerate((target, draft), policy=shared)
+    sd.generate(**inputs, max_new_tokens=4)
+    assert sd.policy is shared and sd.last_stats.calibration == 0.0
