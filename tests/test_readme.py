@@ -40,7 +40,8 @@ RUN = {
     # `python -m pytest`: a venv made with --system-site-packages may have no pytest script of
     # its own, and a bare `pytest` then runs another Python's (found by this test)
     "python -m pytest bench --benchmark-json=bench.json": (
-        "python -m pytest bench --benchmark-json={tmp}/bench.json -q -p no:cacheprovider -k token_select"
+        "python -m pytest bench --benchmark-json={tmp}/bench.json -q -p no:cacheprovider "
+        "-k token_select"
     ),
     "python bench/report.py bench.json --table docs/kernel_table.md --plot docs/roofline.png": (
         "python bench/report.py {tmp}/bench.json --table {tmp}/kernel_table.md "

@@ -246,13 +246,6 @@ def write_results(results: list[dict], out_dir: str, meta: dict | None = None) -
     return paths
 
 
-def _errors(center: list[float], spreads: list[list[float]]) -> list[list[float]]:
-    """Asymmetric error bars (below, above) from each point's spread of values."""
-    low = [max(0.0, c - min(v)) if v else 0.0 for c, v in zip(center, spreads, strict=True)]
-    high = [max(0.0, max(v) - c) if v else 0.0 for c, v in zip(center, spreads, strict=True)]
-    return [low, high]
-
-
 def _standard_error(values: list[float]) -> float:
     n = len(values)
     if n < 2:
@@ -263,34 +256,33 @@ def _standard_error(values: list[float]) -> float:
 
 def _draw(ax, recs: list[dict], x_of, quantity: str) -> None:
     """One line per method (in :data:`METHODS` order, its own colour and marker): ``quantity``
-    ``"tau"`` (bars: standard error over the clips) or ``"decode"`` / ``"e2e"`` speedup (bars:
-    the range of the repeats' speedups)."""
+    ``"tau"`` (bars: standard error over the clips) or ``"decode"`` / ``"e2e"`` speedup (the
+    fastest-of-repeats value; bars: from the lowest to the highest speedup of one repeat, repeat
+    r of the method against repeat r of the target)."""
     for method in METHODS:
         mine = sorted((r for r in recs if r["method"] == method), key=x_of)
-        if quantity == "tau":
-            mine = [r for r in mine if r.get("mean_accepted_length") is not None]
-            ys = [r["mean_accepted_length"] for r in mine]
-            se = [_standard_error(r.get("tau_per_prompt") or []) for r in mine]
-            err = [se, se]
-        else:
-            if method == "autoregressive":
-                continue
-            key = f"{quantity}_speedup"
-            mine = [r for r in mine if r.get(key) is not None]
-            ys = [r[key] for r in mine]
-            spreads = [[v for v in r.get(key + "_runs") or [] if v is not None] for r in mine]
-            err = _errors(ys, spreads)
-        if not mine:
+        key = "mean_accepted_length" if quantity == "tau" else f"{quantity}_speedup"
+        mine = [r for r in mine if r.get(key) is not None]
+        if not mine or (quantity != "tau" and method == "autoregressive"):
             continue
-        ax.errorbar(
-            [x_of(r) for r in mine],
+        xs, ys = [x_of(r) for r in mine], [r[key] for r in mine]
+        style = dict(color=COLORS[method], capsize=3, linewidth=1.0)
+        if quantity == "tau":
+            se = [_standard_error(r.get("tau_per_prompt") or []) for r in mine]
+            ax.errorbar(xs, ys, yerr=se, fmt="none", **style)
+        else:
+            for x, r in zip(xs, mine, strict=True):
+                runs = [v for v in r.get(key + "_runs") or [] if v is not None]
+                if runs:
+                    mid, half = (min(runs) + max(runs)) / 2, (max(runs) - min(runs)) / 2
+                    ax.errorbar([x], [mid], yerr=[half], fmt="none", **style)
+        ax.plot(
+            xs,
             ys,
-            yerr=err,
             color=COLORS[method],
             marker=MARKERS[method],
             markersize=5,
             linewidth=1.4,
-            capsize=3,
             label=method + (" (drop 0)" if method == "naive_sd" else ""),
         )
     if quantity != "tau":
@@ -381,7 +373,7 @@ def _title(what: str, recs: list[dict], sweep: str, meta: dict, tau: bool) -> st
     mode = meta.get("mode", first.get("mode", "greedy"))
     line2 = (
         f"{clips} held-out clip{'s' * (clips != 1)} per point, {', '.join(fixed)}, {mode}; "
-        f"speedup bars: range over {repeats} repeats" + (", tau bars: s.e. over clips" * tau)
+        f"speedup bars: range of the {repeats} repeats" + (", tau bars: s.e. over clips" * tau)
     )
     where = meta.get("hardware") or hardware()
     return f"specvlm bench: {what}, on {where}\n{line2}"
