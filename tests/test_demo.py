@@ -95,7 +95,17 @@ def test_demo_json_and_figure(pair, tmp_path):
 def test_demo_max_new_tokens_1_says_nothing_was_speculated(pair, tmp_path):
     js = tmp_path / "one.json"
     proc = _cli(
-        "demo", "--target", pair[0], "--draft", pair[1], "--max-new-tokens", "1", "--json", str(js)
+        "demo",
+        "--target",
+        pair[0],
+        "--draft",
+        pair[1],
+        "--max-new-tokens",
+        "1",
+        "--frames",
+        "4",
+        "--json",
+        str(js),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "nothing speculated (--max-new-tokens 1)" in proc.stdout
@@ -104,6 +114,7 @@ def test_demo_max_new_tokens_1_says_nothing_was_speculated(pair, tmp_path):
     rec = json.loads(js.read_text())
     assert rec["speculated"] is False and rec["mean_accepted_length"] is None
     assert rec["decode_speedup"] is None and rec["kept_video_tokens"] is None
+    assert rec["frames"] == 4 and rec["video_tokens"] == 64  # --frames sizes the generated clip
 
 
 def test_demo_samples_with_a_seed(pair, tmp_path):

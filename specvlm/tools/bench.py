@@ -466,8 +466,9 @@ def main(args) -> int:
         )
     print(summary_table(results))
     print(
-        f"({hardware(device)}; {prompts} held-out clips per point, times summed over them, "
-        f"each the fastest of {args.repeats} runs; speedups per token vs autoregressive; {mode})"
+        f"({hardware(device)}; {prompts} held-out clip{'s' * (prompts > 1)} per point, times "
+        f"summed over them, each the fastest of {args.repeats} run{'s' * (args.repeats > 1)}; "
+        f"speedups per token vs autoregressive; {mode})"
     )
     broken = [r for r in results if r["identical"] is False]
     if sampling:
