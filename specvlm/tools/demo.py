@@ -157,7 +157,8 @@ def run(args) -> DemoResult:
     _progress(
         4,
         f"timing the target alone and SpecVLM (draft on {1 - args.drop_rate:.0%} of the video "
-        f"tokens, {describe_sampling(sampling, seed)}), {args.repeats} runs each",
+        f"tokens, {describe_sampling(sampling, seed)}), {args.repeats} "
+        f"run{'s' * (args.repeats > 1)} each",
     )
     with torch.no_grad():
         timings = time_alternately(
