@@ -3,18 +3,31 @@ kept rows (:func:`prune_video_tokens`).
 
 The semantics are those of :func:`specvlm_kernels.reference.select_video_tokens_ref` (read its
 docstring and those of ``stage1_count_ref``, ``frame_quotas_ref``, ``spatial_priority`` and
-``spread_pick``). The design is described in ``docs/kernels/token_select.md``; in short:
+``spread_pick``). The design is described in ``docs/kernels/token_select.md``; in short, every
+launch has a grid of ``(chunks, B)`` programs (many CTAs per row, no atomics):
 
-* ``_select_kernel``: one program per batch row, looping over the row in chunks of ``BLOCK``.
-  Stage I finds the mass threshold by bisection over the int32 bit pattern of the
-  (non-negative) fp32 scores with fp64 sums instead of sorting, Stage II places the remaining
-  slots (spread over the row, or water-filled over frames and taken in spatial-priority order
-  inside each frame), and a final pass compacts the kept indices in ascending order.
+* ``_radix_hist_kernel``, ``P`` launches (``P = ceil(31 / RADIX_BITS)``, 8 for 4-bit digits):
+  a radix select of the Stage-I threshold over the int32 bit patterns of the (non-negative)
+  fp32 scores. Pass ``p`` histograms one digit of the keys that match the prefix found so far
+  (per chunk: counts and fp64 sums per digit), for two searches at once: the mass threshold
+  and the ``keep``-th largest key (the cap). Each program of pass ``p + 1`` first reduces the
+  partial histograms of pass ``p`` (fixed chunk order) to pick that pass's digit; program 0
+  stores the resulting state for the next launch.
+* ``_emit_flat_kernel`` (``grid=None``): the last digit, the threshold and the tie count; each
+  program then derives from the histograms how many Stage-I tokens, ties and free tokens lie
+  before its chunk, and writes the kept indices of its chunk (Stage I, and the Stage-II spread
+  over the free tokens, in closed form) at their output slots.
+* With a frame grid, ``_grid_flags_kernel`` (chunks of whole frames) writes the Stage-I flags
+  and each frame's free count, and ``_grid_walk_kernel`` water-fills the frame quotas (every
+  program over all frames, from the counts), takes each of its frames' quota in spatial-priority
+  order and compacts its chunk's kept indices.
 * ``_gather_rows_kernel`` (``prune_video_tokens`` only): copies the kept feature rows.
 
-Launches: one for ``select_video_tokens``, two for ``prune_video_tokens``; plus the validation
-reduction (one ``torch.aminmax`` and one device sync) that checks the scores are finite and
-non-negative.
+No host synchronisation: the launch configuration depends on shapes only, scratch comes from
+``torch.empty``, so a call can be captured in a CUDA graph (after a warm-up call, which compiles
+the kernels and caches the frame's priority order on the device). Scores that are negative,
+infinite or NaN are read as 0 by the kernels; the public functions reject them on CPU tensors
+(and on CUDA tensors with ``SPECVLM_KERNELS_DEBUG=1``, at the cost of one sync).
 """
 
 from __future__ import annotations
@@ -32,7 +45,14 @@ from specvlm_kernels._checks import (
     check_same_device,
     check_tensor,
 )
-from specvlm_kernels._dispatch import REFERENCE, backend_for
+from specvlm_kernels._dispatch import (
+    REFERENCE,
+    backend_for,
+    check_compiled,
+    device_guard,
+    gpu_config,
+    value_checks,
+)
 from specvlm_kernels.reference import (
     prune_video_tokens_ref,
     select_video_tokens_ref,
@@ -41,13 +61,14 @@ from specvlm_kernels.reference import (
 
 __all__ = ["select_video_tokens", "prune_video_tokens"]
 
-# Token positions are int32 inside the selection kernel (row offsets are int64).
+# Token positions are int32 inside the kernels (row offsets are int64).
 MAX_TOKENS = 2**30
+KEY_BITS = 31  # keys are non-negative int32: bit 31 is always 0
 _NO_KEY = tl.constexpr(2**31 - 1)  # larger than the bit pattern of any finite non-negative fp32
 
 
 # --------------------------------------------------------------------------------------------
-# Triton kernels
+# Triton helpers
 # --------------------------------------------------------------------------------------------
 @triton.jit
 def _spread_pick(rank, count, total):
@@ -63,230 +84,506 @@ def _spread_pick(rank, count, total):
 
 
 @triton.jit
-def _load_block(row_ptr, idx, nv, stride_sn):
-    """Scores of one block as fp32, their order-preserving int32 keys (non-negative scores sort
-    like their bit patterns; -0.0 -> key 0) and the in-row mask."""
-    in_row = idx < nv
+def _picks_before(ranks, count, total):
+    """How many of the ranks ``0 .. ranks - 1`` :func:`_spread_pick` picks: the pick counts
+    telescope to ``before(ranks) = (2 * ranks * count + total) // (2 * max(total, 1))``."""
+    ranks = ranks.to(tl.int64)
+    count = count.to(tl.int64)
+    total = total.to(tl.int64)
+    return ((2 * ranks * count + total) // (2 * tl.maximum(total, 1))).to(tl.int32)
+
+
+@triton.jit
+def _load_block(row_ptr, idx, end, stride_sn):
+    """Scores of one block as fp32 and their order-preserving int32 keys (non-negative scores
+    sort like their bit patterns; -0.0 -> key 0), plus the mask ``idx < end``. A negative,
+    infinite or NaN score is read as 0."""
+    in_row = idx < end
     x = tl.load(row_ptr + idx.to(tl.int64) * stride_sn, mask=in_row, other=0.0).to(tl.float32)
+    x = tl.where((x >= 0.0) & (x < float("inf")), x, 0.0)
     key = tl.maximum(x.to(tl.int32, bitcast=True), 0)
     return x, key, in_row
 
 
 @triton.jit
-def _select_kernel(
+def _resolve(
+    cnt_in,
+    sum_in,
+    st_f_in,
+    st_i_in,
+    row,
+    n_chunks,
+    keep,
+    mass,
+    RESOLVE_FIRST: tl.constexpr,
+    BINS: tl.constexpr,
+    RB: tl.constexpr,
+):
+    """Reduce one pass's partial histograms of ``row`` (chunks in a fixed order, ``RB`` at a
+    time) and pick that pass's digit for both searches.
+
+    Mass search: the largest digit ``d`` with ``S(d) >= target``, ``S(d)`` the fp64 sum of the
+    scores whose key is above the prefix or on it with a digit ``>= d`` (0 if none: possible
+    only through fp64 rounding). Count search: the largest ``d`` with ``C(d) >= keep``. Returns
+    the state after the pass: ``target``, ``S`` and count above the new mass prefix, the new
+    mass prefix, the count above and the new count prefix, the number of keys on the digit of
+    the mass search, and both digits."""
+    bins = tl.arange(0, BINS)
+    chunk_offs = tl.arange(0, RB)
+    cnt_s = tl.zeros([BINS], dtype=tl.int32)
+    cnt_c = tl.zeros([BINS], dtype=tl.int32)
+    sums = tl.zeros([BINS], dtype=tl.float64)
+    for c0 in range(0, n_chunks, RB):
+        chunk = c0 + chunk_offs
+        ok = (chunk < n_chunks)[:, None]
+        part = row * n_chunks + chunk.to(tl.int64)
+        cnt_s += tl.sum(tl.load(cnt_in + part[:, None] * (2 * BINS) + bins[None, :], ok, 0), 0)
+        cnt_c += tl.sum(
+            tl.load(cnt_in + part[:, None] * (2 * BINS) + BINS + bins[None, :], ok, 0), 0
+        )
+        sums += tl.sum(tl.load(sum_in + part[:, None] * BINS + bins[None, :], ok, 0.0), 0)
+    # suffix sums over the digits: row d of the triangle adds the bins >= d
+    upper = bins[None, :] >= bins[:, None]
+    suffix_s = tl.sum(tl.where(upper, sums[None, :], 0.0), 1)
+    suffix_cs = tl.sum(tl.where(upper, cnt_s[None, :], 0), 1)
+    suffix_cc = tl.sum(tl.where(upper, cnt_c[None, :], 0), 1)
+    if RESOLVE_FIRST:
+        total = tl.sum(tl.where(bins == 0, suffix_s, 0.0), 0)  # = S(0), bit for bit
+        target = mass * total
+        s_above = tl.zeros((), dtype=tl.float64)
+        prefix_s = tl.zeros((), dtype=tl.int32)
+        c_above_s = tl.zeros((), dtype=tl.int32)
+        prefix_c = tl.zeros((), dtype=tl.int32)
+        c_above_c = tl.zeros((), dtype=tl.int32)
+    else:
+        target = tl.load(st_f_in + row * 2)
+        s_above = tl.load(st_f_in + row * 2 + 1)
+        prefix_s = tl.load(st_i_in + row * 4)
+        c_above_s = tl.load(st_i_in + row * 4 + 1)
+        prefix_c = tl.load(st_i_in + row * 4 + 2)
+        c_above_c = tl.load(st_i_in + row * 4 + 3)
+    big_s = s_above + suffix_s
+    big_cs = c_above_s + suffix_cs
+    big_cc = c_above_c + suffix_cc
+    d_s = tl.maximum(tl.max(tl.where(big_s >= target, bins, -1), 0), 0)
+    d_c = tl.maximum(tl.max(tl.where(big_cc >= keep, bins, -1), 0), 0)
+    next_s = bins == d_s + 1
+    last_s = d_s == BINS - 1
+    new_s_above = tl.sum(tl.where(next_s, big_s, 0.0), 0) + tl.where(last_s, s_above, 0.0)
+    new_c_above_s = tl.sum(tl.where(next_s, big_cs, 0), 0) + tl.where(last_s, c_above_s, 0)
+    new_c_above_c = tl.sum(tl.where(bins == d_c + 1, big_cc, 0), 0) + tl.where(
+        d_c == BINS - 1, c_above_c, 0
+    )
+    ties_s = tl.sum(tl.where(bins == d_s, cnt_s, 0), 0)
+    return (
+        target,
+        new_s_above,
+        prefix_s * BINS + d_s,
+        new_c_above_s,
+        prefix_c * BINS + d_c,
+        new_c_above_c,
+        ties_s,
+        d_s,
+        d_c,
+    )
+
+
+@triton.jit
+def _final(
+    cnt_in,
+    sum_in,
+    st_f_in,
+    st_i_in,
+    row,
+    n_chunks,
+    keep,
+    mass,
+    RESOLVE_FIRST: tl.constexpr,
+    BINS: tl.constexpr,
+    RB: tl.constexpr,
+):
+    """Resolve the last pass and turn both thresholds into Stage I: every key ``> tau`` plus the
+    first ``take`` keys ``== tau`` in index order; ``m`` tokens, ``rest = keep - m`` left for
+    Stage II. ``which`` says whose partial counts describe ``tau`` (0 mass, 1 count, -1 none:
+    an empty Stage I) and ``digit`` is its last digit."""
+    target, s_above, tau_s, c_above_s, tau_c, c_above_c, ties_s, d_s, d_c = _resolve(
+        cnt_in, sum_in, st_f_in, st_i_in, row, n_chunks, keep, mass, RESOLVE_FIRST, BINS, RB
+    )
+    has_target = target > 0
+    # Ties at tau_s are taken in index order; the t-th of them is in Stage I iff the sorted
+    # prefix sum before it, S(tau_s + 1) + (t - 1) * v, is still below the target (exactly the
+    # reference's `cumsum < target` count). That prefix grows with t: bisection over t.
+    tie_value = tau_s.to(tl.float32, bitcast=True).to(tl.float64)
+    lo_t = tl.zeros((), dtype=tl.int32) + 1
+    hi_t = tl.maximum(ties_s, 1)
+    while lo_t < hi_t:
+        mid_t = lo_t + (hi_t - lo_t + 1) // 2
+        below = s_above + (mid_t - 1).to(tl.float64) * tie_value < target
+        lo_t = tl.where(below, mid_t, lo_t)
+        hi_t = tl.where(below, hi_t, mid_t - 1)
+    m_mass = tl.where(has_target, c_above_s + lo_t, 0)
+    capped = m_mass > keep
+    tau = tl.where(capped, tau_c, tl.where(has_target, tau_s, _NO_KEY))
+    take = tl.where(capped, keep - c_above_c, tl.where(has_target, lo_t, 0))
+    m = tl.minimum(m_mass, keep)
+    which = tl.where(capped, 1, tl.where(has_target, 0, -1))
+    digit = tl.where(capped, d_c, d_s)
+    return tau, take, m, keep - m, which, digit
+
+
+@triton.jit
+def _chunk_counts(cnt_in, above_in, row, chunk, valid, n_chunks, which, digit, BINS: tl.constexpr):
+    """Per chunk of ``chunk`` (a vector): the keys above the final threshold and the ties on
+    it, from the last pass's partial counts of the search that set the threshold."""
+    bins = tl.arange(0, BINS)
+    sel = tl.maximum(which, 0)
+    part = row * n_chunks + chunk.to(tl.int64)
+    cnt = tl.load(
+        cnt_in + part[:, None] * (2 * BINS) + sel * BINS + bins[None, :], valid[:, None], 0
+    )
+    above = tl.load(above_in + part * 2 + sel, valid, 0)
+    above += tl.sum(tl.where(bins[None, :] > digit, cnt, 0), 1)
+    ties = tl.sum(tl.where(bins[None, :] == digit, cnt, 0), 1)
+    some = valid & (which >= 0)
+    return tl.where(some, above, 0), tl.where(some, ties, 0)
+
+
+@triton.jit
+def _before_chunk(cnt_in, above_in, row, chunk_id, n_chunks, take, which, digit, BINS, RB):
+    """(Stage-I tokens, ties) in the chunks before ``chunk_id``: Stage I of a chunk is its keys
+    above the threshold plus the ties still within ``take`` after the earlier chunks' ties."""
+    chunk_offs = tl.arange(0, RB)
+    stage1 = tl.zeros((), dtype=tl.int32)
+    ties_run = tl.zeros((), dtype=tl.int32)
+    for c0 in range(0, chunk_id, RB):
+        chunk = c0 + chunk_offs
+        valid = chunk < chunk_id
+        above, ties = _chunk_counts(
+            cnt_in, above_in, row, chunk, valid, n_chunks, which, digit, BINS
+        )
+        ties_before = ties_run + tl.cumsum(ties, 0) - ties
+        taken = tl.minimum(tl.maximum(take - ties_before, 0), ties)
+        stage1 += tl.sum(above + taken, 0)
+        ties_run += tl.sum(ties, 0)
+    return stage1, ties_run
+
+
+# --------------------------------------------------------------------------------------------
+# Triton kernels
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _radix_hist_kernel(
+    scores_ptr,
+    stride_sb,
+    stride_sn,
+    nv,
+    chunk_len,
+    n_chunks,
+    keep,
+    mass: tl.float64,
+    shift,
+    prev_shift,
+    cnt_out,  # int32 [B, chunks, 2, BINS]: this pass's counts (mass search, count search)
+    sum_out,  # fp64 [B, chunks, BINS]: this pass's score sums (mass search)
+    above_out,  # int32 [B, chunks, 2]: keys above the previous prefixes (both searches)
+    cnt_in,  # the previous pass's partials (unused when FIRST)
+    sum_in,
+    st_f_in,  # state before the previous pass (unused when FIRST or RESOLVE_FIRST)
+    st_i_in,
+    st_f_out,  # state after the previous pass (program 0 writes it)
+    st_i_out,
+    FIRST: tl.constexpr,
+    RESOLVE_FIRST: tl.constexpr,
+    BINS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    RB: tl.constexpr,
+):
+    chunk_id = tl.program_id(0)
+    row = tl.program_id(1).to(tl.int64)
+    if FIRST:
+        prefix_s = tl.zeros((), dtype=tl.int32)
+        prefix_c = tl.zeros((), dtype=tl.int32)
+    else:
+        target, s_above, prefix_s, c_above_s, prefix_c, c_above_c, _, _, _ = _resolve(
+            cnt_in, sum_in, st_f_in, st_i_in, row, n_chunks, keep, mass, RESOLVE_FIRST, BINS, RB
+        )
+        first = chunk_id == 0
+        tl.store(st_f_out + row * 2, target, mask=first)
+        tl.store(st_f_out + row * 2 + 1, s_above, mask=first)
+        tl.store(st_i_out + row * 4, prefix_s, mask=first)
+        tl.store(st_i_out + row * 4 + 1, c_above_s, mask=first)
+        tl.store(st_i_out + row * 4 + 2, prefix_c, mask=first)
+        tl.store(st_i_out + row * 4 + 3, c_above_c, mask=first)
+
+    bins = tl.arange(0, BINS)
+    offs = tl.arange(0, BLOCK)
+    row_ptr = scores_ptr + row * stride_sb
+    start = chunk_id * chunk_len
+    end = tl.minimum(start + chunk_len, nv)
+    cnt_s = tl.zeros([BINS], dtype=tl.int32)
+    cnt_c = tl.zeros([BINS], dtype=tl.int32)
+    sums = tl.zeros([BINS], dtype=tl.float64)
+    above_s = tl.zeros((), dtype=tl.int32)
+    above_c = tl.zeros((), dtype=tl.int32)
+    for s0 in range(start, end, BLOCK):
+        x, key, in_row = _load_block(row_ptr, s0 + offs, end, stride_sn)
+        digit = (key >> shift) & (BINS - 1)
+        if FIRST:
+            on_s = in_row
+            on_c = in_row
+        else:
+            high = key >> prev_shift
+            on_s = in_row & (high == prefix_s)
+            on_c = in_row & (high == prefix_c)
+            above_s += tl.sum((in_row & (high > prefix_s)).to(tl.int32), 0)
+            above_c += tl.sum((in_row & (high > prefix_c)).to(tl.int32), 0)
+        hit = digit[:, None] == bins[None, :]
+        hit_s = hit & on_s[:, None]
+        cnt_s += tl.sum(hit_s.to(tl.int32), 0)
+        cnt_c += tl.sum((hit & on_c[:, None]).to(tl.int32), 0)
+        sums += tl.sum(tl.where(hit_s, x.to(tl.float64)[:, None], 0.0), 0)
+    part = row * n_chunks + chunk_id
+    tl.store(cnt_out + part * (2 * BINS) + bins, cnt_s)
+    tl.store(cnt_out + part * (2 * BINS) + BINS + bins, cnt_c)
+    tl.store(sum_out + part * BINS + bins, sums)
+    tl.store(above_out + part * 2, above_s)
+    tl.store(above_out + part * 2 + 1, above_c)
+
+
+@triton.jit
+def _emit_flat_kernel(
     scores_ptr,
     stride_sb,
     stride_sn,
     out_ptr,  # int64 [B, keep], contiguous
-    flags_ptr,  # int8 [B, Nv] scratch (grid only): 0 free, 1 Stage I, 2 Stage II
-    frames_ptr,  # int32 [B, 3, T] scratch (grid only): Stage-I prefix at frame ends, free, quota
-    perm_ptr,  # int32 [H * W]: frame positions in spatial-priority order (grid only)
     nv,
+    chunk_len,
+    n_chunks,
+    keep,
+    mass: tl.float64,
+    cnt_in,  # the last pass's partials
+    sum_in,
+    above_in,
+    st_f_in,  # state before the last pass
+    st_i_in,
+    RESOLVE_FIRST: tl.constexpr,
+    BINS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    RB: tl.constexpr,
+):
+    chunk_id = tl.program_id(0)
+    row = tl.program_id(1).to(tl.int64)
+    tau, take, m, rest, which, digit = _final(
+        cnt_in, sum_in, st_f_in, st_i_in, row, n_chunks, keep, mass, RESOLVE_FIRST, BINS, RB
+    )
+    stage1_before, ties_before = _before_chunk(
+        cnt_in, above_in, row, chunk_id, n_chunks, take, which, digit, BINS, RB
+    )
+    start = chunk_id * chunk_len
+    end = tl.minimum(start + chunk_len, nv)
+    n_free = nv - m
+    free_run = start - stage1_before  # free tokens before the chunk
+    kept_run = stage1_before + _picks_before(free_run, rest, n_free)
+    tie_run = ties_before
+    row_ptr = scores_ptr + row * stride_sb
+    out_row = out_ptr + row * keep
+    offs = tl.arange(0, BLOCK)
+    for s0 in range(start, end, BLOCK):
+        idx = s0 + offs
+        x, key, in_row = _load_block(row_ptr, idx, end, stride_sn)
+        tie = (key == tau) & in_row
+        tie_rank = tie_run + tl.cumsum(tie.to(tl.int32), 0)  # 1-based among ties
+        stage1 = in_row & ((key > tau) | (tie & (tie_rank <= take)))
+        free = in_row & (stage1 == 0)
+        free_rank = free_run + tl.cumsum(free.to(tl.int32), 0) - 1
+        kept = stage1 | (free & _spread_pick(free_rank, rest, n_free))
+        slot = kept_run + tl.cumsum(kept.to(tl.int32), 0) - 1
+        tl.store(out_row + slot, idx.to(tl.int64), mask=kept)
+        tie_run += tl.sum(tie.to(tl.int32), 0)
+        free_run += tl.sum(free.to(tl.int32), 0)
+        kept_run += tl.sum(kept.to(tl.int32), 0)
+
+
+@triton.jit
+def _grid_flags_kernel(
+    scores_ptr,
+    stride_sb,
+    stride_sn,
+    flags_ptr,  # int8 [B, Nv] scratch: 1 Stage I, else 0
+    frames_ptr,  # int32 [B, 2, T] scratch: chunk-local Stage-I count at frame ends; free count
+    final_ptr,  # int32 [B, 4]: tau, take, m, rest (program 0 writes it)
+    nv,
+    chunk_len,
+    n_chunks,
     keep,
     mass: tl.float64,
     n_frames,
     frame_size,
-    HAS_GRID: tl.constexpr,
+    frames_per_chunk,
+    cnt_in,
+    sum_in,
+    above_in,
+    st_f_in,
+    st_i_in,
+    RESOLVE_FIRST: tl.constexpr,
+    BINS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    RB: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
+    chunk_id = tl.program_id(0)
+    row = tl.program_id(1).to(tl.int64)
+    tau, take, m, rest, which, digit = _final(
+        cnt_in, sum_in, st_f_in, st_i_in, row, n_chunks, keep, mass, RESOLVE_FIRST, BINS, RB
+    )
+    first = chunk_id == 0
+    tl.store(final_ptr + row * 4, tau, mask=first)
+    tl.store(final_ptr + row * 4 + 1, take, mask=first)
+    tl.store(final_ptr + row * 4 + 2, m, mask=first)
+    tl.store(final_ptr + row * 4 + 3, rest, mask=first)
+    _, tie_run = _before_chunk(
+        cnt_in, above_in, row, chunk_id, n_chunks, take, which, digit, BINS, RB
+    )
+    start = chunk_id * chunk_len
+    end = tl.minimum(start + chunk_len, nv)
+    row_ptr = scores_ptr + row * stride_sb
+    frames_row = frames_ptr + row * 2 * n_frames
+    offs = tl.arange(0, BLOCK)
+    kept_run = tl.zeros((), dtype=tl.int32)  # Stage-I count since the chunk's first frame
+    for s0 in range(start, end, BLOCK):
+        idx = s0 + offs
+        x, key, in_row = _load_block(row_ptr, idx, end, stride_sn)
+        tie = (key == tau) & in_row
+        tie_rank = tie_run + tl.cumsum(tie.to(tl.int32), 0)
+        stage1 = in_row & ((key > tau) | (tie & (tie_rank <= take)))
+        tie_run += tl.sum(tie.to(tl.int32), 0)
+        tl.store(flags_ptr + row * nv + idx, stage1.to(tl.int8), mask=in_row)
+        stage1_upto = kept_run + tl.cumsum(stage1.to(tl.int32), 0)
+        frame_end = in_row & ((idx + 1) % frame_size == 0)
+        tl.store(frames_row + idx // frame_size, stage1_upto, mask=frame_end)
+        kept_run += tl.sum(stage1.to(tl.int32), 0)
+    tl.debug_barrier()  # the frame-end counts above are read by other threads
+    f0 = chunk_id * frames_per_chunk
+    f1 = tl.minimum(f0 + frames_per_chunk, n_frames)
+    toffs = tl.arange(0, BLOCK_T)
+    for t0 in range(f0, f1, BLOCK_T):
+        t = t0 + toffs
+        in_chunk = t < f1
+        upto = tl.load(frames_row + t, mask=in_chunk, other=0)
+        before = tl.load(frames_row + t - 1, mask=in_chunk & (t > f0), other=0)
+        tl.store(frames_row + n_frames + t, frame_size - (upto - before), mask=in_chunk)
+
+
+@triton.jit
+def _grid_walk_kernel(
+    out_ptr,  # int64 [B, keep], contiguous
+    flags_ptr,  # int8 [B, Nv]: 1 Stage I, 0 free; Stage II marks its picks 2
+    frames_ptr,  # int32 [B, 2, T]: slot 1 free counts; slot 0 reused for this chunk's quotas
+    final_ptr,  # int32 [B, 4]: tau, take, m, rest
+    perm_ptr,  # int32 [H * W]: frame positions in spatial-priority order
+    nv,
+    keep,
+    n_frames,
+    frame_size,
+    frames_per_chunk,
     BLOCK: tl.constexpr,
     BLOCK_T: tl.constexpr,
     BLOCK_F: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
-    row = tl.program_id(0).to(tl.int64)
-    row_ptr = scores_ptr + row * stride_sb
+    chunk_id = tl.program_id(0)
+    row = tl.program_id(1).to(tl.int64)
+    rest = tl.load(final_ptr + row * 4 + 3)
+    frames_row = frames_ptr + row * 2 * n_frames
+    free_row = frames_row + n_frames
+    toffs = tl.arange(0, BLOCK_T)
+    # The first BLOCK_T frames stay in registers (all of them unless T > BLOCK_T).
+    head_ok = toffs < n_frames
+    free_head = tl.load(free_row + toffs, mask=head_ok, other=0)
+
+    # water level: largest L in [0, max free] with sum_t min(free_t, L) <= rest
+    hi_l = tl.max(free_head, 0)
+    for t0 in range(BLOCK_T, n_frames, BLOCK_T):
+        t = t0 + toffs
+        hi_l = tl.maximum(hi_l, tl.max(tl.load(free_row + t, mask=t < n_frames, other=0), 0))
+    lo_l = tl.zeros((), dtype=tl.int32)
+    while lo_l < hi_l:
+        mid_l = lo_l + (hi_l - lo_l + 1) // 2
+        filled = tl.sum(tl.minimum(free_head, mid_l).to(tl.int64), 0)
+        for t0 in range(BLOCK_T, n_frames, BLOCK_T):
+            t = t0 + toffs
+            free_t = tl.load(free_row + t, mask=t < n_frames, other=0)
+            filled += tl.sum(tl.minimum(free_t, mid_l).to(tl.int64), 0)
+        fits = filled <= rest
+        lo_l = tl.where(fits, mid_l, lo_l)
+        hi_l = tl.where(fits, hi_l, mid_l - 1)
+    base = tl.sum(tl.minimum(free_head, lo_l).to(tl.int64), 0)
+    n_room = tl.sum((head_ok & (free_head > lo_l)).to(tl.int32), 0)
+    for t0 in range(BLOCK_T, n_frames, BLOCK_T):
+        t = t0 + toffs
+        in_frames = t < n_frames
+        free_t = tl.load(free_row + t, mask=in_frames, other=0)
+        base += tl.sum(tl.minimum(free_t, lo_l).to(tl.int64), 0)
+        n_room += tl.sum((in_frames & (free_t > lo_l)).to(tl.int32), 0)
+    extra = rest - base
+
+    # quotas: min(free, L) + one extra slot for a spread of the frames with room; the kept
+    # tokens of the frames before this chunk give its first output slot
+    f0 = chunk_id * frames_per_chunk
+    f1 = tl.minimum(f0 + frames_per_chunk, n_frames)
+    room_run = tl.zeros((), dtype=tl.int32)
+    kept_before = tl.zeros((), dtype=tl.int32)
+    for t0 in range(0, f1, BLOCK_T):
+        t = t0 + toffs
+        in_frames = t < f1
+        free_t = tl.load(free_row + t, mask=in_frames, other=0)
+        room = in_frames & (free_t > lo_l)
+        room_rank = room_run + tl.cumsum(room.to(tl.int32), 0) - 1
+        bonus = room & _spread_pick(room_rank, extra, n_room)
+        quota = tl.minimum(free_t, lo_l) + bonus.to(tl.int32)
+        before = in_frames & (t < f0)
+        kept_before += tl.sum(tl.where(before, frame_size - free_t + quota, 0), 0)
+        tl.store(frames_row + t, quota, mask=in_frames & (t >= f0))
+        room_run += tl.sum(room.to(tl.int32), 0)
+    tl.debug_barrier()
+
+    # each frame takes its quota of free tokens in spatial-priority order; tiles of BLOCK_F
+    # frames x BLOCK_P priority ranks, a running free count per frame
+    foffs = tl.arange(0, BLOCK_F)
+    poffs = tl.arange(0, BLOCK_P)
+    flags_row = flags_ptr + row * nv
+    for ff in range(f0, f1, BLOCK_F):
+        f = ff + foffs
+        in_frames = f < f1
+        quota = tl.load(frames_row + f, mask=in_frames, other=0)
+        free_seen = tl.zeros((BLOCK_F,), dtype=tl.int32)
+        for p0 in range(0, frame_size, BLOCK_P):
+            p = p0 + poffs
+            in_frame = p < frame_size
+            pos = tl.load(perm_ptr + p, mask=in_frame, other=0)
+            tok = f[:, None] * frame_size + pos[None, :]
+            in_tile = in_frames[:, None] & in_frame[None, :]
+            flag = tl.load(flags_row + tok, mask=in_tile, other=1)
+            free = in_tile & (flag == 0)
+            free_upto = free_seen[:, None] + tl.cumsum(free.to(tl.int32), 1)
+            take_tile = free & (free_upto <= quota[:, None])
+            tl.store(flags_row + tok, tl.full((BLOCK_F, BLOCK_P), 2, tl.int8), mask=take_tile)
+            free_seen += tl.sum(free.to(tl.int32), 1)
+    tl.debug_barrier()
+
+    # compaction of the chunk's tokens in index order
     out_row = out_ptr + row * keep
     offs = tl.arange(0, BLOCK)
-
-    # ---- pass 0: fp64 total and the largest key --------------------------------------------
-    total = tl.zeros((), dtype=tl.float64)
-    max_key = tl.zeros((), dtype=tl.int32)
-    for start in range(0, nv, BLOCK):
-        idx = start + offs
-        x, key, in_row = _load_block(row_ptr, idx, nv, stride_sn)
-        total += tl.sum(x.to(tl.float64), axis=0)
-        max_key = tl.maximum(max_key, tl.max(key, axis=0))
-    target = mass * total
-    has_target = target > 0
-
-    # ---- Stage I: two bisections over keys, sharing passes ---------------------------------
-    # mass:  largest key tau_s with S(key >= tau_s) >= target; invariant S(lo_s) >= target,
-    #        S(hi_s + 1) < target.  S(0) = total >= target; S(max_key + 1) = 0 < target.
-    # count: largest key tau_c with C(key >= tau_c) >= keep (keep >= 1 here); same invariants.
-    # At each failure we record the sum/count at mid = hi + 1, i.e. the values at tau + 1.
-    lo_s = tl.zeros((), dtype=tl.int32)
-    hi_s = tl.where(has_target, max_key, 0)
-    lo_c = tl.zeros((), dtype=tl.int32)
-    hi_c = max_key
-    sum_above_s = tl.zeros((), dtype=tl.float64)  # S(tau_s + 1)
-    cnt_at_s = tl.zeros((), dtype=tl.int32) + nv  # C(tau_s)
-    cnt_above_s = tl.zeros((), dtype=tl.int32)  # C(tau_s + 1)
-    cnt_above_c = tl.zeros((), dtype=tl.int32)  # C(tau_c + 1)
-    while (lo_s < hi_s) | (lo_c < hi_c):
-        mid_s = lo_s + (hi_s - lo_s + 1) // 2  # no lo + hi: keys reach 0x7F7FFFFF
-        mid_c = lo_c + (hi_c - lo_c + 1) // 2
-        s_mid = tl.zeros((), dtype=tl.float64)
-        c_mid_s = tl.zeros((), dtype=tl.int32)
-        c_mid_c = tl.zeros((), dtype=tl.int32)
-        for start in range(0, nv, BLOCK):
-            idx = start + offs
-            x, key, in_row = _load_block(row_ptr, idx, nv, stride_sn)
-            at_or_above_s = key >= mid_s
-            s_mid += tl.sum(tl.where(at_or_above_s, x, 0.0).to(tl.float64), axis=0)
-            c_mid_s += tl.sum(at_or_above_s.to(tl.int32), axis=0)
-            c_mid_c += tl.sum((key >= mid_c).to(tl.int32), axis=0)
-        active_s = lo_s < hi_s
-        up_s = active_s & (s_mid >= target)
-        down_s = active_s & (s_mid < target)
-        lo_s = tl.where(up_s, mid_s, lo_s)
-        cnt_at_s = tl.where(up_s, c_mid_s, cnt_at_s)
-        hi_s = tl.where(down_s, mid_s - 1, hi_s)
-        sum_above_s = tl.where(down_s, s_mid, sum_above_s)
-        cnt_above_s = tl.where(down_s, c_mid_s, cnt_above_s)
-        active_c = lo_c < hi_c
-        up_c = active_c & (c_mid_c >= keep)
-        down_c = active_c & (c_mid_c < keep)
-        lo_c = tl.where(up_c, mid_c, lo_c)
-        hi_c = tl.where(down_c, mid_c - 1, hi_c)
-        cnt_above_c = tl.where(down_c, c_mid_c, cnt_above_c)
-
-    # Ties at tau_s are taken in index order; the t-th of them is in Stage I iff the sorted
-    # prefix sum before it, S(tau_s + 1) + (t - 1) * v, is still below the target (exactly the
-    # reference's `cumsum < target` count). That prefix grows with t: bisection over t.
-    tie_value = lo_s.to(tl.float32, bitcast=True).to(tl.float64)
-    lo_t = tl.zeros((), dtype=tl.int32) + 1
-    hi_t = tl.maximum(cnt_at_s - cnt_above_s, 1)
-    while lo_t < hi_t:
-        mid_t = lo_t + (hi_t - lo_t + 1) // 2
-        below = sum_above_s + (mid_t - 1).to(tl.float64) * tie_value < target
-        lo_t = tl.where(below, mid_t, lo_t)
-        hi_t = tl.where(below, hi_t, mid_t - 1)
-    m_mass = tl.where(has_target, cnt_above_s + lo_t, 0)
-
-    # Stage I = the m = min(m_mass, keep) first tokens in (score desc, index asc) order:
-    # every key > tau plus the first `take` tokens with key == tau in index order.
-    capped = m_mass > keep
-    tau = tl.where(capped, lo_c, tl.where(has_target, lo_s, _NO_KEY))
-    take = tl.where(capped, keep - cnt_above_c, tl.where(has_target, lo_t, 0))
-    m = tl.minimum(m_mass, keep)
-    rest = keep - m  # Stage-II budget
-
-    # ---- Stage-I flags (+ Stage II and compaction when there is no grid) -------------------
-    tie_run = tl.zeros((), dtype=tl.int32)
-    free_run = tl.zeros((), dtype=tl.int32)
-    kept_run = tl.zeros((), dtype=tl.int32)
-    for start in range(0, nv, BLOCK):
-        idx = start + offs
-        x, key, in_row = _load_block(row_ptr, idx, nv, stride_sn)
-        tie = (key == tau) & in_row
-        tie_rank = tie_run + tl.cumsum(tie.to(tl.int32), axis=0)  # 1-based among ties
-        stage1 = in_row & ((key > tau) | (tie & (tie_rank <= take)))
-        tie_run += tl.sum(tie.to(tl.int32), axis=0)
-        if HAS_GRID:
-            tl.store(flags_ptr + row * nv + idx, stage1.to(tl.int8), mask=in_row)
-            # inclusive Stage-I count at each frame's last token -> per-frame counts later
-            stage1_upto = kept_run + tl.cumsum(stage1.to(tl.int32), axis=0)
-            frame_end = in_row & ((idx + 1) % frame_size == 0)
-            tl.store(
-                frames_ptr + row * 3 * n_frames + idx // frame_size, stage1_upto, mask=frame_end
-            )
-            kept_run += tl.sum(stage1.to(tl.int32), axis=0)
-        else:
-            free = in_row & (stage1 == 0)
-            free_rank = free_run + tl.cumsum(free.to(tl.int32), axis=0) - 1
-            kept = stage1 | (free & _spread_pick(free_rank, rest, nv - m))
-            slot = kept_run + tl.cumsum(kept.to(tl.int32), axis=0) - 1
-            tl.store(out_row + slot, idx.to(tl.int64), mask=kept)
-            free_run += tl.sum(free.to(tl.int32), axis=0)
-            kept_run += tl.sum(kept.to(tl.int32), axis=0)
-
-    if HAS_GRID:
-        tl.debug_barrier()  # the frame-end counts and flags above are read by other threads
-        frames_row = frames_ptr + row * 3 * n_frames
-        toffs = tl.arange(0, BLOCK_T)
-        # free tokens per frame, and the largest (upper end of the water level)
-        hi_l = tl.zeros((), dtype=tl.int32)
-        for t0 in range(0, n_frames, BLOCK_T):
-            t = t0 + toffs
-            in_frames = t < n_frames
-            upto = tl.load(frames_row + t, mask=in_frames, other=0)
-            before = tl.load(frames_row + t - 1, mask=in_frames & (t > 0), other=0)
-            free_t = tl.where(in_frames, frame_size - (upto - before), 0)
-            tl.store(frames_row + n_frames + t, free_t, mask=in_frames)
-            hi_l = tl.maximum(hi_l, tl.max(free_t, axis=0))
-        tl.debug_barrier()
-        # water level: largest L in [0, max free] with sum_t min(free_t, L) <= rest
-        lo_l = tl.zeros((), dtype=tl.int32)
-        while lo_l < hi_l:
-            mid_l = lo_l + (hi_l - lo_l + 1) // 2
-            filled = tl.zeros((), dtype=tl.int64)
-            for t0 in range(0, n_frames, BLOCK_T):
-                t = t0 + toffs
-                in_frames = t < n_frames
-                free_t = tl.load(frames_row + n_frames + t, mask=in_frames, other=0)
-                filled += tl.sum(tl.minimum(free_t, mid_l).to(tl.int64), axis=0)
-            fits = filled <= rest
-            lo_l = tl.where(fits, mid_l, lo_l)
-            hi_l = tl.where(fits, hi_l, mid_l - 1)
-        base = tl.zeros((), dtype=tl.int64)
-        n_room = tl.zeros((), dtype=tl.int32)
-        for t0 in range(0, n_frames, BLOCK_T):
-            t = t0 + toffs
-            in_frames = t < n_frames
-            free_t = tl.load(frames_row + n_frames + t, mask=in_frames, other=0)
-            base += tl.sum(tl.minimum(free_t, lo_l).to(tl.int64), axis=0)
-            n_room += tl.sum((in_frames & (free_t > lo_l)).to(tl.int32), axis=0)
-        extra = rest - base
-        # quotas: min(free, L) + one extra slot for a spread of the frames with room
-        room_run = tl.zeros((), dtype=tl.int32)
-        for t0 in range(0, n_frames, BLOCK_T):
-            t = t0 + toffs
-            in_frames = t < n_frames
-            free_t = tl.load(frames_row + n_frames + t, mask=in_frames, other=0)
-            room = in_frames & (free_t > lo_l)
-            room_rank = room_run + tl.cumsum(room.to(tl.int32), axis=0) - 1
-            bonus = room & _spread_pick(room_rank, extra, n_room)
-            quota = tl.minimum(free_t, lo_l) + bonus.to(tl.int32)
-            tl.store(frames_row + 2 * n_frames + t, quota, mask=in_frames)
-            room_run += tl.sum(room.to(tl.int32), axis=0)
-        tl.debug_barrier()
-
-        # each frame takes its quota of free tokens in spatial-priority order;
-        # tiles of BLOCK_F frames x BLOCK_P priority ranks, a running free count per frame
-        foffs = tl.arange(0, BLOCK_F)
-        poffs = tl.arange(0, BLOCK_P)
-        for f0 in range(0, n_frames, BLOCK_F):
-            f = f0 + foffs
-            in_frames = f < n_frames
-            quota = tl.load(frames_row + 2 * n_frames + f, mask=in_frames, other=0)
-            free_seen = tl.zeros((BLOCK_F,), dtype=tl.int32)
-            for p0 in range(0, frame_size, BLOCK_P):
-                p = p0 + poffs
-                in_frame = p < frame_size
-                pos = tl.load(perm_ptr + p, mask=in_frame, other=0)
-                tok = f[:, None] * frame_size + pos[None, :]
-                in_tile = in_frames[:, None] & in_frame[None, :]
-                flag = tl.load(flags_ptr + row * nv + tok, mask=in_tile, other=1)
-                free = in_tile & (flag == 0)
-                free_upto = free_seen[:, None] + tl.cumsum(free.to(tl.int32), axis=1)
-                take_tile = free & (free_upto <= quota[:, None])
-                tl.store(
-                    flags_ptr + row * nv + tok,
-                    tl.full((BLOCK_F, BLOCK_P), 2, tl.int8),
-                    mask=take_tile,
-                )
-                free_seen += tl.sum(free.to(tl.int32), axis=1)
-        tl.debug_barrier()
-
-        # compaction in index order
-        kept_run = tl.zeros((), dtype=tl.int32)
-        for start in range(0, nv, BLOCK):
-            idx = start + offs
-            in_row = idx < nv
-            flag = tl.load(flags_ptr + row * nv + idx, mask=in_row, other=0)
-            kept = in_row & (flag != 0)
-            slot = kept_run + tl.cumsum(kept.to(tl.int32), axis=0) - 1
-            tl.store(out_row + slot, idx.to(tl.int64), mask=kept)
-            kept_run += tl.sum(kept.to(tl.int32), axis=0)
+    kept_run = kept_before
+    end = f1 * frame_size
+    for s0 in range(f0 * frame_size, end, BLOCK):
+        idx = s0 + offs
+        in_row = idx < end
+        flag = tl.load(flags_row + idx, mask=in_row, other=0)
+        kept = in_row & (flag != 0)
+        slot = kept_run + tl.cumsum(kept.to(tl.int32), 0) - 1
+        tl.store(out_row + slot, idx.to(tl.int64), mask=kept)
+        kept_run += tl.sum(kept.to(tl.int32), 0)
 
 
 @triton.jit
@@ -334,14 +631,68 @@ def _priority_order(height: int, width: int, device: torch.device) -> torch.Tens
     return torch.argsort(spatial_priority(height, width)).to(torch.int32).to(device)
 
 
-def _select_config(nv: int, device: torch.device, block: int | None) -> tuple[int, int]:
-    """(BLOCK, num_warps): large chunks on GPU (fewer loop trips per bisection pass), smaller
-    ones under the interpreter, where each op costs a NumPy call whatever its size."""
+def radix_passes(radix_bits: int) -> list[tuple[int, int]]:
+    """``(shift, prev_shift)`` of each radix pass: digits of ``radix_bits`` bits from the top
+    of the 31-bit keys down (the first digit may reach past bit 30: those bins stay empty)."""
+    n_passes = -(-KEY_BITS // radix_bits)
+    shifts = [(n_passes - 1 - p) * radix_bits for p in range(n_passes)]
+    return [(s, shifts[p - 1] if p else 32) for p, s in enumerate(shifts)]
+
+
+def _select_config(
+    nv: int,
+    grid: tuple[int, int, int] | None,
+    device: torch.device,
+    *,
+    block: int | None = None,
+    chunk: int | None = None,
+    radix_bits: int | None = None,
+) -> dict:
+    """Chunking and tile sizes (a fixed heuristic of the shapes only).
+
+    GPU: chunks of 512 tokens (128 programs per row at 64k, about one wave over 132 SMs), one
+    512-token block per chunk (no loop), 4-bit digits (8 radix passes, 16 bins), 8 warps. With a
+    frame grid a chunk is ``max(1, 512 // (H * W))`` whole frames. Interpreter: chunks of up to
+    512 tokens in blocks of 128 (each op costs a NumPy call whatever its size). ``block`` sets
+    both the block and the chunk unless ``chunk`` is given; tests use small ones so many chunks
+    and blocks meet the cross-chunk carries.
+    """
+    on_gpu = gpu_config(device)
+    radix_bits = 4 if radix_bits is None else radix_bits
+    if not 1 <= radix_bits <= 8:  # the suffix sums use a [bins, bins] triangle
+        raise ValueError(f"radix_bits must be in [1, 8], got {radix_bits}")
     if block is None:
-        cap = 4096 if device.type == "cuda" else 512
-        block = max(16, min(cap, triton.next_power_of_2(max(nv, 1))))
-    num_warps = 16 if block >= 4096 else 8 if block >= 1024 else 4
-    return block, num_warps
+        block = 512 if on_gpu else 128
+        block = max(16, min(block, triton.next_power_of_2(max(nv, 1))))
+        default_chunk = 512
+    else:
+        default_chunk = block
+    chunk = default_chunk if chunk is None else chunk
+    if grid is None:
+        frames_per_chunk = 1
+        chunk_len = chunk
+        n_frames = frame_size = 1
+    else:
+        n_frames, height, width = grid
+        frame_size = height * width
+        frames_per_chunk = max(1, chunk // frame_size)
+        chunk_len = frames_per_chunk * frame_size
+    n_chunks = max(1, triton.cdiv(nv, chunk_len))
+    block_t = min(triton.next_power_of_2(n_frames), 1024)
+    block_p = min(triton.next_power_of_2(frame_size), block)
+    block_f = max(1, min(block // block_p, triton.next_power_of_2(frames_per_chunk)))
+    return {
+        "radix_bits": radix_bits,
+        "chunk_len": chunk_len,
+        "n_chunks": n_chunks,
+        "frames_per_chunk": frames_per_chunk,
+        "BLOCK": block,
+        "RB": min(triton.next_power_of_2(n_chunks), 64),
+        "BLOCK_T": block_t,
+        "BLOCK_F": block_f,
+        "BLOCK_P": block_p,
+        "num_warps": 8 if on_gpu and block >= 512 else 4,
+    }
 
 
 def _launch_select(
@@ -351,48 +702,122 @@ def _launch_select(
     grid: tuple[int, int, int] | None,
     *,
     block: int | None = None,
+    chunk: int | None = None,
+    radix_bits: int | None = None,
 ) -> torch.Tensor:
-    """Run ``_select_kernel`` on validated inputs; returns int64 ``[B, keep]``. ``block``
-    overrides the chunk size (tests use small ones to exercise the cross-chunk carries)."""
+    """Run the selection kernels on validated inputs; returns int64 ``[B, keep]``. ``block``,
+    ``chunk`` and ``radix_bits`` override the configuration (for tests)."""
     nb, nv = scores.shape
     device = scores.device
     out = torch.empty(nb, keep, dtype=torch.int64, device=device)
     if nb == 0 or keep == 0:
         return out
-    block, num_warps = _select_config(nv, device, block)
-    if grid is None:
-        n_frames, frame_size = 1, nv
-        flags = frames = perm = out  # unused (HAS_GRID is False): any tensor will do
-        block_t = block_f = block_p = 1
-    else:
+    check_compiled(_radix_hist_kernel, device)
+    cfg = _select_config(nv, grid, device, block=block, chunk=chunk, radix_bits=radix_bits)
+    bins = 1 << cfg["radix_bits"]
+    passes = radix_passes(cfg["radix_bits"])
+    n_chunks, chunk_len = cfg["n_chunks"], cfg["chunk_len"]
+    n_passes = len(passes)
+    part_cnt = torch.empty(n_passes, nb, n_chunks, 2, bins, dtype=torch.int32, device=device)
+    part_sum = torch.empty(n_passes, nb, n_chunks, bins, dtype=torch.float64, device=device)
+    part_above = torch.empty(n_passes, nb, n_chunks, 2, dtype=torch.int32, device=device)
+    st_f = torch.empty(n_passes, nb, 2, dtype=torch.float64, device=device)
+    st_i = torch.empty(n_passes, nb, 4, dtype=torch.int32, device=device)
+    common = dict(BINS=bins, BLOCK=cfg["BLOCK"], RB=cfg["RB"], num_warps=cfg["num_warps"])
+    rows = (n_chunks, nb)
+    with device_guard(device):
+        for p, (shift, prev_shift) in enumerate(passes):
+            prev, before = max(p - 1, 0), max(p - 2, 0)
+            _radix_hist_kernel[rows](
+                scores,
+                scores.stride(0),
+                scores.stride(1),
+                nv,
+                chunk_len,
+                n_chunks,
+                keep,
+                float(mass),
+                shift,
+                prev_shift,
+                part_cnt[p],
+                part_sum[p],
+                part_above[p],
+                part_cnt[prev],
+                part_sum[prev],
+                st_f[before],
+                st_i[before],
+                st_f[prev],
+                st_i[prev],
+                FIRST=p == 0,
+                RESOLVE_FIRST=p == 1,
+                **common,
+            )
+        last, before = n_passes - 1, max(n_passes - 2, 0)
+        resolve = (
+            part_cnt[last],
+            part_sum[last],
+            part_above[last],
+            st_f[before],
+            st_i[before],
+        )
+        if grid is None:
+            _emit_flat_kernel[rows](
+                scores,
+                scores.stride(0),
+                scores.stride(1),
+                out,
+                nv,
+                chunk_len,
+                n_chunks,
+                keep,
+                float(mass),
+                *resolve,
+                RESOLVE_FIRST=n_passes == 1,
+                **common,
+            )
+            return out
         n_frames, height, width = grid
         frame_size = height * width
         flags = torch.empty(nb, nv, dtype=torch.int8, device=device)
-        frames = torch.empty(nb, 3, n_frames, dtype=torch.int32, device=device)
-        perm = _priority_order(height, width, device)
-        block_t = min(triton.next_power_of_2(n_frames), block)
-        block_p = min(triton.next_power_of_2(frame_size), block)
-        block_f = max(1, min(block // block_p, triton.next_power_of_2(n_frames)))
-    _select_kernel[(nb,)](
-        scores,
-        scores.stride(0),
-        scores.stride(1),
-        out,
-        flags,
-        frames,
-        perm,
-        nv,
-        keep,
-        float(mass),
-        n_frames,
-        frame_size,
-        HAS_GRID=grid is not None,
-        BLOCK=block,
-        BLOCK_T=block_t,
-        BLOCK_F=block_f,
-        BLOCK_P=block_p,
-        num_warps=num_warps,
-    )
+        frames = torch.empty(nb, 2, n_frames, dtype=torch.int32, device=device)
+        final = torch.empty(nb, 4, dtype=torch.int32, device=device)
+        _grid_flags_kernel[rows](
+            scores,
+            scores.stride(0),
+            scores.stride(1),
+            flags,
+            frames,
+            final,
+            nv,
+            chunk_len,
+            n_chunks,
+            keep,
+            float(mass),
+            n_frames,
+            frame_size,
+            cfg["frames_per_chunk"],
+            *resolve,
+            RESOLVE_FIRST=n_passes == 1,
+            BLOCK_T=cfg["BLOCK_T"],
+            **common,
+        )
+        _grid_walk_kernel[rows](
+            out,
+            flags,
+            frames,
+            final,
+            _priority_order(height, width, device),
+            nv,
+            keep,
+            n_frames,
+            frame_size,
+            cfg["frames_per_chunk"],
+            BLOCK=cfg["BLOCK"],
+            BLOCK_T=cfg["BLOCK_T"],
+            BLOCK_F=cfg["BLOCK_F"],
+            BLOCK_P=cfg["BLOCK_P"],
+            num_warps=cfg["num_warps"],
+        )
     return out
 
 
@@ -402,26 +827,29 @@ def _launch_gather(features: torch.Tensor, indices: torch.Tensor, out: torch.Ten
     n_chan = features.shape[2]
     if nb == 0 or keep == 0 or n_chan == 0:
         return
-    block_c = min(triton.next_power_of_2(n_chan), 256 if features.device.type == "cuda" else 128)
+    check_compiled(_gather_rows_kernel, features.device)
+    on_gpu = gpu_config(features.device)
+    block_c = min(triton.next_power_of_2(n_chan), 256 if on_gpu else 128)
     block_k = 16
     n_row_blocks = triton.cdiv(keep, block_k)
-    _gather_rows_kernel[(nb * n_row_blocks, triton.cdiv(n_chan, block_c))](
-        features,
-        indices,
-        out,
-        keep,
-        n_chan,
-        n_row_blocks,
-        features.stride(0),
-        features.stride(1),
-        features.stride(2),
-        out.stride(0),
-        out.stride(1),
-        out.stride(2),
-        BLOCK_K=block_k,
-        BLOCK_C=block_c,
-        num_warps=4,
-    )
+    with device_guard(features.device):
+        _gather_rows_kernel[(nb * n_row_blocks, triton.cdiv(n_chan, block_c))](
+            features,
+            indices,
+            out,
+            keep,
+            n_chan,
+            n_row_blocks,
+            features.stride(0),
+            features.stride(1),
+            features.stride(2),
+            out.stride(0),
+            out.stride(1),
+            out.stride(2),
+            BLOCK_K=block_k,
+            BLOCK_C=block_c,
+            num_warps=4,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,8 +886,10 @@ def _validate(scores, keep, mass, grid) -> tuple[int, float, tuple[int, int, int
 
 def _check_scores_values(scores: torch.Tensor) -> None:
     """Scores are attention probabilities: finite and non-negative. One reduction (aminmax
-    propagates NaN) and one device sync."""
-    if scores.numel() == 0:
+    propagates NaN) read on the host: always for CPU tensors (no synchronisation), for CUDA
+    tensors only with ``SPECVLM_KERNELS_DEBUG=1`` (one device sync; not while capturing a CUDA
+    graph). Unchecked, the kernels read such scores as 0."""
+    if scores.numel() == 0 or not value_checks(scores.device):
         return
     low, high = torch.aminmax(scores)
     if not bool((low >= 0) & (high < float("inf"))):
