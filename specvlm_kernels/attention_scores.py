@@ -4,26 +4,29 @@ Public entry point: :func:`video_attention_scores`. Semantics are exactly those 
 :func:`specvlm_kernels.reference.video_attention_scores_ref` (plus accumulation into ``out``);
 the design is described in ``docs/kernels/attention_scores.md``.
 
-Two launches, no atomics, fixed reduction orders (bitwise reproducible for a given shape, dtype
-and device), no host synchronisation:
+Two or three launches, no atomics, fixed reduction orders (bitwise reproducible for a given
+shape, dtype and device), no host synchronisation:
 
-1. ``_row_lse_kernel``, grid ``(cdiv(G * Lq, BLOCK_M), B * Hk)``: the base-2 log-sum-exp of
-   every query row's causal score row. The ``G = Hq / Hk`` query heads that share a key head are
-   packed with the rows into one tile (row ``r`` of the tile is query row ``r // G`` of query
-   head ``kh * G + r % G``), so each key block is read once per key head and row tile. Key
-   blocks left of the tile's first query position need no causal mask.
-2. ``_video_mass_kernel``, grid ``(cdiv(Nv, BLOCK_N), B)``: one program owns ``BLOCK_N`` video
-   keys of one batch row. It loops over the key heads and, for each, over the packed row tiles
-   that can see the block, recomputes the scores, turns them into probabilities with the
+1. ``_row_lse_kernel``, grid ``(cdiv(G * Lq, BLOCK_M), splits, B * Hk)``: the base-2
+   log-sum-exp of every query row's causal score row. The ``G = Hq / Hk`` query heads that share
+   a key head are packed with the rows into one tile (row ``r`` of the tile is query row
+   ``r // G`` of query head ``kh * G + r % G``), so each key block is read once per key head and
+   row tile. Key blocks left of the tile's first query position need no causal mask. At small
+   ``Lq`` the keys are split over ``splits`` programs (split-K, the count chosen by waves over
+   the SMs); each writes a partial running max and sum of exponentials.
+2. ``_lse_merge_kernel`` (only with ``splits > 1``): combines the partials of each row in a
+   fixed split order into its log-sum-exp.
+3. ``_video_mass_kernel``, grid ``(cdiv(Nv, BLOCK_N), B)``: one program owns ``BLOCK_N`` video
+   keys of one batch row. It loops over the key heads and, for each, over the packed row
+   tiles that can see the block, recomputes the scores, turns them into probabilities with the
    row's log-sum-exp and sums them over rows and heads in fp32 registers. It writes (or adds
    into ``out``) the mean over the ``Hq * Lq`` (head, row) pairs.
 
-Extra memory: the fp32 log-sum-exp, ``4 * B * Hq * Lq`` bytes.
+Extra memory: the fp32 log-sum-exp, ``4 * B * Hq * Lq`` bytes, plus ``8 * B * Hq * Lq *
+splits`` bytes of partials when the keys are split.
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import torch
 import triton
@@ -38,7 +41,15 @@ from specvlm_kernels._checks import (
     check_scale,
     check_tensor,
 )
-from specvlm_kernels._dispatch import REFERENCE, backend_for
+from specvlm_kernels._dispatch import (
+    REFERENCE,
+    backend_for,
+    check_compiled,
+    device_guard,
+    gpu_config,
+    sm_count,
+    waves_split,
+)
 from specvlm_kernels.reference import video_attention_scores_ref
 
 __all__ = ["video_attention_scores"]
@@ -51,10 +62,20 @@ _LOG2E = 1.4426950408889634
 # --------------------------------------------------------------------------------------------
 @triton.jit
 def _load_q_tile(
-    q_ptr, b, kh, rows, group, q_len, head_dim,
-    stride_qb, stride_qh, stride_ql, stride_qd,
-    DOT_F32: tl.constexpr, BLOCK_D: tl.constexpr,
-):  # fmt: skip
+    q_ptr,
+    b,
+    kh,
+    rows,
+    group,
+    q_len,
+    head_dim,
+    stride_qb,
+    stride_qh,
+    stride_ql,
+    stride_qd,
+    DOT_F32: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """Rows ``rows`` of the packed (query row, head of the group) tile of key head ``kh``."""
     row_valid = rows < group * q_len
     qi = rows // group
@@ -75,9 +96,15 @@ def _load_q_tile(
 
 @triton.jit
 def _load_k_tile(
-    k_base, pos, valid, head_dim, stride_kl, stride_kd,
-    DOT_F32: tl.constexpr, BLOCK_D: tl.constexpr,
-):  # fmt: skip
+    k_base,
+    pos,
+    valid,
+    head_dim,
+    stride_kl,
+    stride_kd,
+    DOT_F32: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     offs_d = tl.arange(0, BLOCK_D)
     ptrs = k_base + pos.to(tl.int64)[:, None] * stride_kl + offs_d[None, :] * stride_kd
     k = tl.load(ptrs, mask=valid[:, None] & (offs_d < head_dim)[None, :], other=0.0)
@@ -88,10 +115,23 @@ def _load_k_tile(
 
 @triton.jit
 def _lse_step(
-    q, m_i, l_i, k_base, start, q_pos, key_len, head_dim, qk_scale, stride_kl, stride_kd,
-    CAUSAL: tl.constexpr, DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-):  # fmt: skip
+    q,
+    m_i,
+    l_i,
+    k_base,
+    start,
+    q_pos,
+    key_len,
+    head_dim,
+    qk_scale,
+    stride_kl,
+    stride_kd,
+    CAUSAL: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """Online max / sum-of-exp2 update over the keys ``start .. start + BLOCK_N``."""
     pos = start + tl.arange(0, BLOCK_N)
     in_range = pos < key_len
@@ -109,22 +149,54 @@ def _lse_step(
 
 @triton.jit
 def _row_lse_kernel(
-    q_ptr, k_ptr, lse_ptr,
-    qk_scale, num_kv_heads, group, q_len, q_offset, head_dim,
-    stride_qb, stride_qh, stride_ql, stride_qd,
-    stride_kb, stride_kh, stride_kl, stride_kd,
-    DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-):  # fmt: skip
+    q_ptr,
+    k_ptr,
+    lse_ptr,  # fp32 [B, Hq, Lq] (one split)
+    part_ptr,  # fp32 [B, Hq, Lq, splits, 2]: running max and sum of exp2 per split (splits > 1)
+    qk_scale,
+    num_kv_heads,
+    group,
+    q_len,
+    q_offset,
+    head_dim,
+    num_splits,
+    blocks_per_split,
+    stride_qb,
+    stride_qh,
+    stride_ql,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kl,
+    stride_kd,
+    SPLIT: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_s = tl.program_id(1)
+    pid_bh = tl.program_id(2)
     b = (pid_bh // num_kv_heads).to(tl.int64)
     kh = (pid_bh % num_kv_heads).to(tl.int64)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     q, row_valid, qi, qhead = _load_q_tile(
-        q_ptr, b, kh, rows, group, q_len, head_dim,
-        stride_qb, stride_qh, stride_ql, stride_qd, DOT_F32, BLOCK_D,
-    )  # fmt: skip
+        q_ptr,
+        b,
+        kh,
+        rows,
+        group,
+        q_len,
+        head_dim,
+        stride_qb,
+        stride_qh,
+        stride_ql,
+        stride_qd,
+        DOT_F32,
+        BLOCK_D,
+    )
     q_pos = q_offset + qi  # key position of each row: it sees keys 0 .. q_pos
 
     first_qi = (pid_m * BLOCK_M) // group
@@ -132,36 +204,119 @@ def _row_lse_kernel(
     key_len = q_offset + last_qi + 1  # keys any row of the tile sees
     # Blocks wholly left of the tile's first query position are visible to every row.
     full_end = ((q_offset + first_qi + 1) // BLOCK_N) * BLOCK_N
+    # This split's keys: [lo, hi), whole blocks (split 0 always holds key 0).
+    lo = pid_s * blocks_per_split * BLOCK_N
+    hi = tl.minimum(lo + blocks_per_split * BLOCK_N, key_len)
+    mid = tl.maximum(tl.minimum(full_end, hi), lo)
     k_base = k_ptr + b * stride_kb + kh * stride_kh
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for start in range(0, full_end, BLOCK_N):
+    for start in range(lo, mid, BLOCK_N):
         m_i, l_i = _lse_step(
-            q, m_i, l_i, k_base, start, q_pos, key_len, head_dim, qk_scale, stride_kl,
-            stride_kd, False, DOT_F32, DOT_PRECISION, BLOCK_N, BLOCK_D,
-        )  # fmt: skip
-    for start in range(full_end, key_len, BLOCK_N):
+            q,
+            m_i,
+            l_i,
+            k_base,
+            start,
+            q_pos,
+            key_len,
+            head_dim,
+            qk_scale,
+            stride_kl,
+            stride_kd,
+            False,
+            DOT_F32,
+            DOT_PRECISION,
+            BLOCK_N,
+            BLOCK_D,
+        )
+    for start in range(mid, hi, BLOCK_N):
         m_i, l_i = _lse_step(
-            q, m_i, l_i, k_base, start, q_pos, key_len, head_dim, qk_scale, stride_kl,
-            stride_kd, True, DOT_F32, DOT_PRECISION, BLOCK_N, BLOCK_D,
-        )  # fmt: skip
-    # Every valid row sees at least key 0, so l_i > 0 there.
-    lse = m_i + tl.math.log2(tl.where(row_valid, l_i, 1.0))
-    lse_ptrs = lse_ptr + (b * (num_kv_heads * group) + qhead) * q_len + qi
-    tl.store(lse_ptrs, lse, mask=row_valid)
+            q,
+            m_i,
+            l_i,
+            k_base,
+            start,
+            q_pos,
+            key_len,
+            head_dim,
+            qk_scale,
+            stride_kl,
+            stride_kd,
+            True,
+            DOT_F32,
+            DOT_PRECISION,
+            BLOCK_N,
+            BLOCK_D,
+        )
+    flat = (b * (num_kv_heads * group) + qhead) * q_len + qi
+    if SPLIT:
+        # an empty split (or a row that saw nothing in it) leaves m = -inf, l = 0
+        part = (flat * num_splits + pid_s) * 2
+        tl.store(part_ptr + part, m_i, mask=row_valid)
+        tl.store(part_ptr + part + 1, l_i, mask=row_valid)
+    else:
+        # Every valid row sees at least key 0, so l_i > 0 there.
+        lse = m_i + tl.math.log2(tl.where(row_valid, l_i, 1.0))
+        tl.store(lse_ptr + flat, lse, mask=row_valid)
+
+
+@triton.jit
+def _lse_merge_kernel(
+    part_ptr,  # fp32 [R, splits, 2]
+    lse_ptr,  # fp32 [R]
+    total_rows,
+    num_splits,
+    BLOCK_R: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_valid = rows < total_rows
+    splits = tl.arange(0, BLOCK_S)
+    ok = row_valid[:, None] & (splits < num_splits)[None, :]
+    part = (rows.to(tl.int64)[:, None] * num_splits + splits[None, :]) * 2
+    m = tl.load(part_ptr + part, mask=ok, other=float("-inf"))
+    s = tl.load(part_ptr + part + 1, mask=ok, other=0.0)
+    m_max = tl.max(m, 1)
+    m_shift = tl.where(m_max == float("-inf"), 0.0, m_max)
+    total = tl.sum(s * tl.math.exp2(m - m_shift[:, None]), 1)  # fixed order over the splits
+    lse = m_max + tl.math.log2(tl.where(row_valid, total, 1.0))
+    tl.store(lse_ptr + rows, lse, mask=row_valid)
 
 
 @triton.jit
 def _video_mass_kernel(
-    q_ptr, k_ptr, lse_ptr, out_ptr,
-    qk_scale, inv_count, num_kv_heads, group, q_len, q_offset, video_start, num_video, head_dim,
-    stride_qb, stride_qh, stride_ql, stride_qd,
-    stride_kb, stride_kh, stride_kl, stride_kd,
-    stride_ob, stride_on,
-    ACCUMULATE: tl.constexpr, DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-):  # fmt: skip
+    q_ptr,
+    k_ptr,
+    lse_ptr,
+    out_ptr,
+    qk_scale,
+    inv_count,
+    num_kv_heads,
+    group,
+    q_len,
+    q_offset,
+    video_start,
+    num_video,
+    head_dim,
+    stride_qb,
+    stride_qh,
+    stride_ql,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kl,
+    stride_kd,
+    stride_ob,
+    stride_on,
+    ACCUMULATE: tl.constexpr,
+    DOT_F32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid_n = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     offs_v = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # index within the video span
@@ -180,9 +335,20 @@ def _video_mass_kernel(
         for r0 in range(row_start, m_rows, BLOCK_M):
             rows = r0 + tl.arange(0, BLOCK_M)
             q, row_valid, qi, qhead = _load_q_tile(
-                q_ptr, b, kh64, rows, group, q_len, head_dim,
-                stride_qb, stride_qh, stride_ql, stride_qd, DOT_F32, BLOCK_D,
-            )  # fmt: skip
+                q_ptr,
+                b,
+                kh64,
+                rows,
+                group,
+                q_len,
+                head_dim,
+                stride_qb,
+                stride_qh,
+                stride_ql,
+                stride_qd,
+                DOT_F32,
+                BLOCK_D,
+            )
             lse = tl.load(
                 lse_ptr + (b * (num_kv_heads * group) + qhead) * q_len + qi,
                 mask=row_valid,
@@ -209,18 +375,34 @@ def _video_mass_kernel(
 def _config(q: torch.Tensor, head_dim: int) -> dict:
     """Tile sizes (a fixed heuristic: autotuning does not run under the interpreter).
 
-    GPU, fp16/bf16: 64-row x 64-key tiles, 4 warps (the kernels hold one score tile and no
-    value accumulator, so register pressure is that of a QK^T-only attention). GPU, fp32: the
-    exact-fp32 ("ieee") dots run on FMA units, so 32-row tiles. Interpreter: 16 x 16 tiles,
-    so the short test sequences span several blocks and row tiles.
+    GPU, fp16/bf16: 64-row x 64-key tiles with 4 warps for D <= 128 (the kernels hold one score
+    tile and no value accumulator, so register pressure is that of a QK^T-only attention),
+    32 x 64 with 8 warps above. GPU, fp32: the exact-fp32 ("ieee") dots run on FMA units and
+    hold fp32 operands in registers: 16-row x 32-key tiles with 8 warps (32 x 64 with 4 warps
+    spilled 11.7 KB per thread on sm_90). Every GPU configuration compiles for sm_80 and sm_90
+    without spills (``bench/compile_check.py``). Interpreter: 16 x 16 tiles, so the short test
+    sequences span several blocks and row tiles.
     """
     block_d = max(16, triton.next_power_of_2(head_dim))
-    if q.device.type != "cuda":
+    if not gpu_config(q.device):
         return {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_D": block_d, "num_warps": 4}
-    wide = q.element_size() <= 2
-    block_m = 64 if wide and block_d <= 128 else 32
-    num_warps = 4 if block_d <= 128 else 8
-    return {"BLOCK_M": block_m, "BLOCK_N": 64, "BLOCK_D": block_d, "num_warps": num_warps}
+    if q.element_size() > 2:
+        return {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_D": block_d, "num_warps": 8}
+    if block_d <= 128:
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_D": block_d, "num_warps": 4}
+    return {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_D": block_d, "num_warps": 8}
+
+
+MAX_SPLITS = 64
+
+
+def _num_splits(m_tiles: int, b: int, hk: int, lk: int, block_n: int, device) -> int:
+    """Key splits of the row-LSE pass: by waves over the SMs
+    (:func:`specvlm_kernels._dispatch.waves_split`), at most :data:`MAX_SPLITS`, and at least
+    4 key blocks per split."""
+    n_blocks = triton.cdiv(lk, block_n)
+    max_splits = min(MAX_SPLITS, max(1, n_blocks // 4))
+    return waves_split(m_tiles * b * hk, n_blocks, max_splits, sm_count(device))
 
 
 def _video_attention_scores_triton(
@@ -235,46 +417,92 @@ def _video_attention_scores_triton(
     accumulate: bool,
     block_m: int | None = None,
     block_n: int | None = None,
+    num_splits: int | None = None,
     lse: torch.Tensor | None = None,
+    partials: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Launch both kernels on validated inputs.
+    """Launch the kernels on validated inputs.
 
     ``accumulate=False`` overwrites ``out`` (so tests can pre-fill it with NaN);
-    ``block_m``/``block_n`` override the tile sizes and ``lse`` (contiguous fp32
-    ``[B, Hq, Lq]``) supplies the scratch buffer, both for tests.
+    ``block_m``/``block_n``/``num_splits`` override the configuration; ``lse`` (contiguous fp32
+    ``[B, Hq, Lq]``) and ``partials`` (contiguous fp32 ``[B, Hq, Lq, splits, 2]``) supply the
+    scratch buffers: all for tests.
     """
     b, hq, lq, d = q.shape
-    hk = k.shape[1]
+    hk, lk = k.shape[1], k.shape[2]
     num_video = video_end - video_start
     if b == 0 or num_video == 0:
         return out
+    check_compiled(_row_lse_kernel, q.device)
     group = hq // hk
     cfg = _config(q, d)
     if block_m is not None:
         cfg["BLOCK_M"] = block_m
     if block_n is not None:
         cfg["BLOCK_N"] = block_n
+    m_tiles = triton.cdiv(group * lq, cfg["BLOCK_M"])
+    if num_splits is None:
+        num_splits = _num_splits(m_tiles, b, hk, lk, cfg["BLOCK_N"], q.device)
+    blocks_per_split = triton.cdiv(triton.cdiv(lk, cfg["BLOCK_N"]), num_splits)
     if lse is None:
         lse = torch.empty((b, hq, lq), dtype=torch.float32, device=q.device)
+    split = num_splits > 1
+    if split and partials is None:
+        partials = torch.empty((b, hq, lq, num_splits, 2), dtype=torch.float32, device=q.device)
+    elif not split:
+        partials = lse  # never written
     # Interpreter (CPU): fp16/bf16 dots are unreliable there, so upcast and do them in fp32.
-    dot_f32 = q.dtype == torch.float32 or q.device.type != "cuda"
+    dot_f32 = q.dtype == torch.float32 or not gpu_config(q.device)
     dot_precision = "ieee" if dot_f32 else "tf32"  # "tf32" is ignored for 16-bit operands
     qk_scale = scale * _LOG2E
+    flags = dict(DOT_F32=dot_f32, DOT_PRECISION=dot_precision, **cfg)
 
-    on_device = torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext()
-    with on_device:
-        grid1 = (triton.cdiv(group * lq, cfg["BLOCK_M"]), b * hk)
-        _row_lse_kernel[grid1](
-            q, k, lse, qk_scale, hk, group, lq, q_offset, d,
-            *q.stride(), *k.stride(),
-            DOT_F32=dot_f32, DOT_PRECISION=dot_precision, **cfg,
-        )  # fmt: skip
-        grid2 = (triton.cdiv(num_video, cfg["BLOCK_N"]), b)
-        _video_mass_kernel[grid2](
-            q, k, lse, out, qk_scale, 1.0 / (hq * lq), hk, group, lq, q_offset, video_start,
-            num_video, d, *q.stride(), *k.stride(), *out.stride(),
-            ACCUMULATE=accumulate, DOT_F32=dot_f32, DOT_PRECISION=dot_precision, **cfg,
-        )  # fmt: skip
+    with device_guard(q.device):
+        _row_lse_kernel[(m_tiles, num_splits, b * hk)](
+            q,
+            k,
+            lse,
+            partials,
+            qk_scale,
+            hk,
+            group,
+            lq,
+            q_offset,
+            d,
+            num_splits,
+            blocks_per_split,
+            *q.stride(),
+            *k.stride(),
+            SPLIT=split,
+            **flags,
+        )
+        if split:
+            rows = b * hq * lq
+            block_s = triton.next_power_of_2(num_splits)
+            block_r = max(1, min(64, 1024 // block_s))
+            _lse_merge_kernel[(triton.cdiv(rows, block_r),)](
+                partials, lse, rows, num_splits, BLOCK_R=block_r, BLOCK_S=block_s, num_warps=4
+            )
+        _video_mass_kernel[(triton.cdiv(num_video, cfg["BLOCK_N"]), b)](
+            q,
+            k,
+            lse,
+            out,
+            qk_scale,
+            1.0 / (hq * lq),
+            hk,
+            group,
+            lq,
+            q_offset,
+            video_start,
+            num_video,
+            d,
+            *q.stride(),
+            *k.stride(),
+            *out.stride(),
+            ACCUMULATE=accumulate,
+            **flags,
+        )
     return out
 
 
@@ -352,8 +580,9 @@ def video_attention_scores(
         ).float()
         return result if out is None else out.add_(result)
     if out is None:
-        out = torch.empty((q.shape[0], video_end - video_start), dtype=torch.float32,
-                          device=q.device)  # fmt: skip
+        out = torch.empty(
+            (q.shape[0], video_end - video_start), dtype=torch.float32, device=q.device
+        )
         return _video_attention_scores_triton(
             q, k, video_start, video_end, scale, q_offset, out, accumulate=False
         )

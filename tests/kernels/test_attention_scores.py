@@ -53,8 +53,8 @@ def _baseline(q, k, vs, ve, **kw):
     s = torch.matmul(q, kk.transpose(-1, -2)) * scale
     rows = torch.arange(lq, device=q.device)[:, None] + q_offset
     s = s.masked_fill(torch.arange(lk, device=q.device)[None, :] > rows, float("-inf"))
-    p = torch.softmax(s.float() if q.dtype == torch.bfloat16 and q.device.type == "cpu" else s,
-                      dim=-1).to(q.dtype)  # fmt: skip
+    upcast = q.dtype == torch.bfloat16 and q.device.type == "cpu"
+    p = torch.softmax(s.float() if upcast else s, dim=-1).to(q.dtype)
     return p[..., vs:ve].float().mean(dim=(1, 2))
 
 
@@ -65,13 +65,21 @@ def _run(q, k, vs, ve, *, scale=None, q_offset=None, **launch):
     lk, lq = k.shape[2], q.shape[2]
     out = nan_filled((q.shape[0], ve - vs), torch.float32, q.device)
     return vas._video_attention_scores_triton(
-        q, k, vs, ve, scale if scale is not None else q.shape[-1] ** -0.5,
-        lk - lq if q_offset is None else q_offset, out, accumulate=False, **launch,
-    )  # fmt: skip
+        q,
+        k,
+        vs,
+        ve,
+        scale if scale is not None else q.shape[-1] ** -0.5,
+        lk - lq if q_offset is None else q_offset,
+        out,
+        accumulate=False,
+        **launch,
+    )
 
 
-def _check(q, k, vs, ve, dtype, *, block_m=None, block_n=None, **kw):
-    out = _run(q, k, vs, ve, block_m=block_m, block_n=block_n, **kw)
+def _check(q, k, vs, ve, dtype, *, launch=None, **kw):
+    """``launch``: overrides for the launcher (tile sizes, split count, scratch buffers)."""
+    out = _run(q, k, vs, ve, **(launch or {}), **kw)
     assert out.dtype == torch.float32
     assert_matches_reference(
         out, _exact(q, k, vs, ve, **kw), baseline=_baseline(q, k, vs, ve, **kw), atol=ATOL[dtype]
@@ -125,7 +133,43 @@ def test_scale_and_large_logits(device):
 @pytest.mark.parametrize("block_m,block_n", [(16, 32), (32, 16), (64, 64)])
 def test_tile_sizes(block_m, block_n, device):
     q, k = _inputs(2, 6, 2, 5, 70, 16, torch.float32, device, seed=block_m + block_n)
-    _check(q, k, 10, 61, torch.float32, block_m=block_m, block_n=block_n)
+    _check(q, k, 10, 61, torch.float32, launch=dict(block_m=block_m, block_n=block_n))
+
+
+@pytest.mark.parametrize("num_splits", [1, 2, 3, 5, 9])
+@pytest.mark.parametrize("group,lq", [(1, 1), (2, 5), (4, 7), (7, 3)])
+def test_split_k_row_lse(num_splits, group, lq, device):
+    """Split-K first pass: every split count (up to more splits than the 6 key blocks of some
+    row tiles, which leaves splits empty) merges to the unsplit log-sum-exp; the scratch is
+    pre-filled with NaN and must be fully written."""
+    lk = 83
+    q, k = _inputs(2, 2 * group, 2, lq, lk, 16, torch.float32, device, seed=num_splits + lq)
+    if backend_for(q.device) != TRITON:
+        pytest.skip("Triton backend not active")
+    b, hq = q.shape[0], q.shape[1]
+    lse = nan_filled((b, hq, lq), torch.float32, device)
+    partials = nan_filled((b, hq, lq, num_splits, 2), torch.float32, device)
+    launch = dict(num_splits=num_splits, lse=lse, partials=partials)
+    _check(q, k, 3, 71, torch.float32, launch=launch, q_offset=40)
+    assert not torch.isnan(lse).any()
+    if num_splits > 1:
+        assert not torch.isnan(partials).any()
+    else:  # one split writes the log-sum-exp directly and leaves the scratch alone
+        assert torch.isnan(partials).all()
+
+
+def test_split_count_heuristic(monkeypatch):
+    from specvlm_kernels import _dispatch as dispatch
+
+    dev = torch.device("cuda", 97)
+    monkeypatch.setitem(dispatch._SM_COUNT, ("cuda", 97), 132)
+    # Qwen2.5-VL-7B at Lq = 64: 7 row tiles x 4 KV heads = 28 programs over 64k keys -> split
+    assert vas._num_splits(7, 1, 4, 65536 + 96, 64, dev) > 1
+    # LLaVA-OV-72B at Lq = 256: 32 x 8 = 256 programs: two waves already, no split
+    assert vas._num_splits(32, 1, 8, 16384, 64, dev) == 1
+    # short prompts keep at least 4 key blocks per split
+    assert vas._num_splits(1, 1, 1, 200, 64, dev) == 1
+    assert vas._num_splits(1, 1, 1, 1 << 22, 64, dev) <= vas.MAX_SPLITS
 
 
 def test_strided_inputs(device):
@@ -157,6 +201,44 @@ def test_random_shapes(b, hk, group, lq, extra, d, data):
     _check(q, k, vs, ve, torch.float32, q_offset=q_offset)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    "hq,hk,lq,nv",
+    [
+        (28, 4, 64, 65536),  # Qwen2.5-VL-7B / LLaVA-OV-7B, Lq = 64: split-K first pass
+        (28, 4, 256, 16384),
+        (64, 8, 64, 65536),  # LLaVA-OV-72B
+        (16, 2, 128, 32768),  # Qwen2.5-VL-3B
+    ],
+)
+def test_real_model_shapes_gpu(dtype, hq, hk, lq, nv):
+    """Real head layouts, D = 128, 32 system tokens, Nv video tokens, Lq text rows (Lk up to
+    64k), with the launcher's own configuration and split count."""
+    device = torch.device("cuda")
+    lk = 32 + nv + lq
+    q, k = _inputs(1, hq, hk, lq, lk, 128, dtype, device, seed=nv + lq)
+    _check(q, k, 32, 32 + nv, dtype)
+
+
+@pytest.mark.gpu
+def test_fp32_real_shape_gpu():
+    """fp32 inputs use the 16 x 32 tiles with 8 warps (no register spills)."""
+    device = torch.device("cuda")
+    q, k = _inputs(1, 28, 4, 64, 8192 + 96, 128, torch.float32, device, seed=5)
+    _check(q, k, 32, 8192 + 32, torch.float32)
+
+
+@pytest.mark.gpu
+def test_inputs_on_a_device_that_is_not_current_gpu():
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    device = torch.device("cuda", 1)
+    with torch.cuda.device(0):
+        q, k = _inputs(1, 28, 4, 16, 5000, 128, torch.float16, device, seed=6)
+        _check(q, k, 32, 4000, torch.float16)
+
+
 # --------------------------------------------------------------------------------------------
 # Semantics of the public function
 # --------------------------------------------------------------------------------------------
@@ -164,8 +246,9 @@ def test_public_function_allocates_fp32(device):
     q, k = _inputs(1, 2, 1, 3, 20, 16, torch.float16, device)
     out = video_attention_scores(q, k, 4, 12)
     assert out.dtype == torch.float32 and out.shape == (1, 8)
-    assert_matches_reference(out, _exact(q, k, 4, 12), baseline=_baseline(q, k, 4, 12),
-                             atol=ATOL[torch.float16])  # fmt: skip
+    assert_matches_reference(
+        out, _exact(q, k, 4, 12), baseline=_baseline(q, k, 4, 12), atol=ATOL[torch.float16]
+    )
 
 
 def test_out_accumulates_over_layers(device):
