@@ -71,6 +71,7 @@ def tree_attention_ref(
     tree_mask: torch.Tensor | None = None,
     *,
     scale: float | None = None,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of ``N`` tree nodes over a shared prefix plus the tree itself.
 
@@ -78,7 +79,27 @@ def tree_attention_ref(
     nodes. Every node sees the ``L - N`` prefix keys; among the nodes, node ``i`` sees node
     ``j`` iff ``tree_mask[(b,) i, j]`` (``None``: ``j <= i``). A node that sees no key at all
     gets a zero output. Returns ``[B, Hq, N, D]`` in ``q.dtype``.
+
+    ``lengths`` (integer ``[B]`` or ``[]``): row ``b`` uses only its first ``lengths[b]`` keys
+    (clamped to ``[N, L]``), i.e. the same op on ``k[b, :, :lengths[b]]``.
     """
+    if lengths is not None:
+        length = lengths.expand(q.shape[0]).clamp(q.shape[2], k.shape[2]).tolist()
+        rows = []
+        for b, n_keys in enumerate(length):
+            mask_b = tree_mask
+            if tree_mask is not None and tree_mask.dim() == 3:
+                mask_b = tree_mask[b if tree_mask.shape[0] > 1 else 0]
+            rows.append(
+                tree_attention_ref(
+                    q[b : b + 1],
+                    k[b : b + 1, :, :n_keys],
+                    v[b : b + 1, :, :n_keys],
+                    mask_b,
+                    scale=scale,
+                )
+            )
+        return torch.cat(rows) if rows else q.new_zeros(q.shape)
     b, hq, n, d = q.shape
     hk, length = k.shape[1], k.shape[2]
     scale = d**-0.5 if scale is None else scale

@@ -24,8 +24,6 @@ captured in a CUDA graph.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
@@ -38,7 +36,16 @@ from specvlm_kernels._checks import (
     check_scale,
     check_tensor,
 )
-from specvlm_kernels._dispatch import REFERENCE, backend_for
+from specvlm_kernels._dispatch import (
+    REFERENCE,
+    backend_for,
+    check_compiled,
+    device_guard,
+    gpu_config,
+    sm_count,
+    value_checks,
+    waves_split,
+)
 from specvlm_kernels.reference import tree_attention_ref
 
 __all__ = ["tree_attention"]
@@ -139,9 +146,10 @@ def _tree_attn_split_kernel(
     group,
     num_nodes,
     m_rows,
-    length,
-    prefix_len,
-    keys_per_split,
+    buf_len,
+    num_splits,
+    len_ptr,
+    stride_len,
     head_dim,
     stride_qb,
     stride_qh,
@@ -168,6 +176,7 @@ def _tree_attn_split_kernel(
     stride_ln,
     stride_ls,
     CAUSAL: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
     WRITE_LSE: tl.constexpr,
     DOT_F32: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -209,6 +218,16 @@ def _tree_attn_split_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
+    # The current length: the whole buffer, or read on the device (a static buffer whose
+    # first `length` keys are valid; clamped to [N, buffer] so no access leaves the buffer).
+    if HAS_LENGTHS:
+        length = tl.load(len_ptr + b * stride_len).to(tl.int32)
+        length = tl.minimum(tl.maximum(length, num_nodes), buf_len)
+    else:
+        length = buf_len
+    prefix_len = length - num_nodes
+    # Equal whole numbers of key blocks per split, from the current length.
+    keys_per_split = tl.cdiv(tl.cdiv(length, BLOCK_N), num_splits) * BLOCK_N
     # int64 key positions: the loop variable times the key stride may pass 2^31.
     lo = pid_s.to(tl.int64) * keys_per_split
     hi = tl.minimum(lo + keys_per_split, length)  # < lo for an empty split: no iterations
@@ -218,16 +237,62 @@ def _tree_attn_split_kernel(
     mid = lo + n_prefix_blocks * BLOCK_N
     for start in range(lo, mid, BLOCK_N):
         m_i, l_i, acc = _attend_block(
-            q, m_i, l_i, acc, k_base, v_base, mask_base, start, hi, prefix_len, node,
-            row_valid, offs_d, d_valid, qk_scale, stride_kl, stride_kd, stride_vl, stride_vd,
-            stride_mi, stride_mj, False, CAUSAL, DOT_F32, DOT_PRECISION, BLOCK_N,
-        )  # fmt: skip
+            q,
+            m_i,
+            l_i,
+            acc,
+            k_base,
+            v_base,
+            mask_base,
+            start,
+            hi,
+            prefix_len,
+            node,
+            row_valid,
+            offs_d,
+            d_valid,
+            qk_scale,
+            stride_kl,
+            stride_kd,
+            stride_vl,
+            stride_vd,
+            stride_mi,
+            stride_mj,
+            False,
+            CAUSAL,
+            DOT_F32,
+            DOT_PRECISION,
+            BLOCK_N,
+        )
     for start in range(mid, hi, BLOCK_N):
         m_i, l_i, acc = _attend_block(
-            q, m_i, l_i, acc, k_base, v_base, mask_base, start, hi, prefix_len, node,
-            row_valid, offs_d, d_valid, qk_scale, stride_kl, stride_kd, stride_vl, stride_vd,
-            stride_mi, stride_mj, True, CAUSAL, DOT_F32, DOT_PRECISION, BLOCK_N,
-        )  # fmt: skip
+            q,
+            m_i,
+            l_i,
+            acc,
+            k_base,
+            v_base,
+            mask_base,
+            start,
+            hi,
+            prefix_len,
+            node,
+            row_valid,
+            offs_d,
+            d_valid,
+            qk_scale,
+            stride_kl,
+            stride_kd,
+            stride_vl,
+            stride_vd,
+            stride_mi,
+            stride_mj,
+            True,
+            CAUSAL,
+            DOT_F32,
+            DOT_PRECISION,
+            BLOCK_N,
+        )
 
     # Rows that saw no key (empty split, or a node with an all-False row and no prefix) have
     # l = 0 and acc = 0: their output is 0 and their log-sum-exp -inf.
@@ -273,63 +338,58 @@ def _tree_attn_merge_kernel(
     stride_oh,
     stride_on,
     stride_od,
-    BLOCK_R: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK_S: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    row_valid = rows < total_rows
-    rows64 = rows.to(tl.int64)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_valid = offs_d < head_dim
-    row_tile_mask = row_valid[:, None] & d_valid[None, :]
-
-    lse_base = plse_ptr + rows64 * stride_lr
-    po_base = po_ptr + rows64[:, None] * stride_por + offs_d[None, :] * stride_pod
-
-    m = tl.full([BLOCK_R], float("-inf"), dtype=tl.float32)
-    for s in range(0, num_splits):
-        lse = tl.load(lse_base + s * stride_ls, mask=row_valid, other=float("-inf"))
-        m = tl.maximum(m, lse)
-    m_shift = tl.where(m == float("-inf"), 0.0, m)
-    den = tl.zeros([BLOCK_R], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
-    for s in range(0, num_splits):  # fixed order: deterministic
-        lse = tl.load(lse_base + s * stride_ls, mask=row_valid, other=float("-inf"))
-        w = tl.math.exp2(lse - m_shift)  # 0 for a split that saw nothing
-        o = tl.load(po_base + s * stride_pos, mask=row_tile_mask, other=0.0)
-        acc += w[:, None] * o
-        den += w
-    out = acc / tl.where(den > 0.0, den, 1.0)[:, None]
-
-    node = rows64 % num_nodes
-    bh = rows64 // num_nodes
-    head = bh % num_heads
-    b = bh // num_heads
-    out_ptrs = (
-        out_ptr
-        + (b * stride_ob + head * stride_oh + node * stride_on)[:, None]
-        + offs_d[None, :] * stride_od
-    )
-    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=row_tile_mask)
+    """``ROWS`` rows x ``BLOCK_D`` columns per program; all splits of a row at once (in chunks of
+    ``BLOCK_S``, rescaled online), in a fixed order."""
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_s = tl.arange(0, BLOCK_S)
+    for i in tl.static_range(ROWS):
+        row = tl.program_id(0) * ROWS + i
+        # limits instead of a scalar mask (the interpreter rejects scalar & vector masks)
+        split_lim = tl.where(row < total_rows, num_splits, 0)
+        d_lim = tl.where(row < total_rows, head_dim, 0)
+        row64 = row.to(tl.int64)
+        m = tl.full((), float("-inf"), dtype=tl.float32)
+        den = tl.zeros((), dtype=tl.float32)
+        acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for s0 in range(0, num_splits, BLOCK_S):
+            split = s0 + offs_s
+            ok = split < split_lim
+            lse = tl.load(
+                plse_ptr + row64 * stride_lr + split * stride_ls, mask=ok, other=float("-inf")
+            )
+            m_new = tl.maximum(m, tl.max(lse, 0))
+            m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.math.exp2(m - m_shift)  # 0 while nothing was seen
+            w = tl.math.exp2(lse - m_shift)  # 0 for a split that saw nothing
+            o = tl.load(
+                po_ptr
+                + row64 * stride_por
+                + split[:, None] * stride_pos
+                + offs_d[None, :] * stride_pod,
+                mask=ok[:, None] & (offs_d < head_dim)[None, :],
+                other=0.0,
+            )
+            acc = acc * alpha + tl.sum(w[:, None] * o, 0)
+            den = den * alpha + tl.sum(w, 0)
+            m = m_new
+        out = acc / tl.where(den > 0.0, den, 1.0)
+        node = row64 % num_nodes
+        bh = row64 // num_nodes
+        head = bh % num_heads
+        b = bh // num_heads
+        out_ptrs = (
+            out_ptr + b * stride_ob + head * stride_oh + node * stride_on + offs_d * stride_od
+        )
+        tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=offs_d < d_lim)
 
 
 # --------------------------------------------------------------------------------------------
 # Launcher
 # --------------------------------------------------------------------------------------------
-_SM_COUNT: dict[tuple[str, int | None], int] = {}
-
-
-def _sm_count(device: torch.device) -> int:
-    """Streaming multiprocessors of ``device`` (cached per device; queried on first use)."""
-    key = (device.type, device.index)
-    if key not in _SM_COUNT:
-        if device.type == "cuda":
-            _SM_COUNT[key] = torch.cuda.get_device_properties(device).multi_processor_count
-        else:  # the interpreter runs programs serially: pretend a tiny machine -> few splits
-            _SM_COUNT[key] = 2
-    return _SM_COUNT[key]
-
-
 def _config(q: torch.Tensor, m_rows: int, head_dim: int) -> dict:
     """Tile sizes and warps (a fixed heuristic: autotuning does not run under the interpreter).
 
@@ -339,7 +399,7 @@ def _config(q: torch.Tensor, m_rows: int, head_dim: int) -> dict:
     ("ieee") dots run on FMA units and need more registers, so 16-row tiles, 32-key blocks,
     8 warps. Interpreter: 32-key blocks, so the short test sequences still span several blocks.
     """
-    on_gpu = q.device.type == "cuda"
+    on_gpu = gpu_config(q.device)
     block_d = max(16, triton.next_power_of_2(head_dim))
     wide = q.element_size() <= 2
     max_m = (64 if block_d <= 128 else 32) if wide else 16
@@ -347,6 +407,9 @@ def _config(q: torch.Tensor, m_rows: int, head_dim: int) -> dict:
     block_n = 64 if on_gpu and wide else 32
     num_warps = 4 if wide and block_m == 16 else 8
     return {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_D": block_d, "num_warps": num_warps}
+
+
+MAX_SPLITS = 64
 
 
 def _choose_splits(
@@ -359,18 +422,30 @@ def _choose_splits(
 ) -> int:
     """Number of key ranges per (KV head, row tile).
 
-    Enough programs for about two waves over the SMs, but every split keeps at least
-    ``16 * rows / elt_bytes`` keys so the fp32 partials it writes (and the merge reads back)
-    cost at most about a quarter of the K/V bytes it reads. Splits get equal numbers of blocks.
-    """
+    By waves over the SMs (:func:`specvlm_kernels._dispatch.waves_split`: the count that
+    balances the busiest SM's load best), at most :data:`MAX_SPLITS` and the number of key
+    blocks, and every split keeps at least ``16 * rows / elt_bytes`` keys so the fp32 partials
+    it writes (and the merge reads back) cost at most about a quarter of the K/V bytes it
+    reads. Splits get equal numbers of blocks (computed in the kernel from the length)."""
     n_blocks = triton.cdiv(length, block_n)
     if n_blocks <= 1:
         return 1
-    want = triton.cdiv(2 * _sm_count(device), base_programs)
     min_keys = max(block_n, 16 * rows_per_program // elt_bytes)
-    splits = max(1, min(want, n_blocks, length // min_keys, 256))
-    blocks_per_split = triton.cdiv(n_blocks, splits)
-    return triton.cdiv(n_blocks, blocks_per_split)
+    max_splits = max(1, min(MAX_SPLITS, n_blocks, length // min_keys))
+    return waves_split(base_programs, n_blocks, max_splits, sm_count(device))
+
+
+def _merge_config(total_rows: int, num_splits: int, head_dim: int, device) -> dict:
+    """Merge tiles: ``BLOCK_D`` columns (at most 64) of ``ROWS`` rows per program, all splits
+    at once (``BLOCK_S``, at most 64 per step), with ``ROWS`` (1, 2, 4 or 8) the largest that
+    still leaves two programs per SM."""
+    block_d = min(max(16, triton.next_power_of_2(head_dim)), 64)
+    d_blocks = triton.cdiv(head_dim, block_d)
+    rows = 1
+    while rows < 8 and triton.cdiv(total_rows, 2 * rows) * d_blocks >= 2 * sm_count(device):
+        rows *= 2
+    block_s = min(triton.next_power_of_2(num_splits), 64)
+    return {"ROWS": rows, "BLOCK_S": block_s, "BLOCK_D": block_d, "num_warps": 4}
 
 
 def _tree_attention_triton(
@@ -380,6 +455,7 @@ def _tree_attention_triton(
     tree_mask: torch.Tensor | None,
     scale: float,
     *,
+    lengths: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
     num_splits: int | None = None,
     block_n: int | None = None,
@@ -388,7 +464,9 @@ def _tree_attention_triton(
 ) -> torch.Tensor:
     """Launch the kernels on validated inputs.
 
-    ``out`` (``[B, Hq, N, D]``, any strides), ``num_splits``, ``block_n`` and the fp32 scratch
+    ``lengths`` (integer ``[B]`` or ``[]`` on the device): the current length of each batch row
+    in the static buffers ``k``/``v`` (clamped to ``[N, L]`` in the kernel). ``out``
+    (``[B, Hq, N, D]``, any strides), ``num_splits``, ``block_n`` and the fp32 scratch
     ``partial_out`` (contiguous ``[B, Hq, N, splits, D]``) / ``partial_lse`` (contiguous
     ``[B, Hq, N, splits]``) are for tests: they let them poison buffers with NaN and force split
     counts. With one split the scratch is not used.
@@ -400,6 +478,7 @@ def _tree_attention_triton(
         out = torch.empty((b, hq, n, d), dtype=q.dtype, device=q.device)
     if out.numel() == 0:
         return out
+    check_compiled(_tree_attn_split_kernel, q.device)
 
     m_rows = group * n
     cfg = _config(q, m_rows, d)
@@ -408,10 +487,13 @@ def _tree_attention_triton(
     m_blocks = triton.cdiv(m_rows, cfg["BLOCK_M"])
     if num_splits is None:
         num_splits = _choose_splits(
-            length, cfg["BLOCK_N"], m_blocks * b * hk, min(m_rows, cfg["BLOCK_M"]),
-            q.element_size(), q.device,
-        )  # fmt: skip
-    keys_per_split = triton.cdiv(triton.cdiv(length, cfg["BLOCK_N"]), num_splits) * cfg["BLOCK_N"]
+            length,
+            cfg["BLOCK_N"],
+            m_blocks * b * hk,
+            min(m_rows, cfg["BLOCK_M"]),
+            q.element_size(),
+            q.device,
+        )
 
     if tree_mask is None:
         causal = True
@@ -421,9 +503,13 @@ def _tree_attention_triton(
         mask3 = tree_mask if tree_mask.dim() == 3 else tree_mask.unsqueeze(0)
         mask_arg = mask3.view(torch.uint8)  # same bytes; avoids i1 pointers
         mstrides = (mask3.stride(0) if mask3.shape[0] > 1 else 0, mask3.stride(1), mask3.stride(2))
+    if lengths is None:
+        len_arg, len_stride = q, 0  # never read
+    else:
+        len_arg, len_stride = lengths, (lengths.stride(0) if lengths.dim() == 1 else 0)
 
     # Interpreter (CPU): fp16/bf16 dots are unreliable there, so upcast and do them in fp32.
-    dot_f32 = q.dtype == torch.float32 or q.device.type != "cuda"
+    dot_f32 = q.dtype == torch.float32 or not gpu_config(q.device)
     dot_precision = "ieee" if dot_f32 else "tf32"  # "tf32" is ignored for 16-bit operands
 
     single = num_splits == 1
@@ -441,29 +527,61 @@ def _tree_attention_triton(
         o_arg, ostrides = partial_out, partial_out.stride()
         lse_arg, lstrides = partial_lse, partial_lse.stride()
 
-    # Triton launches on the current CUDA device: make it the inputs' device.
-    on_device = torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext()
-    with on_device:
+    with device_guard(q.device):
         grid = (m_blocks, num_splits, b * hk)
         _tree_attn_split_kernel[grid](
-            q, k, v, mask_arg, o_arg, lse_arg,
-            scale * _LOG2E, hk, group, n, m_rows, length, length - n, keys_per_split, d,
-            *q.stride(), *k.stride(), *v.stride(), *mstrides, *ostrides, *lstrides,
-            CAUSAL=causal, WRITE_LSE=not single, DOT_F32=dot_f32, DOT_PRECISION=dot_precision,
-            num_stages=2, **cfg,
-        )  # fmt: skip
+            q,
+            k,
+            v,
+            mask_arg,
+            o_arg,
+            lse_arg,
+            scale * _LOG2E,
+            hk,
+            group,
+            n,
+            m_rows,
+            length,
+            num_splits,
+            len_arg,
+            len_stride,
+            d,
+            *q.stride(),
+            *k.stride(),
+            *v.stride(),
+            *mstrides,
+            *ostrides,
+            *lstrides,
+            CAUSAL=causal,
+            HAS_LENGTHS=lengths is not None,
+            WRITE_LSE=not single,
+            DOT_F32=dot_f32,
+            DOT_PRECISION=dot_precision,
+            num_stages=2,
+            **cfg,
+        )
         if single:
             return out
 
         total_rows = b * hq * n
         po_rows = partial_out.view(total_rows, num_splits, d)  # scratch is contiguous
         lse_rows = partial_lse.view(total_rows, num_splits)
-        block_r = 16
-        _tree_attn_merge_kernel[(triton.cdiv(total_rows, block_r),)](
-            po_rows, lse_rows, out, total_rows, num_splits, hq, n, d,
-            *po_rows.stride(), *lse_rows.stride(), *out.stride(),
-            BLOCK_R=block_r, BLOCK_D=cfg["BLOCK_D"], num_warps=4,
-        )  # fmt: skip
+        mcfg = _merge_config(total_rows, num_splits, d, q.device)
+        grid = (triton.cdiv(total_rows, mcfg["ROWS"]), triton.cdiv(d, mcfg["BLOCK_D"]))
+        _tree_attn_merge_kernel[grid](
+            po_rows,
+            lse_rows,
+            out,
+            total_rows,
+            num_splits,
+            hq,
+            n,
+            d,
+            *po_rows.stride(),
+            *lse_rows.stride(),
+            *out.stride(),
+            **mcfg,
+        )
     return out
 
 
@@ -507,6 +625,30 @@ def _check_inputs(q, k, v, tree_mask) -> None:
         )
 
 
+def _check_lengths(lengths, q: torch.Tensor, k: torch.Tensor) -> None:
+    if lengths is None:
+        return
+    if not isinstance(lengths, torch.Tensor):
+        raise TypeError(f"lengths must be a torch.Tensor or None, got {type(lengths).__name__}")
+    if lengths.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"lengths must have dtype int32 or int64, got {lengths.dtype}")
+    b, n, buf = q.shape[0], q.shape[2], k.shape[2]
+    if not (lengths.dim() == 0 or (lengths.dim() == 1 and lengths.shape[0] == b)):
+        raise ValueError(f"lengths must have shape [] or [B={b}], got {tuple(lengths.shape)}")
+    if lengths.device != q.device:
+        raise ValueError(
+            f"lengths is on {lengths.device} but q is on {q.device}; "
+            "all tensors must be on one device"
+        )
+    if value_checks(lengths.device) and lengths.numel() > 0:
+        low, high = int(lengths.min()), int(lengths.max())
+        if low < n or high > buf:
+            raise ValueError(
+                f"lengths must be in [N={n}, L={buf}] (the tree nodes and the buffer), "
+                f"got values in [{low}, {high}]"
+            )
+
+
 def tree_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -514,6 +656,7 @@ def tree_attention(
     tree_mask: torch.Tensor | None = None,
     *,
     scale: float | None = None,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of ``N`` draft-tree nodes over a shared prefix plus the tree itself.
 
@@ -526,18 +669,27 @@ def tree_attention(
             ``tree_mask[(b,) i, j]`` is true iff node ``i`` may attend node ``j`` (its
             ancestors and itself). ``None``: causal (a chain; ``N = 1`` is plain decoding).
         scale: softmax scale, default ``D ** -0.5``.
+        lengths: optional int32/int64 ``[B]`` (or ``[]``, for every row) on the device of
+            ``q``: ``k``/``v`` are then static buffers of which the first ``lengths[b]`` keys
+            are valid, and the tree nodes sit at ``lengths[b] - N .. lengths[b] - 1`` (keys
+            past the length are never read). The length is read on the device, so one
+            captured CUDA graph of a decode or verification step replays at every length.
+            Values must be in ``[N, L]``: checked on CPU tensors (and on CUDA with
+            ``SPECVLM_KERNELS_DEBUG=1``); on CUDA the kernel clamps them into that range.
 
     Returns:
         ``[B, Hq, N, D]`` in ``q.dtype``. A node that sees no key at all (only possible when
-        ``L == N`` and its mask row is all False) gets zeros.
+        the length is ``N`` and its mask row is all False) gets zeros.
 
     Raises:
-        TypeError: a non-tensor input, an unsupported or mismatched dtype, a non-bool mask.
+        TypeError: a non-tensor input, an unsupported or mismatched dtype, a non-bool mask,
+            non-integer ``lengths``.
         ValueError: wrong ranks or shapes, ``Hq % Hk != 0``, ``N > L``, mismatched devices,
-            a bad ``scale``.
+            a bad ``scale``, ``lengths`` of the wrong shape or (CPU) out of range.
     """
     _check_inputs(q, k, v, tree_mask)
+    _check_lengths(lengths, q, k)
     scale = check_scale(scale, q.shape[-1])
     if backend_for(q.device) == REFERENCE:
-        return tree_attention_ref(q, k, v, tree_mask, scale=scale)
-    return _tree_attention_triton(q, k, v, tree_mask, scale)
+        return tree_attention_ref(q, k, v, tree_mask, scale=scale, lengths=lengths)
+    return _tree_attention_triton(q, k, v, tree_mask, scale, lengths=lengths)

@@ -136,6 +136,32 @@ def test_tree_attention_ref_matches_per_node_loop():
         torch.testing.assert_close(out[bi, h, i], p @ vv)
 
 
+def test_tree_attention_ref_lengths_match_per_node_loop():
+    """With ``lengths``, row b sees only its first lengths[b] keys (clamped to [N, L]); the
+    nodes are the last N of those."""
+    gen = torch.Generator().manual_seed(5)
+    b, hq, hk, n, buf, d = 3, 4, 2, 3, 12, 8
+    q = torch.randn(b, hq, n, d, generator=gen, dtype=torch.float64)
+    k = torch.randn(b, hk, buf, d, generator=gen, dtype=torch.float64)
+    v = torch.randn(b, hk, buf, d, generator=gen, dtype=torch.float64)
+    mask = torch.rand(b, n, n, generator=gen) < 0.6
+    lengths = torch.tensor([n, 7, 99])  # 99 is clamped to the buffer, 12
+    out = ref.tree_attention_ref(q, k, v, mask, lengths=lengths)
+    for bi, h, i in itertools.product(range(b), range(hq), range(n)):
+        length = min(int(lengths[bi]), buf)
+        prefix = length - n
+        cols = list(range(prefix)) + [prefix + j for j in range(n) if mask[bi, i, j]]
+        if not cols:
+            assert out[bi, h, i].abs().max() == 0
+            continue
+        kk, vv = k[bi, h // 2, cols], v[bi, h // 2, cols]
+        p = torch.softmax(kk @ q[bi, h, i] / math.sqrt(d), dim=0)
+        torch.testing.assert_close(out[bi, h, i], p @ vv)
+    # one length for every row (0-d) equals slicing the buffer
+    same = ref.tree_attention_ref(q, k, v, mask, lengths=torch.tensor(7))
+    torch.testing.assert_close(same, ref.tree_attention_ref(q, k[:, :, :7], v[:, :, :7], mask))
+
+
 def test_tree_attention_ref_row_that_sees_nothing_is_zero():
     q = torch.randn(1, 1, 2, 4, dtype=torch.float64)
     k = v = torch.randn(1, 1, 2, 4, dtype=torch.float64)

@@ -2,7 +2,7 @@
 
 On the CPU the kernels run under the Triton interpreter (conftest sets TRITON_INTERPRET=1), so
 shapes are small; the split-K machinery is still exercised by a small key block (16/32) and
-forced split counts. bf16 and the CUDA-graph capture run only on a GPU.
+forced split counts. bf16, real-model shapes and the CUDA-graph capture run only on a GPU.
 
 Tolerance (``assert_matches_reference``): the kernel's max error against an fp64 reference may
 be at most twice that of a plain PyTorch implementation in the input dtype (scores, softmax and
@@ -20,6 +20,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from specvlm_kernels import _dispatch as dispatch
 from specvlm_kernels import reference as ref
 from specvlm_kernels._dispatch import TRITON, backend_for
 from specvlm_kernels.tree_attention import tree_attention
@@ -271,6 +272,87 @@ def test_random_shapes_cpu(b, hk, group, n, prefix, d, kind, splits, dtype, seed
 
 
 # --------------------------------------------------------------------------------------------
+# Static buffers and device lengths (graph-capturable decode)
+# --------------------------------------------------------------------------------------------
+def _poison_tail(k, v, lengths):
+    """NaN past each row's length: those keys must never be read."""
+    for b, length in enumerate(lengths):
+        k[b, :, length:] = float("nan")
+        v[b, :, length:] = float("nan")
+
+
+def check_lengths(q, k, v, mask, lengths, out, **launch):
+    """The launcher with device ``lengths`` against the fp64 oracle on each row's prefix."""
+    scale = q.shape[-1] ** -0.5
+    out.fill_(float("nan"))
+    got = ta._tree_attention_triton(q, k, v, mask, scale, lengths=lengths, out=out, **launch)
+    assert got is out
+    for b, length in enumerate(lengths.expand(q.shape[0]).tolist()):
+        mask_b = mask if mask is None or mask.dim() == 2 else mask[b if mask.shape[0] > 1 else 0]
+        qb, kb, vb = q[b : b + 1], k[b : b + 1, :, :length], v[b : b + 1, :, :length]
+        exact = ref.tree_attention_ref(qb.double(), kb.double(), vb.double(), mask_b, scale=scale)
+        baseline = torch_in_dtype(qb, kb, vb, mask_b, scale)
+        assert_matches_reference(
+            out[b : b + 1], exact, baseline=baseline, atol=ATOL[q.dtype], name=f"row {b}"
+        )
+
+
+@pytest.mark.parametrize("splits", [None, 1, 3, 7])
+@pytest.mark.parametrize("kind", ["none", "2d", "3d"])
+def test_one_static_buffer_at_every_length(kind, splits, device):
+    """One static K/V buffer, one static lengths tensor updated in place, one output buffer:
+    every length (per batch row, N up to the buffer) matches the op on that prefix, and the keys
+    past the length (NaN) are never read. The split count is fixed by the buffer, so the same
+    launch serves every length (as a captured CUDA graph would)."""
+    b, hq, hk, n, buf, d = 2, 8, 2, 5, 131, 16
+    gen = torch.Generator().manual_seed(40 + (splits or 0))
+    q, k, v = make_qkv(b, hq, hk, n, buf, d, torch.float32, device, gen)
+    mask = make_mask(kind, b, n, gen, device)
+    k0, v0 = k.clone(), v.clone()
+    lengths = torch.zeros(b, dtype=torch.int32, device=device)
+    out = nan_filled(q.shape, q.dtype, device)
+    for now in ([n, n], [37, 90], [buf, 61], [17, buf]):
+        lengths.copy_(torch.tensor(now))
+        k.copy_(k0)
+        v.copy_(v0)
+        _poison_tail(k, v, now)
+        check_lengths(q, k, v, mask, lengths, out, num_splits=splits, block_n=16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_lengths_gqa_ratios_and_scalar_length(dtype, device):
+    gen = torch.Generator().manual_seed(41)
+    for group, n in [(1, 1), (2, 3), (4, 9), (7, 2)]:
+        q, k, v = make_qkv(1, 2 * group, 2, n, 77, 24, dtype, device, gen)
+        length = torch.tensor(int(torch.randint(n, 78, (1,), generator=gen)), device=device)
+        _poison_tail(k, v, [int(length)])
+        out = nan_filled(q.shape, dtype, device)
+        check_lengths(q, k, v, None, length, out, block_n=16)
+
+
+def test_lengths_public_function_and_reference_agree(device, monkeypatch):
+    gen = torch.Generator().manual_seed(42)
+    q, k, v = make_qkv(2, 4, 2, 6, 50, 16, torch.float32, device, gen)
+    mask = make_mask("3d", 2, 6, gen, device)
+    lengths = torch.tensor([20, 50], dtype=torch.int64, device=device)
+    got = tree_attention(q, k, v, mask, lengths=lengths)
+    monkeypatch.setenv("SPECVLM_KERNELS_BACKEND", "reference")
+    want = tree_attention(q, k, v, mask, lengths=lengths)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_lengths_are_clamped_by_the_kernel():
+    """On CUDA the values are not checked (no sync): the kernel clamps them to [N, L], so a bad
+    length cannot read outside the buffer. Checked here through the launcher directly."""
+    gen = torch.Generator().manual_seed(43)
+    q, k, v = make_qkv(2, 2, 1, 4, 30, 16, torch.float32, torch.device("cpu"), gen)
+    out = nan_filled(q.shape, q.dtype, q.device)
+    got = ta._tree_attention_triton(q, k, v, None, 0.25, lengths=torch.tensor([1, 500]), out=out)
+    want = ref.tree_attention_ref(q, k, v, None, scale=0.25, lengths=torch.tensor([4, 30]))
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
 # Dispatch: the CPU path really ran Triton
 # --------------------------------------------------------------------------------------------
 def test_cpu_runs_triton_not_the_reference(monkeypatch):
@@ -301,29 +383,42 @@ def test_forced_reference_backend_returns_reference(monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------
-# Split heuristic
+# Split heuristic and merge configuration
 # --------------------------------------------------------------------------------------------
 def test_split_heuristic(monkeypatch):
     dev = torch.device("cuda", 99)  # fake device: only the cached SM count is read
-    monkeypatch.setitem(ta._SM_COUNT, ("cuda", 99), 132)
-    # decode, 8 KV heads, 64k keys in 1024 blocks: about two waves (33 programs per head
-    # wanted), rounded to equal block counts: 32 splits of 32 blocks
-    assert ta._choose_splits(65536, 64, 8, 8, 2, dev) == 32
-    # 64-row tiles: every split keeps >= 16 * 64 / 2 = 512 keys, so 2048 keys -> 4 splits
-    assert ta._choose_splits(2048, 64, 64, 64, 2, dev) == 4
+    monkeypatch.setitem(dispatch._SM_COUNT, ("cuda", 99), 132)
+    # decode, 8 KV heads, 64k keys in 1024 blocks: 16 splits = 128 programs, one full wave
+    assert ta._choose_splits(65536, 64, 8, 8, 2, dev) == 16
+    # 28/4 heads (one row tile per KV head), 32k keys: 32 splits, 128 programs in one wave
+    assert ta._choose_splits(32768, 64, 4, 7, 2, dev) == 32
+    # 64 programs of 64-row tiles, 2048 keys: 2 splits fill one wave (at most 4: every split
+    # keeps >= 16 * 64 / 2 = 512 keys)
+    assert ta._choose_splits(2048, 64, 64, 64, 2, dev) == 2
     # a single block never splits; too few keys per split -> no split
     assert ta._choose_splits(64, 64, 1, 16, 2, dev) == 1
     assert ta._choose_splits(200, 64, 1, 16, 2, dev) == 1
     # enough programs already: no split
     assert ta._choose_splits(8192, 64, 4096, 16, 2, dev) == 1
+    # one program per split at 1M keys: close to MAX_SPLITS (63: within 2% of 64), never more
+    assert 60 <= ta._choose_splits(1 << 20, 64, 1, 16, 2, dev) <= ta.MAX_SPLITS
     # the interpreter pretends 2 SMs: few splits
-    assert ta._choose_splits(300, 32, 1, 16, 4, torch.device("cpu")) == 4
+    assert ta._choose_splits(300, 32, 1, 16, 4, torch.device("cpu")) == 2
 
 
-def test_sm_count_is_cached_per_device(monkeypatch):
-    monkeypatch.setitem(ta._SM_COUNT, ("cuda", 98), 7)
-    assert ta._sm_count(torch.device("cuda", 98)) == 7
-    assert ta._sm_count(torch.device("cpu")) == 2
+def test_merge_config(monkeypatch):
+    dev = torch.device("cuda", 99)
+    monkeypatch.setitem(dispatch._SM_COUNT, ("cuda", 99), 132)
+    # decode on 28 heads: one row per program, 2 column blocks of 64 -> 56 programs
+    assert ta._merge_config(28, 14, 128, dev) == {
+        "ROWS": 1,
+        "BLOCK_S": 16,
+        "BLOCK_D": 64,
+        "num_warps": 4,
+    }
+    # 64 heads x 64 nodes: 8 rows per program still leaves 1024 programs
+    assert ta._merge_config(4096, 4, 128, dev)["ROWS"] == 8
+    assert ta._merge_config(10, 64, 20, dev)["BLOCK_D"] == 32
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,6 +519,22 @@ def test_error_mask_device():
         tree_attention(q, k, v, torch.ones(3, 3, dtype=torch.bool, device="meta"))
 
 
+def test_error_lengths():
+    q, k, v = _ok(b=2, n=3, length=8)
+    with pytest.raises(TypeError, match="lengths must be a torch.Tensor or None"):
+        tree_attention(q, k, v, lengths=[5, 6])
+    with pytest.raises(TypeError, match="lengths must have dtype int32 or int64"):
+        tree_attention(q, k, v, lengths=torch.tensor([5.0, 6.0]))
+    with pytest.raises(ValueError, match=r"lengths must have shape \[\] or \[B=2\]"):
+        tree_attention(q, k, v, lengths=torch.tensor([5, 6, 7]))
+    with pytest.raises(ValueError, match="lengths is on meta"):
+        tree_attention(q, k, v, lengths=torch.tensor([5, 6], device="meta"))
+    with pytest.raises(ValueError, match=r"lengths must be in \[N=3, L=8\]"):
+        tree_attention(q, k, v, lengths=torch.tensor([2, 6]))
+    with pytest.raises(ValueError, match=r"lengths must be in \[N=3, L=8\]"):
+        tree_attention(q, k, v, lengths=torch.tensor(9))
+
+
 @pytest.mark.parametrize("scale", [0.0, -1.0, float("nan"), float("inf")])
 def test_error_bad_scale_value(scale):
     with pytest.raises(ValueError, match="scale must be a finite positive number"):
@@ -449,6 +560,79 @@ def test_long_prefix_default_splits_gpu(dtype, n, kind):
     q, k, v = make_qkv(1, 28, 4, n, 20000 + n, 128, dtype, device, gen, kv_layout="blhd")
     mask = make_mask(kind, 1, n, gen, device)
     check_against_reference(q, k, v, mask)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n,kind", [(1, "none"), (48, "2d")])
+def test_llava_72b_heads_at_32k_gpu(dtype, n, kind):
+    """64/8 heads (LLaVA-OV-72B), 32k keys: the heuristic's splits and the merge at full size."""
+    device = torch.device("cuda")
+    gen = torch.Generator().manual_seed(n + 1)
+    q, k, v = make_qkv(1, 64, 8, n, 32768, 128, dtype, device, gen, kv_layout="blhd")
+    mask = make_mask(kind, 1, n, gen, device)
+    check_against_reference(q, k, v, mask)
+
+
+@pytest.mark.gpu
+def test_fp32_long_prefix_gpu():
+    """fp32 (exact-fp32 dots on FMA units, 16 x 32 tiles) at a real head layout."""
+    device = torch.device("cuda")
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = make_qkv(1, 28, 4, 8, 8192, 128, torch.float32, device, gen)
+    check_against_reference(q, k, v, make_mask("2d", 1, 8, gen, device))
+
+
+@pytest.mark.gpu
+def test_inputs_on_a_device_that_is_not_current_gpu():
+    """device_map="auto" puts layers on several GPUs: the launch must run on the inputs'
+    device, not the current one."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    device = torch.device("cuda", 1)
+    gen = torch.Generator().manual_seed(4)
+    with torch.cuda.device(0):
+        q, k, v = make_qkv(1, 28, 4, 8, 3000, 128, torch.float16, device, gen)
+        check_against_reference(q, k, v, make_mask("2d", 1, 8, gen, device))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n,kind", [(1, "none"), (48, "2d")])
+def test_cuda_graph_replays_at_every_length(n, kind):
+    """A decode (N = 1) or verification (N = 48) step captured once on static buffers of 64k
+    keys replays at lengths from N to 64k: the kernel reads the length on the device."""
+    device = torch.device("cuda")
+    gen = torch.Generator().manual_seed(22)
+    b, hq, hk, buf, d = 1, 28, 4, 65536, 128
+    sq, sk, sv = make_qkv(b, hq, hk, n, buf, d, torch.float16, device, gen)
+    smask = make_mask(kind, b, n, gen, device)
+    lengths = torch.full((b,), buf, dtype=torch.int32, device=device)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # compile and cache the SM count outside the capture
+        for _ in range(2):
+            tree_attention(sq, sk, sv, smask, lengths=lengths)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = tree_attention(sq, sk, sv, smask, lengths=lengths)
+
+    for length in (n, 1000, 4097, 32768, buf):
+        lengths.fill_(length)
+        sq.copy_(torch.randn(sq.shape, generator=gen).to(device=device, dtype=sq.dtype))
+        _poison_tail(sk, sv, [length])
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        kk, vv = sk[:, :, :length], sv[:, :, :length]
+        exact = ref.tree_attention_ref(sq.double(), kk.double(), vv.double(), smask)
+        baseline = torch_in_dtype(sq, kk, vv, smask, d**-0.5)
+        assert_matches_reference(
+            out, exact, baseline=baseline, atol=ATOL[torch.float16], name=f"length {length}"
+        )
+        sk[:, :, length:] = torch.randn_like(sk[:, :, length:])  # un-poison for the next one
+        sv[:, :, length:] = torch.randn_like(sv[:, :, length:])
 
 
 @pytest.mark.gpu
