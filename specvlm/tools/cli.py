@@ -58,7 +58,12 @@ def _prepare_backend(device: str) -> None:
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+def _parser() -> argparse.ArgumentParser:
+    """The top-level parser (see :func:`_parsers`)."""
+    return _parsers()[0]
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and each command's, from :mod:`specvlm.tools.arguments` alone: the
     commands themselves (which define the Triton kernels) are imported once one is chosen."""
     parser = argparse.ArgumentParser(
@@ -98,7 +103,7 @@ def _selfcheck(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, commands = _parser()
+    parser, commands = _parsers()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # the command's own usage, not the top-level one
         commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
