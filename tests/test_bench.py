@@ -59,11 +59,19 @@ def test_sweep_writes_json_csv_and_plots(tmp_path):
     assert frames[3] == 3 * frames[1]
     paths = write_results(results, str(tmp_path))
     assert sorted(p.rsplit("/", 1)[1] for p in paths) == [
+        "report.md",
         "results.csv",
         "results.json",
         "speedup_vs_video_tokens.png",
         "tau_vs_drop_rate.png",
     ]  # no tree-size point here: no tree-size plot
+    report = (tmp_path / "report.md").read_text()
+    assert (
+        "do not edit by hand" in report
+        and "![tau_vs_drop_rate.png](tau_vs_drop_rate.png)" in report
+    )
+    table = [line for line in report.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 12 and all(line.endswith("| yes |") for line in table[1:])
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert len(rows) == 12 and rows[0]["method"] == "autoregressive"
