@@ -9,11 +9,13 @@ import pytest
 from specvlm.tools.perf_model import (
     H100,
     MODELS,
+    PAIRS,
     Scenario,
     break_even_video_tokens,
     forward_seconds,
     project,
     table,
+    tau_ratio_to_win,
 )
 
 
@@ -67,4 +69,45 @@ def test_break_even_is_where_the_speedup_crosses_one():
 
 def test_table_has_a_row_per_point():
     rows = table(video=(4096,), taus=(3.0,)).splitlines()
-    assert len(rows) == 2 + 2  # header, separator, one row per pair
+    assert len(rows) == 2 + len(PAIRS)  # header, separator, one row per pair
+    assert {(t, d) for t, d, *_ in PAIRS} == {
+        ("llava-ov-72b", "llava-ov-7b"),
+        ("llava-ov-72b", "llava-ov-0.5b"),
+        ("qwen2.5-vl-32b", "qwen2.5-vl-7b"),
+        ("qwen2.5-vl-32b", "qwen2.5-vl-3b"),
+    }
+
+
+def test_naive_sd_is_specvlm_without_pruning():
+    s = Scenario("llava-ov-72b", "llava-ov-7b", 4, 1, 16384, drop_rate=0.0)
+    p = project(s)
+    assert p.naive_decode_s == pytest.approx(p.sd_decode_s)
+    assert p.naive_draft_prefill_s == pytest.approx(p.draft_prefill_s)
+    assert p.naive_bytes == pytest.approx(p.sd_bytes)
+    assert p.naive_e2e_s == pytest.approx(p.sd_e2e_s - p.scoring_s)  # naive SD does not score
+
+
+@pytest.mark.parametrize("target,draft,tg,dg", [(t, d, tg, dg) for t, d, tg, dg, _ in PAIRS])
+def test_pruning_saves_draft_work_and_memory_growing_with_the_video(target, draft, tg, dg):
+    ratios = []
+    for n in (1024, 16384, 65536):
+        p = project(Scenario(target, draft, tg, dg, n))
+        assert p.draft_prefill_s < p.naive_draft_prefill_s
+        assert p.sd_step_s < p.naive_step_s and p.sd_bytes < p.naive_bytes
+        saved = p.naive_draft_prefill_s - p.draft_prefill_s
+        assert p.naive_ttft_s - p.sd_ttft_s == pytest.approx(saved - p.scoring_s)
+        ratios.append(tau_ratio_to_win(Scenario(target, draft, tg, dg, n)))
+    # the longer the video, the more tau pruning may cost and still win
+    assert ratios[0].decode > ratios[1].decode > ratios[2].decode
+    assert ratios[0].e2e > ratios[1].e2e > ratios[2].e2e
+    assert ratios[-1].e2e < ratios[-1].decode
+    assert p.sd_ttft_s < p.naive_ttft_s  # at 64k the draft prefill saved outweighs the scoring
+
+
+def test_tau_ratio_is_where_specvlm_and_naive_sd_tie():
+    s = Scenario("qwen2.5-vl-32b", "qwen2.5-vl-7b", 2, 1, 32768, tau_naive=4.0)
+    r = tau_ratio_to_win(s)
+    tie = project(replace(s, tau=4.0 * r.decode))
+    assert tie.sd_decode_s == pytest.approx(tie.naive_decode_s)
+    tie = project(replace(s, tau=4.0 * r.e2e))
+    assert tie.sd_e2e_s == pytest.approx(tie.naive_e2e_s)

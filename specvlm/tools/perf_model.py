@@ -1,23 +1,38 @@
-"""A roofline performance model of SpecVLM vs plain decoding on GPUs.
+"""A performance model of the target alone, naive speculative decoding and SpecVLM.
 
-Every forward is modelled as ``max(bytes / bandwidth, flops / tensor_rate) + layers * launch``:
-the weights are read once per forward, the KV cache once per forward, and the GEMM flops are
-``2 * params * tokens``; attention flops are added for prefills. Bandwidth and tensor rate are
-the datasheet peaks times an achievable fraction (defaults: 80% of HBM, 60% of dense 16-bit
-tensor throughput, typical of large GEMMs and streaming reads on H100s). A model too big for one
-GPU is split over ``gpus`` GPUs either as transformers' ``device_map="auto"`` does (layers in
-sequence: one GPU works at a time, so rates do *not* add up; the published code ran this way) or
-with tensor parallelism (``tensor_parallel=True``: rates add up, plus an all-reduce per layer).
+Three ways of decoding the same prompt (``prompt = text + video`` tokens, ``new`` tokens out):
 
-Inputs that are *not* modelled but given: tau (mean tokens per target verification), the tree
-(nodes, depth) and the drop rate. So the model answers "given this tau, what speedup?", and
-``break_even_video_tokens`` answers "from what video length does SpecVLM pay off end to end?".
-``python -m specvlm.tools.perf_model`` prints the table of ``docs/performance.md``.
+* **target alone** (autoregressive): one target forward per token.
+* **naive SD**: the draft sees the whole prompt (drop rate 0). Per step it feeds the pending
+  chain, then one forward per tree level below the deepest; the target verifies ``N + 1`` tokens
+  in one forward; a step emits ``tau`` tokens on average.
+* **SpecVLM**: the same loop with the draft on the pruned prompt (``text + (1 - drop) * video``
+  tokens), so its prefill, its forwards and its KV cache shrink; the target's prefill also
+  scores the video tokens (two extra passes over the text rows' ``QK^T``).
+
+A forward's cost comes from a *cost source*: either the roofline of a GPU (:class:`Roofline`:
+``max(bytes / bandwidth, flops / tensor_rate) + layers * launch``, the weights and the KV cache
+read once per forward, ``2 * params * tokens`` GEMM flops plus attention flops; datasheet peaks
+times achievable fractions, 80% of HBM and 60% of dense 16-bit tensor throughput on H100s), or
+times measured on real hardware (:class:`Measured`, e.g. :class:`specvlm.calibration.ForwardCosts`
+tables, the automatic policy's own measurements). A model too big for one GPU is split over
+``gpus`` GPUs either as transformers' ``device_map="auto"`` does (layers in sequence: one GPU
+works at a time, so rates do *not* add up; the published code ran this way) or with tensor
+parallelism (``tensor_parallel=True``: rates add up, plus an all-reduce per layer).
+
+Inputs that are *not* modelled but given: tau of each method (mean tokens per verification), the
+tree and the drop rate. So the model answers "given these taus, what speed and memory?", and
+:func:`tau_ratio_to_win` answers "how much tau may pruning cost before naive SD is faster?".
+``python -m specvlm.tools.perf_model`` prints the tables of ``docs/performance.md``;
+:func:`predict_measured_decode` is the same model fed with times measured on a CPU, checked
+against measured speedups in ``tests/test_perf_model_measured.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
+from specvlm.trees import Tree, tree_of_size
 
 
 @dataclass(frozen=True)
@@ -55,12 +70,18 @@ class Llm:
     def kv_bytes_per_token(self) -> float:
         return 2 * self.layers * self.kv_heads * self.head_dim * self.bytes_per_param
 
+    @property
+    def weight_bytes(self) -> float:
+        return self.params * self.bytes_per_param
+
 
 MODELS = {
     "llava-ov-72b": Llm("LLaVA-OneVision-72B (Qwen2-72B)", 72.7e9, 80, 64, 8, 128),
     "llava-ov-7b": Llm("LLaVA-OneVision-7B (Qwen2-7B)", 7.6e9, 28, 28, 4, 128),
+    "llava-ov-0.5b": Llm("LLaVA-OneVision-0.5B (Qwen2-0.5B)", 0.49e9, 24, 14, 2, 64),
     "qwen2.5-vl-32b": Llm("Qwen2.5-VL-32B", 32.8e9, 64, 40, 8, 128),
     "qwen2.5-vl-7b": Llm("Qwen2.5-VL-7B", 7.6e9, 28, 28, 4, 128),
+    "qwen2.5-vl-3b": Llm("Qwen2.5-VL-3B", 3.09e9, 36, 16, 2, 128),
 }
 
 
@@ -76,19 +97,92 @@ def forward_seconds(
 ) -> float:
     """One forward of ``tokens`` new tokens over ``context`` cached ones (``prefill``: the
     tokens attend causally to each other and the context) on ``gpus`` GPUs."""
-    weight_bytes = model.params * model.bytes_per_param
     kv_bytes = model.kv_bytes_per_token() * (context + tokens)
     gemm = 2.0 * model.params * tokens
     attn_pairs = tokens * context + (tokens * (tokens + 1) / 2 if prefill else tokens * tokens)
     attn = 4.0 * model.layers * model.heads * model.head_dim * attn_pairs
     width = gpus if tensor_parallel else 1  # device_map="auto": one GPU at a time
-    mem = (weight_bytes + kv_bytes) / (gpu.bandwidth * width)
+    mem = (model.weight_bytes + kv_bytes) / (gpu.bandwidth * width)
     comp = (gemm + attn) / (gpu.flops * width)
     sync = gpu.allreduce_us if tensor_parallel and gpus > 1 else 0.0
     fixed = model.layers * (gpu.launch_us + sync) * 1e-6
     return max(mem, comp) + fixed
 
 
+# -------------------------------------------------------------------------------------------
+# Cost sources: a forward of n tokens after a cache of c entries; a prefill of c tokens
+# -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Roofline:
+    """One model's forwards on GPUs, from the roofline above."""
+
+    model: Llm
+    gpu: Gpu = H100
+    gpus: int = 1
+    tensor_parallel: bool = False
+
+    def forward(self, tokens: int, context: int) -> float:
+        return forward_seconds(
+            self.model,
+            self.gpu,
+            tokens,
+            context,
+            gpus=self.gpus,
+            tensor_parallel=self.tensor_parallel,
+        )
+
+    def prefill(self, tokens: int) -> float:
+        return forward_seconds(
+            self.model,
+            self.gpu,
+            tokens,
+            0,
+            gpus=self.gpus,
+            prefill=True,
+            tensor_parallel=self.tensor_parallel,
+        )
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One model's forwards as measured: ``table`` has ``seconds(n, context)`` and
+    ``prefill_seconds(context)`` (a :class:`specvlm.calibration.ForwardCosts`)."""
+
+    table: object
+
+    def forward(self, tokens: int, context: int) -> float:
+        return self.table.seconds(tokens, context)
+
+    def prefill(self, tokens: int) -> float:
+        return self.table.prefill_seconds(tokens)
+
+
+def level_widths(tree: Tree) -> list[int]:
+    """Nodes per depth: ``[w_1, ..., w_depth]``."""
+    return [len(tree.nodes_at_depth(d)) for d in range(1, tree.depth + 1)]
+
+
+def step_seconds(target, draft, tree: Tree, ctx_t: int, ctx_d: int, depth: int | None = None):
+    """One speculative step with ``tree`` drafted to ``depth`` (default: all of it): the draft
+    feeds the pending token, then each level above the deepest drafted one; the target verifies
+    the root and every drafted node."""
+    widths = level_widths(tree)[: depth or tree.depth]
+    drafting = draft.forward(1, ctx_d) + sum(draft.forward(w, ctx_d) for w in widths[:-1])
+    return drafting + target.forward(sum(widths) + 1, ctx_t)
+
+
+def decode_seconds(target, tokens: int, context: int, samples: int = 16) -> float:
+    """``tokens`` target forwards of one token, the cache growing from ``context``."""
+    if tokens <= 0:
+        return 0.0
+    stride = max(1, tokens // samples)
+    points = range(0, tokens, stride)
+    return sum(target.forward(1, context + i) for i in points) * tokens / len(points)
+
+
+# -------------------------------------------------------------------------------------------
+# Projections of the three methods on GPUs
+# -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Scenario:
     target: str
@@ -99,21 +193,35 @@ class Scenario:
     text_tokens: int = 200  # prompt text (system + question)
     new_tokens: int = 256
     drop_rate: float = 0.9
-    tau: float = 3.9  # mean accepted length (published 3.8-4.15 at 90% pruning)
+    tau: float = 3.9  # SpecVLM's mean accepted length (published 3.8-4.15 at 90% pruning)
+    tau_naive: float | None = None  # naive SD's (None: the same as SpecVLM's)
     tree_nodes: int = 48
     tree_depth: int = 6
     text_rows: int = 64  # query rows of the scores (text after the video)
     tensor_parallel: bool = False  # False: device_map="auto" layer split (as published)
 
+    @property
+    def naive_tau(self) -> float:
+        return self.tau if self.tau_naive is None else self.tau_naive
+
 
 @dataclass(frozen=True)
 class Projection:
     ar_decode_s: float
-    sd_decode_s: float
+    sd_decode_s: float  # SpecVLM
+    naive_decode_s: float
     ar_e2e_s: float
     sd_e2e_s: float
+    naive_e2e_s: float
+    prefill_s: float  # the target's prefill (all three methods)
     scoring_s: float
-    draft_prefill_s: float
+    draft_prefill_s: float  # SpecVLM's, on the kept tokens
+    naive_draft_prefill_s: float  # on the whole prompt
+    sd_step_s: float
+    naive_step_s: float
+    ar_bytes: float  # weights + KV caches at the end of generation
+    sd_bytes: float
+    naive_bytes: float
 
     @property
     def decode_speedup(self) -> float:
@@ -123,51 +231,94 @@ class Projection:
     def e2e_speedup(self) -> float:
         return self.ar_e2e_s / self.sd_e2e_s
 
+    @property
+    def naive_decode_speedup(self) -> float:
+        return self.ar_decode_s / self.naive_decode_s
+
+    @property
+    def naive_e2e_speedup(self) -> float:
+        return self.ar_e2e_s / self.naive_e2e_s
+
+    @property
+    def ar_ttft_s(self) -> float:
+        return self.prefill_s
+
+    @property
+    def sd_ttft_s(self) -> float:
+        return self.prefill_s + self.scoring_s + self.draft_prefill_s
+
+    @property
+    def naive_ttft_s(self) -> float:
+        return self.prefill_s + self.naive_draft_prefill_s
+
 
 def project(s: Scenario, gpu: Gpu = H100) -> Projection:
-    """Decode-only and end-to-end times of the target's greedy decoding vs SpecVLM."""
-    tgt, drf = MODELS[s.target], MODELS[s.draft]
+    """Decode, end-to-end time and memory of the target alone, naive SD and SpecVLM."""
+    tgt_m, drf_m = MODELS[s.target], MODELS[s.draft]
+    target = Roofline(tgt_m, gpu, s.target_gpus, s.tensor_parallel)
+    draft = Roofline(drf_m, gpu, s.draft_gpus)
+    tree = tree_of_size(s.tree_nodes, s.tree_depth)
     prompt = s.text_tokens + s.video_tokens
     kept = s.text_tokens + int(s.video_tokens * (1.0 - s.drop_rate))
-    prefill = forward_seconds(
-        tgt, gpu, prompt, 0, gpus=s.target_gpus, prefill=True, tensor_parallel=s.tensor_parallel
-    )
+    prefill = target.prefill(prompt)
     # Scores: QK^T of the text rows, twice (two passes), per layer, compute-bound.
-    score_flops = tgt.layers * 2.0 * tgt.heads * s.text_rows * (prompt + s.video_tokens)
-    score_flops *= tgt.head_dim * 2.0
+    score_flops = tgt_m.layers * 2.0 * tgt_m.heads * s.text_rows * (prompt + s.video_tokens)
+    score_flops *= tgt_m.head_dim * 2.0
     width = s.target_gpus if s.tensor_parallel else 1
-    scoring = score_flops / (gpu.flops * width) + tgt.layers * gpu.launch_us * 2e-6
-    draft_prefill = forward_seconds(drf, gpu, kept, 0, gpus=s.draft_gpus, prefill=True)
+    scoring = score_flops / (gpu.flops * width) + tgt_m.layers * gpu.launch_us * 2e-6
+    draft_prefill, naive_draft_prefill = draft.prefill(kept), draft.prefill(prompt)
 
-    ar_decode = sum(
-        forward_seconds(
-            tgt, gpu, 1, prompt + i, gpus=s.target_gpus, tensor_parallel=s.tensor_parallel
-        )
-        for i in range(0, s.new_tokens, max(1, s.new_tokens // 16))
-    ) * (s.new_tokens / len(range(0, s.new_tokens, max(1, s.new_tokens // 16))))
-    steps = s.new_tokens / s.tau
+    decode = s.new_tokens - 1  # the first token comes from the prefill
+    ar_decode = decode_seconds(target, decode, prompt)
     mid = s.new_tokens // 2  # caches at mid-generation stand for the average step
-    per_level = max(1, round(s.tree_nodes / s.tree_depth))
-    draft_step = forward_seconds(drf, gpu, 1, kept + mid, gpus=s.draft_gpus) + (
-        s.tree_depth - 1
-    ) * forward_seconds(drf, gpu, per_level, kept + mid, gpus=s.draft_gpus)
-    verify = forward_seconds(
-        tgt,
-        gpu,
-        s.tree_nodes + 1,
-        prompt + mid,
-        gpus=s.target_gpus,
-        tensor_parallel=s.tensor_parallel,
-    )
-    sd_decode = steps * (draft_step + verify)
+    sd_step = step_seconds(target, draft, tree, prompt + mid, kept + mid)
+    naive_step = step_seconds(target, draft, tree, prompt + mid, prompt + mid)
+    sd_decode = decode / s.tau * sd_step
+    naive_decode = decode / s.naive_tau * naive_step
+
+    final = s.new_tokens + s.tree_nodes  # cache entries added by the end (+ a step's tree)
+    ar_bytes = tgt_m.weight_bytes + tgt_m.kv_bytes_per_token() * (prompt + s.new_tokens)
+    draft_kv = drf_m.kv_bytes_per_token()
+    sd_bytes = ar_bytes + drf_m.weight_bytes + draft_kv * (kept + final)
+    naive_bytes = ar_bytes + drf_m.weight_bytes + draft_kv * (prompt + final)
+    sd_bytes += tgt_m.kv_bytes_per_token() * s.tree_nodes
+    naive_bytes += tgt_m.kv_bytes_per_token() * s.tree_nodes
     return Projection(
         ar_decode_s=ar_decode,
         sd_decode_s=sd_decode,
+        naive_decode_s=naive_decode,
         ar_e2e_s=prefill + ar_decode,
         sd_e2e_s=prefill + scoring + draft_prefill + sd_decode,
+        naive_e2e_s=prefill + naive_draft_prefill + naive_decode,
+        prefill_s=prefill,
         scoring_s=scoring,
         draft_prefill_s=draft_prefill,
+        naive_draft_prefill_s=naive_draft_prefill,
+        sd_step_s=sd_step,
+        naive_step_s=naive_step,
+        ar_bytes=ar_bytes,
+        sd_bytes=sd_bytes,
+        naive_bytes=naive_bytes,
     )
+
+
+@dataclass(frozen=True)
+class TauRatio:
+    """SpecVLM is faster than naive SD when its tau is at least this share of naive SD's."""
+
+    decode: float
+    e2e: float
+
+
+def tau_ratio_to_win(s: Scenario, gpu: Gpu = H100) -> TauRatio:
+    """The break-even of pruning against naive SD, as a ratio of taus: SpecVLM's decode is
+    faster when ``tau / tau_naive > sd_step / naive_step``; end to end, the draft prefill it
+    saves and the scoring it adds count too (at naive SD's tau)."""
+    p = project(s, gpu)
+    decode = s.new_tokens - 1
+    saved = p.naive_draft_prefill_s - p.draft_prefill_s - p.scoring_s
+    e2e = decode * p.sd_step_s / (s.naive_tau * saved + decode * p.naive_step_s)
+    return TauRatio(p.sd_step_s / p.naive_step_s, e2e)
 
 
 def break_even_video_tokens(s: Scenario, gpu: Gpu = H100, *, hi: int = 1 << 17) -> int | None:
@@ -188,33 +339,81 @@ def break_even_video_tokens(s: Scenario, gpu: Gpu = H100, *, hi: int = 1 << 17) 
     return hi
 
 
+# (target, draft, target GPUs, draft GPUs, published decode speedup)
 PAIRS = (
     ("llava-ov-72b", "llava-ov-7b", 4, 1, "2.68x (A100s, decode only)"),
+    ("llava-ov-72b", "llava-ov-0.5b", 4, 1, "-"),
     ("qwen2.5-vl-32b", "qwen2.5-vl-7b", 2, 1, "2.11x (A100s, decode only)"),
+    ("qwen2.5-vl-32b", "qwen2.5-vl-3b", 2, 1, "-"),
 )
 
 
 def table(
-    gpu: Gpu = H100, video=(4096, 16384, 65536), taus=(3.0, 3.9), tensor_parallel: bool = False
+    gpu: Gpu = H100,
+    video=(4096, 16384, 65536),
+    taus=(3.9,),
+    tensor_parallel: bool = False,
+    pairs=PAIRS,
 ) -> str:
+    """Naive SD beside SpecVLM for every pair, video length and tau (naive SD at the same tau:
+    the published finding that the draft is insensitive to pruning; the last column says how
+    much tau pruning may cost before naive SD wins)."""
     lines = [
-        "| target / draft (GPUs) | video tokens | tau | decode speedup | end-to-end speedup "
+        "| target / draft (GPUs) | video tokens | tau | decode naive / SpecVLM "
+        "| end to end naive / SpecVLM | first token ms AR / naive / SpecVLM "
+        "| memory GB AR / naive / SpecVLM | SpecVLM wins above tau ratio (decode / e2e) "
         "| published |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for target, draft, tg, dg, published in PAIRS:
+    for target, draft, tg, dg, published in pairs:
         for n in video:
             for tau in taus:
                 sc = Scenario(target, draft, tg, dg, n, tau=tau, tensor_parallel=tensor_parallel)
-                p = project(sc, gpu)
+                p, r = project(sc, gpu), tau_ratio_to_win(sc, gpu)
                 lines.append(
-                    f"| {target} / {draft} ({tg}+{dg}) | {n} | {tau} | {p.decode_speedup:.2f}x "
-                    f"| {p.e2e_speedup:.2f}x | {published} |"
+                    f"| {target} / {draft} ({tg}+{dg}) | {n} | {tau} "
+                    f"| {p.naive_decode_speedup:.2f}x / {p.decode_speedup:.2f}x "
+                    f"| {p.naive_e2e_speedup:.2f}x / {p.e2e_speedup:.2f}x "
+                    f"| {p.ar_ttft_s * 1e3:.0f} / {p.naive_ttft_s * 1e3:.0f} / "
+                    f"{p.sd_ttft_s * 1e3:.0f} "
+                    f"| {p.ar_bytes / 1e9:.0f} / {p.naive_bytes / 1e9:.0f} / "
+                    f"{p.sd_bytes / 1e9:.0f} "
+                    f"| {r.decode:.2f} / {r.e2e:.2f} | {published} |"
                 )
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+# -------------------------------------------------------------------------------------------
+# The same model on measured costs (the check against measurement)
+# -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Overheads:
+    """Seconds a decoding loop spends outside the forwards: per token of the target alone
+    (``generate``'s own bookkeeping), and per speculative step ``step + step_per_node * (N+1)``
+    (processing and accepting ``N + 1`` rows, committing both caches, emitting)."""
+
+    token: float = 0.0
+    step: float = 0.0
+    step_per_node: float = 0.0
+
+
+def predict_measured_decode(run: dict, target, draft, overheads: Overheads = Overheads()) -> float:
+    """Decode seconds of one recorded call from measured costs: ``run`` has ``new_tokens``,
+    ``ctx_t`` (the target's context at mid-generation) and, for speculation, ``tree`` (rank
+    paths), ``ctx_d`` and ``drafted_depths`` (per step: the depth drafting reached)."""
+    decode = run["new_tokens"] - 1
+    if "tree" not in run:
+        return decode * (target.forward(1, run["ctx_t"]) + overheads.token)
+    tree = Tree.from_paths(run["tree"])
+    total = 0.0
+    for depth in run["drafted_depths"]:
+        nodes = sum(level_widths(tree)[:depth])
+        total += step_seconds(target, draft, tree, run["ctx_t"], run["ctx_d"], depth)
+        total += overheads.step + overheads.step_per_node * (nodes + 1)
+    return total
+
+
+def _print_tables() -> None:
     for tp in (False, True):
         print(f"\n{'tensor parallel' if tp else 'device_map=auto (layer split)'}\n")
         print(table(tensor_parallel=tp))
@@ -222,6 +421,10 @@ if __name__ == "__main__":
             for tau in (2.0, 3.0, 3.9):
                 sc = Scenario(target, draft, tg, dg, 0, tau=tau, tensor_parallel=tp)
                 print(
-                    f"break-even video tokens, {target}/{draft}, tau {tau}: "
+                    f"break-even video tokens (SpecVLM vs target), {target}/{draft}, tau {tau}: "
                     f"{break_even_video_tokens(sc)}"
                 )
+
+
+if __name__ == "__main__":
+    _print_tables()
