@@ -42,13 +42,13 @@ from specvlm.stats import GenerationStats
 from specvlm.trees import Tree
 
 DROP_RATES = (0.0, 0.5, 0.75, 0.9)
-TREE_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64)
+TREE_SIZES = frozenset((1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64))
 MAX_DEPTH = 8
 MAX_RANKS = 8
 # Before anything is observed: acceptance by draft rank of a same-family draft (the default
 # tree's assumption), worth PRIOR_WEIGHT offers of each rank.
 PRIOR = (0.72, 0.12, 0.05, 0.03, 0.02, 0.015, 0.01, 0.008)
-PRIOR_WEIGHT = 2.0
+PRIOR_WEIGHT = 1.0
 MEMORY = 0.8  # weight of the counts so far when a call's counts are added
 EXPLORE_GAIN = 0.10  # an untried drop rate must look this much faster to be tried
 FALLBACK_MARGIN = 1.05  # speculation stops when a token costs this much more than plain decoding
@@ -130,6 +130,48 @@ def tree_tau(tree: Tree, rates: tuple[float, ...]) -> float:
     return total
 
 
+@dataclass
+class TreeChoice:
+    """A tree and what it is predicted to do (:func:`best_tree`)."""
+
+    seconds: float  # the decode, from the forward costs
+    drop_rate: float
+    tree: Tree | None
+    tau: float = 1.0
+    step: float = 0.0  # raw seconds per speculative step
+    untried: bool = False
+
+
+def best_tree(rates, target, draft, ctx_t: int, ctx_d: int, decode: float) -> TreeChoice:
+    """The fastest static tree for acceptance ``rates`` by rank: of every size in
+    :data:`TREE_SIZES` at every depth up to :data:`MAX_DEPTH`, the best tree of that size and
+    depth (``build_tree``), weighed by the predicted seconds of ``decode`` tokens. ``target`` and
+    ``draft`` give ``seconds(n, context)`` of a forward (:class:`ForwardCosts`); ``ctx_t`` /
+    ``ctx_d`` are their caches' lengths."""
+    ranked = ranked_paths(tuple(round(r, 3) for r in rates))
+    largest = max(TREE_SIZES)
+    drafts = [draft.seconds(w, ctx_d) if w else 0.0 for w in range(largest + 1)]
+    verifies = [target.seconds(n, ctx_t) for n in range(largest + 2)]
+    best = None
+    for depth in range(1, MAX_DEPTH + 1):
+        paths = [(p, v) for p, v in ranked if len(p) <= depth][:largest]
+        widths = [0] * (depth + 1)
+        tau, levels = 1.0, 0
+        for n, (path, value) in enumerate(paths, start=1):
+            widths[len(path)] += 1
+            tau += value
+            levels = max(levels, len(path))
+            if n not in TREE_SIZES:
+                continue
+            drafting = drafts[1] + sum(drafts[widths[i]] for i in range(1, levels))
+            step = drafting + verifies[n + 1]
+            seconds = max(1.0, decode / tau) * step
+            if best is None or seconds < best.seconds:
+                best = TreeChoice(seconds, 0.0, [q for q, _ in paths[:n]], tau, step)
+    best.tree = Tree.from_paths(best.tree)
+    return best
+
+
 @dataclass(frozen=True)
 class Choice:
     """What the policy chose for one call, and the predictions it was chosen on."""
@@ -149,26 +191,19 @@ class Choice:
         return self.speculate and self.drop_rate > 0
 
 
-@dataclass
-class _Prediction:
-    seconds: float  # the decode, from the measured forward costs
-    drop_rate: float
-    tree: Tree | None
-    tau: float = 1.0
-    step: float = 0.0  # raw seconds per speculative step
-    untried: bool = False
-
-
 class AutoPolicy:
     """Chooses each call's settings; holds what it has measured and observed (per pair: one
     policy per :class:`~specvlm.accelerate.SpeculativeDecoder`).
 
     ``costs``: measured forward costs, ``{(role, device, dtype): ForwardCosts}``; filled on
     demand, or given (tests, or costs measured elsewhere). ``drop_rates``: the candidates.
+    ``learn_timing``: correct the forward costs by how long decoding is seen to take (the
+    loops' own overheads, a busy machine); off where the costs given are not this machine's.
     """
 
-    def __init__(self, drop_rates=DROP_RATES, costs: dict | None = None):
+    def __init__(self, drop_rates=DROP_RATES, costs: dict | None = None, learn_timing=True):
         self.drop_rates = tuple(drop_rates)
+        self.learn_timing = learn_timing
         self.costs: dict[tuple[str, str, str], ForwardCosts] = dict(costs or {})
         self.acceptance: dict[float, RankAcceptance] = {}
         self.expected_new_tokens: float | None = None
@@ -249,7 +284,7 @@ class AutoPolicy:
         best, best_total = None, None
         for d in drops:
             rates, untried = self._rates(d, ranks)
-            p = self._best_tree(rates, tgt, drf, ctx_t, ctx_d[d], decode)
+            p = best_tree(rates, tgt, drf, ctx_t, ctx_d[d], decode)
             p.drop_rate, p.untried = d, untried
             total = p.seconds * spec_factor + drf.prefill_seconds(prompts[d])
             total += self.scoring_seconds if d > 0 else 0.0
@@ -280,7 +315,7 @@ class AutoPolicy:
         # Plain decoding is predicted faster. When the measured forward costs alone would let
         # speculation pay with the prior's acceptance, it is the acceptance (or the overheads)
         # seen so far that does not: speculation is tried again now and then.
-        hopeful = self._best_tree(PRIOR[:ranks], tgt, drf, ctx_t, ctx_d[0.0], decode)
+        hopeful = best_tree(PRIOR[:ranks], tgt, drf, ctx_t, ctx_d[0.0], decode)
         hopeful = hopeful.seconds + drf.prefill_seconds(prompts[0.0]) < decode * raw_token
         self.plain_calls += 1
         if hopeful and self.plain_calls >= PROBE_EVERY:
@@ -303,32 +338,6 @@ class AutoPolicy:
             prior = PRIOR if drop_rate == 0.0 else base
             return seen.rates(prior, ranks), False
         return base, drop_rate != 0.0
-
-    @staticmethod
-    def _best_tree(rates, tgt, drf, ctx_t, ctx_d, decode) -> _Prediction:
-        """The fastest tree for these acceptance rates: every size up to 64 at every depth up
-        to :data:`MAX_DEPTH`, the best tree of that size and depth (``build_tree``)."""
-        ranked = ranked_paths(tuple(round(r, 3) for r in rates))
-        best = None
-        draft_first = drf.seconds(1, ctx_d)
-        for depth in range(1, MAX_DEPTH + 1):
-            paths = [(p, v) for p, v in ranked if len(p) <= depth]
-            widths = [0] * (depth + 1)
-            tau = 1.0
-            for n, (path, value) in enumerate(paths, start=1):
-                widths[len(path)] += 1
-                tau += value
-                if n not in TREE_SIZES:
-                    continue
-                levels = max(i for i, w in enumerate(widths) if w)
-                draft_s = draft_first + sum(drf.seconds(widths[i], ctx_d) for i in range(1, levels))
-                step = draft_s + tgt.seconds(n + 1, ctx_t)
-                seconds = max(1.0, decode / tau) * step
-                if best is None or seconds < best.seconds:
-                    best = _Prediction(seconds, 0.0, None, tau, step)
-                    best.tree = [q for q, _ in paths[:n]]
-        best.tree = Tree.from_paths(best.tree)
-        return best
 
     @staticmethod
     def _factor(samples: list[float]) -> float:
@@ -357,6 +366,10 @@ class AutoPolicy:
             self.expected_new_tokens = (
                 stats.new_tokens if old is None else 0.5 * old + 0.5 * stats.new_tokens
             )
+        if stats.scored_video and stats.scoring > 0:
+            self.scoring_seconds = stats.scoring
+        if not self.learn_timing:
+            return
         steps = len(stats.accepted_lengths)
         spec_decode = stats.decode - stats.plain_decode
         if steps and choice.raw_step_seconds > 0:
@@ -364,8 +377,6 @@ class AutoPolicy:
         if stats.plain_tokens and choice.raw_token_seconds > 0:
             sample = stats.plain_decode / (stats.plain_tokens * choice.raw_token_seconds)
             _push(self._plain_factors, sample)
-        if stats.scored_video and stats.scoring > 0:
-            self.scoring_seconds = stats.scoring
 
 
 def _push(samples: list[float], value: float) -> None:

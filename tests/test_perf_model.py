@@ -14,6 +14,8 @@ from specvlm.tools.perf_model import (
     break_even_video_tokens,
     forward_seconds,
     project,
+    project_policy_tree,
+    rates_for_tau,
     table,
     tau_ratio_to_win,
 )
@@ -111,3 +113,24 @@ def test_tau_ratio_is_where_specvlm_and_naive_sd_tie():
     assert tie.sd_decode_s == pytest.approx(tie.naive_decode_s)
     tie = project(replace(s, tau=4.0 * r.e2e))
     assert tie.sd_e2e_s == pytest.approx(tie.naive_e2e_s)
+
+
+def test_rates_for_tau_reproduce_the_tau_of_the_default_tree():
+    from specvlm.policy import tree_tau
+    from specvlm.trees import default_tree
+
+    for tau in (1.5, 3.0, 3.9, 5.5):
+        assert tree_tau(default_tree(), rates_for_tau(tau)) == pytest.approx(tau, rel=1e-6)
+    with pytest.raises(ValueError):
+        rates_for_tau(8.0)  # the default tree is 6 deep
+
+
+@pytest.mark.parametrize("tp", [False, True])
+def test_the_policy_tree_is_at_least_as_fast_as_the_default_tree(tp):
+    for target, draft, tg, dg, _ in PAIRS:
+        s = Scenario(target, draft, tg, dg, 16384, tensor_parallel=tp)
+        p, q = project(s), project_policy_tree(s)
+        # the policy's estimate of the default tree's speed is the projection's, and it
+        # weighs the default tree among others (48 nodes, depth 6)
+        assert q.decode_speedup >= p.decode_speedup * 0.999
+        assert q.naive_decode_speedup >= p.naive_decode_speedup * 0.999

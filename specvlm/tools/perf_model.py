@@ -142,6 +142,8 @@ class Roofline:
             tensor_parallel=self.tensor_parallel,
         )
 
+    seconds = forward  # the name the automatic policy's cost tables use
+
 
 @dataclass(frozen=True)
 class Measured:
@@ -155,6 +157,8 @@ class Measured:
 
     def prefill(self, tokens: int) -> float:
         return self.table.prefill_seconds(tokens)
+
+    seconds = forward
 
 
 def level_widths(tree: Tree) -> list[int]:
@@ -339,6 +343,74 @@ def break_even_video_tokens(s: Scenario, gpu: Gpu = H100, *, hi: int = 1 << 17) 
     return hi
 
 
+@dataclass(frozen=True)
+class PolicyTree:
+    """SpecVLM and naive SD with the tree the automatic policy would pick (:mod:`specvlm.policy`)
+    for these costs, instead of the default 48-node tree."""
+
+    tree: Tree
+    naive_tree: Tree
+    decode_speedup: float
+    naive_decode_speedup: float
+
+
+def rates_for_tau(tau: float, tree: Tree | None = None) -> tuple[float, ...]:
+    """Acceptance by draft rank that gives ``tree`` (default: the default tree) this tau: the
+    policy's prior scaled by one factor (bisection)."""
+    from specvlm.policy import PRIOR, tree_tau
+
+    tree = tree or tree_of_size(48, 6)
+    if not 1.0 <= tau <= tree.depth + 1:
+        raise ValueError(f"tau {tau} is out of reach of a tree of depth {tree.depth}")
+    lo, hi = 0.0, 1.0 / PRIOR[0]
+    for _ in range(60):
+        k = (lo + hi) / 2
+        lo, hi = (k, hi) if tree_tau(tree, tuple(k * p for p in PRIOR)) < tau else (lo, k)
+    return tuple(min(0.999, lo * p) for p in PRIOR)
+
+
+def project_policy_tree(s: Scenario, gpu: Gpu = H100) -> PolicyTree:
+    """Decode speedups with the policy's best static tree for each method, its acceptance by
+    rank derived from the method's tau with the default tree (:func:`rates_for_tau`)."""
+    from specvlm.policy import best_tree
+
+    target = Roofline(MODELS[s.target], gpu, s.target_gpus, s.tensor_parallel)
+    draft = Roofline(MODELS[s.draft], gpu, s.draft_gpus)
+    prompt = s.text_tokens + s.video_tokens
+    kept = s.text_tokens + int(s.video_tokens * (1.0 - s.drop_rate))
+    decode = s.new_tokens - 1
+    mid = s.new_tokens // 2
+    ar = decode_seconds(target, decode, prompt)
+    default = tree_of_size(s.tree_nodes, s.tree_depth)
+    chosen = []
+    for tau, ctx_d in ((s.tau, kept + mid), (s.naive_tau, prompt + mid)):
+        rates = rates_for_tau(tau, default)
+        chosen.append(best_tree(rates, target, draft, prompt + mid, ctx_d, decode))
+    sd, naive = chosen
+    return PolicyTree(sd.tree, naive.tree, ar / sd.seconds, ar / naive.seconds)
+
+
+def policy_table(gpu: Gpu = H100, video=(16384,), tau: float = 3.9, pairs=None) -> str:
+    """The policy's trees against the default tree, layer split and tensor parallel."""
+    lines = [
+        "| target / draft (GPUs) | split | video tokens | default tree: naive / SpecVLM "
+        "| policy's tree (nodes, depth) | policy's tree: naive / SpecVLM |",
+        "|---|---|---|---|---|---|",
+    ]
+    for target, draft, tg, dg, _ in pairs or PAIRS:
+        for tp in (False, True):
+            for n in video:
+                sc = Scenario(target, draft, tg, dg, n, tau=tau, tensor_parallel=tp)
+                p, q = project(sc, gpu), project_policy_tree(sc, gpu)
+                lines.append(
+                    f"| {target} / {draft} ({tg}+{dg}) | {'tensor' if tp else 'layers'} | {n} "
+                    f"| {p.naive_decode_speedup:.2f}x / {p.decode_speedup:.2f}x "
+                    f"| {q.tree.size}, {q.tree.depth} "
+                    f"| {q.naive_decode_speedup:.2f}x / {q.decode_speedup:.2f}x |"
+                )
+    return "\n".join(lines)
+
+
 # (target, draft, target GPUs, draft GPUs, published decode speedup)
 PAIRS = (
     ("llava-ov-72b", "llava-ov-7b", 4, 1, "2.68x (A100s, decode only)"),
@@ -414,6 +486,8 @@ def predict_measured_decode(run: dict, target, draft, overheads: Overheads = Ove
 
 
 def _print_tables() -> None:
+    print("\nthe automatic policy's tree (tau 3.9 with the default tree)\n")
+    print(policy_table())
     for tp in (False, True):
         print(f"\n{'tensor parallel' if tp else 'device_map=auto (layer split)'}\n")
         print(table(tensor_parallel=tp))
