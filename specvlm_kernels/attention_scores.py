@@ -147,7 +147,7 @@ def _lse_step(
     return m_new, l_i
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["q_len", "q_offset", "num_splits", "blocks_per_split"])
 def _row_lse_kernel(
     q_ptr,
     k_ptr,
@@ -262,7 +262,7 @@ def _row_lse_kernel(
         tl.store(lse_ptr + flat, lse, mask=row_valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["total_rows", "num_splits"])
 def _lse_merge_kernel(
     part_ptr,  # fp32 [R, splits, 2]
     lse_ptr,  # fp32 [R]
@@ -285,7 +285,7 @@ def _lse_merge_kernel(
     tl.store(lse_ptr + rows, lse, mask=row_valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["q_len", "q_offset", "video_start", "num_video"])
 def _video_mass_kernel(
     q_ptr,
     k_ptr,
@@ -372,25 +372,35 @@ def _video_mass_kernel(
 # --------------------------------------------------------------------------------------------
 # Launcher
 # --------------------------------------------------------------------------------------------
-def _config(q: torch.Tensor, head_dim: int) -> dict:
-    """Tile sizes (a fixed heuristic: autotuning does not run under the interpreter).
+def _config(q: torch.Tensor, head_dim: int, m_rows: int) -> tuple[dict, dict]:
+    """Tile sizes of the row-LSE and the column-sum kernels for ``m_rows = G * Lq`` packed rows
+    per KV head (a fixed heuristic: autotuning does not run under the interpreter).
 
-    GPU, fp16/bf16: 64-row x 64-key tiles with 4 warps for D <= 128 (the kernels hold one score
-    tile and no value accumulator, so register pressure is that of a QK^T-only attention),
-    32 x 64 with 8 warps above. GPU, fp32: the exact-fp32 ("ieee") dots run on FMA units and
-    hold fp32 operands in registers: 16-row x 32-key tiles with 8 warps (32 x 64 with 4 warps
-    spilled 11.7 KB per thread on sm_90). Every GPU configuration compiles for sm_80 and sm_90
-    without spills (``bench/compile_check.py``). Interpreter: 16 x 16 tiles, so the short test
-    sequences span several blocks and row tiles.
+    GPU, fp16/bf16, D <= 128: with at least 128 packed rows, 128-row x 64-key tiles and 8 warps
+    for both passes (the row pass re-reads K from L2 once per row tile and the column pass Q
+    once per key block: large tiles halve that traffic); with fewer rows, 64 x 64 with 4 warps
+    for the row pass and 64 x 32 with 4 warps for the column pass (it holds a K and a Q tile at
+    once: 64 x 64 spilled on sm_80). D > 128: 32 x 64, 8 warps. GPU, fp32: the exact-fp32
+    ("ieee") dots run on FMA units and hold both operands in registers: 16 x 32 tiles with 8
+    warps for the row pass (32 x 64 with 4 warps spilled 11.7 KB per thread on sm_90), 16 x 16
+    with 8 warps for the column pass (16 x 32 spilled). Every GPU configuration compiles for
+    sm_80 and sm_90 without spills at the benches' shapes (``bench/compile_check.py``).
+    Interpreter: 16 x 16 tiles, so the short test sequences span several blocks and row tiles.
     """
     block_d = max(16, triton.next_power_of_2(head_dim))
+
+    def tiles(m, n, warps):
+        return {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_D": block_d, "num_warps": warps}
+
     if not gpu_config(q.device):
-        return {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_D": block_d, "num_warps": 4}
+        return tiles(16, 16, 4), tiles(16, 16, 4)
     if q.element_size() > 2:
-        return {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_D": block_d, "num_warps": 8}
-    if block_d <= 128:
-        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_D": block_d, "num_warps": 4}
-    return {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_D": block_d, "num_warps": 8}
+        return tiles(16, 32, 8), tiles(16, 16, 8)
+    if block_d > 128:
+        return tiles(32, 64, 8), tiles(32, 64, 8)
+    if m_rows >= 128:
+        return tiles(128, 64, 8), tiles(128, 64, 8)
+    return tiles(64, 64, 4), tiles(64, 32, 4)
 
 
 MAX_SPLITS = 64
@@ -435,15 +445,16 @@ def _video_attention_scores_triton(
         return out
     check_compiled(_row_lse_kernel, q.device)
     group = hq // hk
-    cfg = _config(q, d)
-    if block_m is not None:
-        cfg["BLOCK_M"] = block_m
-    if block_n is not None:
-        cfg["BLOCK_N"] = block_n
-    m_tiles = triton.cdiv(group * lq, cfg["BLOCK_M"])
+    row_cfg, mass_cfg = _config(q, d, group * lq)
+    for cfg in (row_cfg, mass_cfg):
+        if block_m is not None:
+            cfg["BLOCK_M"] = block_m
+        if block_n is not None:
+            cfg["BLOCK_N"] = block_n
+    m_tiles = triton.cdiv(group * lq, row_cfg["BLOCK_M"])
     if num_splits is None:
-        num_splits = _num_splits(m_tiles, b, hk, lk, cfg["BLOCK_N"], q.device)
-    blocks_per_split = triton.cdiv(triton.cdiv(lk, cfg["BLOCK_N"]), num_splits)
+        num_splits = _num_splits(m_tiles, b, hk, lk, row_cfg["BLOCK_N"], q.device)
+    blocks_per_split = triton.cdiv(triton.cdiv(lk, row_cfg["BLOCK_N"]), num_splits)
     if lse is None:
         lse = torch.empty((b, hq, lq), dtype=torch.float32, device=q.device)
     split = num_splits > 1
@@ -455,7 +466,7 @@ def _video_attention_scores_triton(
     dot_f32 = q.dtype == torch.float32 or not gpu_config(q.device)
     dot_precision = "ieee" if dot_f32 else "tf32"  # "tf32" is ignored for 16-bit operands
     qk_scale = scale * _LOG2E
-    flags = dict(DOT_F32=dot_f32, DOT_PRECISION=dot_precision, **cfg)
+    flags = dict(DOT_F32=dot_f32, DOT_PRECISION=dot_precision)
 
     with device_guard(q.device):
         _row_lse_kernel[(m_tiles, num_splits, b * hk)](
@@ -475,15 +486,17 @@ def _video_attention_scores_triton(
             *k.stride(),
             SPLIT=split,
             **flags,
+            **row_cfg,
         )
         if split:
             rows = b * hq * lq
-            block_s = triton.next_power_of_2(num_splits)
-            block_r = max(1, min(64, 1024 // block_s))
+            # one configuration for every split count up to MAX_SPLITS (no recompilation)
+            block_s = max(MAX_SPLITS, triton.next_power_of_2(num_splits))
+            block_r = max(1, 1024 // block_s)
             _lse_merge_kernel[(triton.cdiv(rows, block_r),)](
                 partials, lse, rows, num_splits, BLOCK_R=block_r, BLOCK_S=block_s, num_warps=4
             )
-        _video_mass_kernel[(triton.cdiv(num_video, cfg["BLOCK_N"]), b)](
+        _video_mass_kernel[(triton.cdiv(num_video, mass_cfg["BLOCK_N"]), b)](
             q,
             k,
             lse,
@@ -502,6 +515,7 @@ def _video_attention_scores_triton(
             *out.stride(),
             ACCUMULATE=accumulate,
             **flags,
+            **mass_cfg,
         )
     return out
 

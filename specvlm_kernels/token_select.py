@@ -109,13 +109,16 @@ def _load_block(row_ptr, idx, end, stride_sn):
 def _resolve(
     cnt_in,
     sum_in,
+    above_in,
     st_f_in,
     st_i_in,
     row,
+    chunk_id,
     n_chunks,
     keep,
     mass,
     RESOLVE_FIRST: tl.constexpr,
+    BEFORE: tl.constexpr,
     BINS: tl.constexpr,
     RB: tl.constexpr,
 ):
@@ -127,21 +130,33 @@ def _resolve(
     only through fp64 rounding). Count search: the largest ``d`` with ``C(d) >= keep``. Returns
     the state after the pass: ``target``, ``S`` and count above the new mass prefix, the new
     mass prefix, the count above and the new count prefix, the number of keys on the digit of
-    the mass search, and both digits."""
+    the mass search, both digits, and (``BEFORE``) the per-digit counts and the counts above
+    the previous prefixes of the chunks before ``chunk_id``, for both searches (what a program
+    needs to place its chunk; all loads are independent of each other and issued together)."""
     bins = tl.arange(0, BINS)
     chunk_offs = tl.arange(0, RB)
     cnt_s = tl.zeros([BINS], dtype=tl.int32)
     cnt_c = tl.zeros([BINS], dtype=tl.int32)
     sums = tl.zeros([BINS], dtype=tl.float64)
+    before_s = tl.zeros([BINS], dtype=tl.int32)
+    before_c = tl.zeros([BINS], dtype=tl.int32)
+    above_s = tl.zeros((), dtype=tl.int32)
+    above_c = tl.zeros((), dtype=tl.int32)
     for c0 in range(0, n_chunks, RB):
         chunk = c0 + chunk_offs
         ok = (chunk < n_chunks)[:, None]
         part = row * n_chunks + chunk.to(tl.int64)
-        cnt_s += tl.sum(tl.load(cnt_in + part[:, None] * (2 * BINS) + bins[None, :], ok, 0), 0)
-        cnt_c += tl.sum(
-            tl.load(cnt_in + part[:, None] * (2 * BINS) + BINS + bins[None, :], ok, 0), 0
-        )
+        tile_s = tl.load(cnt_in + part[:, None] * (2 * BINS) + bins[None, :], ok, 0)
+        tile_c = tl.load(cnt_in + part[:, None] * (2 * BINS) + BINS + bins[None, :], ok, 0)
+        cnt_s += tl.sum(tile_s, 0)
+        cnt_c += tl.sum(tile_c, 0)
         sums += tl.sum(tl.load(sum_in + part[:, None] * BINS + bins[None, :], ok, 0.0), 0)
+        if BEFORE:
+            earlier = chunk < chunk_id
+            before_s += tl.sum(tl.where(earlier[:, None], tile_s, 0), 0)
+            before_c += tl.sum(tl.where(earlier[:, None], tile_c, 0), 0)
+            above_s += tl.sum(tl.load(above_in + part * 2, earlier, 0), 0)
+            above_c += tl.sum(tl.load(above_in + part * 2 + 1, earlier, 0), 0)
     # suffix sums over the digits: row d of the triangle adds the bins >= d
     upper = bins[None, :] >= bins[:, None]
     suffix_s = tl.sum(tl.where(upper, sums[None, :], 0.0), 1)
@@ -185,6 +200,10 @@ def _resolve(
         ties_s,
         d_s,
         d_c,
+        before_s,
+        before_c,
+        above_s,
+        above_c,
     )
 
 
@@ -192,9 +211,11 @@ def _resolve(
 def _final(
     cnt_in,
     sum_in,
+    above_in,
     st_f_in,
     st_i_in,
     row,
+    chunk_id,
     n_chunks,
     keep,
     mass,
@@ -204,10 +225,38 @@ def _final(
 ):
     """Resolve the last pass and turn both thresholds into Stage I: every key ``> tau`` plus the
     first ``take`` keys ``== tau`` in index order; ``m`` tokens, ``rest = keep - m`` left for
-    Stage II. ``which`` says whose partial counts describe ``tau`` (0 mass, 1 count, -1 none:
-    an empty Stage I) and ``digit`` is its last digit."""
-    target, s_above, tau_s, c_above_s, tau_c, c_above_c, ties_s, d_s, d_c = _resolve(
-        cnt_in, sum_in, st_f_in, st_i_in, row, n_chunks, keep, mass, RESOLVE_FIRST, BINS, RB
+    Stage II. Also the Stage-I tokens and the ties on ``tau`` in the chunks before
+    ``chunk_id``: the keys above ``tau`` there plus ``min(take, ties before)`` (ties are taken
+    in index order until ``take`` runs out)."""
+    (
+        target,
+        s_above,
+        tau_s,
+        c_above_s,
+        tau_c,
+        c_above_c,
+        ties_s,
+        d_s,
+        d_c,
+        before_s,
+        before_c,
+        above_s,
+        above_c,
+    ) = _resolve(
+        cnt_in,
+        sum_in,
+        above_in,
+        st_f_in,
+        st_i_in,
+        row,
+        chunk_id,
+        n_chunks,
+        keep,
+        mass,
+        RESOLVE_FIRST,
+        True,
+        BINS,
+        RB,
     )
     has_target = target > 0
     # Ties at tau_s are taken in index order; the t-th of them is in Stage I iff the sorted
@@ -226,52 +275,49 @@ def _final(
     tau = tl.where(capped, tau_c, tl.where(has_target, tau_s, _NO_KEY))
     take = tl.where(capped, keep - c_above_c, tl.where(has_target, lo_t, 0))
     m = tl.minimum(m_mass, keep)
-    which = tl.where(capped, 1, tl.where(has_target, 0, -1))
-    digit = tl.where(capped, d_c, d_s)
-    return tau, take, m, keep - m, which, digit
-
-
-@triton.jit
-def _chunk_counts(cnt_in, above_in, row, chunk, valid, n_chunks, which, digit, BINS: tl.constexpr):
-    """Per chunk of ``chunk`` (a vector): the keys above the final threshold and the ties on
-    it, from the last pass's partial counts of the search that set the threshold."""
+    # the chunks before this one, from the last pass's counts of the search that set tau
     bins = tl.arange(0, BINS)
-    sel = tl.maximum(which, 0)
-    part = row * n_chunks + chunk.to(tl.int64)
-    cnt = tl.load(
-        cnt_in + part[:, None] * (2 * BINS) + sel * BINS + bins[None, :], valid[:, None], 0
-    )
-    above = tl.load(above_in + part * 2 + sel, valid, 0)
-    above += tl.sum(tl.where(bins[None, :] > digit, cnt, 0), 1)
-    ties = tl.sum(tl.where(bins[None, :] == digit, cnt, 0), 1)
-    some = valid & (which >= 0)
-    return tl.where(some, above, 0), tl.where(some, ties, 0)
-
-
-@triton.jit
-def _before_chunk(cnt_in, above_in, row, chunk_id, n_chunks, take, which, digit, BINS, RB):
-    """(Stage-I tokens, ties) in the chunks before ``chunk_id``: Stage I of a chunk is its keys
-    above the threshold plus the ties still within ``take`` after the earlier chunks' ties."""
-    chunk_offs = tl.arange(0, RB)
-    stage1 = tl.zeros((), dtype=tl.int32)
-    ties_run = tl.zeros((), dtype=tl.int32)
-    for c0 in range(0, chunk_id, RB):
-        chunk = c0 + chunk_offs
-        valid = chunk < chunk_id
-        above, ties = _chunk_counts(
-            cnt_in, above_in, row, chunk, valid, n_chunks, which, digit, BINS
-        )
-        ties_before = ties_run + tl.cumsum(ties, 0) - ties
-        taken = tl.minimum(tl.maximum(take - ties_before, 0), ties)
-        stage1 += tl.sum(above + taken, 0)
-        ties_run += tl.sum(ties, 0)
-    return stage1, ties_run
+    digit = tl.where(capped, d_c, d_s)
+    before = tl.where(capped, before_c, before_s)
+    above = tl.where(capped, above_c, above_s) + tl.sum(tl.where(bins > digit, before, 0), 0)
+    ties = tl.sum(tl.where(bins == digit, before, 0), 0)
+    some = has_target | capped
+    stage1_before = tl.where(some, above + tl.minimum(take, ties), 0)
+    ties_before = tl.where(some, ties, 0)
+    return tau, take, m, keep - m, stage1_before, ties_before
 
 
 # --------------------------------------------------------------------------------------------
 # Triton kernels
 # --------------------------------------------------------------------------------------------
 @triton.jit
+def _histogram(
+    x, key, in_row, shift, prev_shift, prefix_s, prefix_c, FIRST: tl.constexpr, BINS: tl.constexpr
+):
+    """One block's digit histogram for both searches (counts; fp64 sums for the mass search) of
+    the keys on each search's prefix, and the counts of keys above the prefixes."""
+    bins = tl.arange(0, BINS)
+    digit = (key >> shift) & (BINS - 1)
+    if FIRST:
+        on_s = in_row
+        on_c = in_row
+        above_s = tl.zeros((), dtype=tl.int32)
+        above_c = tl.zeros((), dtype=tl.int32)
+    else:
+        high = key >> prev_shift
+        on_s = in_row & (high == prefix_s)
+        on_c = in_row & (high == prefix_c)
+        above_s = tl.sum((in_row & (high > prefix_s)).to(tl.int32), 0)
+        above_c = tl.sum((in_row & (high > prefix_c)).to(tl.int32), 0)
+    hit = digit[:, None] == bins[None, :]
+    hit_s = hit & on_s[:, None]
+    cnt_s = tl.sum(hit_s.to(tl.int32), 0)
+    cnt_c = tl.sum((hit & on_c[:, None]).to(tl.int32), 0)
+    sums = tl.sum(tl.where(hit_s, x.to(tl.float64)[:, None], 0.0), 0)
+    return cnt_s, cnt_c, sums, above_s, above_c
+
+
+@triton.jit(do_not_specialize=["nv", "chunk_len", "n_chunks", "keep", "shift", "prev_shift"])
 def _radix_hist_kernel(
     scores_ptr,
     stride_sb,
@@ -300,12 +346,32 @@ def _radix_hist_kernel(
 ):
     chunk_id = tl.program_id(0)
     row = tl.program_id(1).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    row_ptr = scores_ptr + row * stride_sb
+    start = chunk_id * chunk_len
+    end = tl.minimum(start + chunk_len, nv)
+    # the chunk's first block is loaded before the previous pass is resolved: the two memory
+    # round trips overlap (on a GPU a chunk is one block)
+    x0, key0, in_row0 = _load_block(row_ptr, start + offs, end, stride_sn)
     if FIRST:
         prefix_s = tl.zeros((), dtype=tl.int32)
         prefix_c = tl.zeros((), dtype=tl.int32)
     else:
-        target, s_above, prefix_s, c_above_s, prefix_c, c_above_c, _, _, _ = _resolve(
-            cnt_in, sum_in, st_f_in, st_i_in, row, n_chunks, keep, mass, RESOLVE_FIRST, BINS, RB
+        target, s_above, prefix_s, c_above_s, prefix_c, c_above_c, _, _, _, _, _, _, _ = _resolve(
+            cnt_in,
+            sum_in,
+            cnt_in,
+            st_f_in,
+            st_i_in,
+            row,
+            chunk_id,
+            n_chunks,
+            keep,
+            mass,
+            RESOLVE_FIRST,
+            False,
+            BINS,
+            RB,
         )
         first = chunk_id == 0
         tl.store(st_f_out + row * 2, target, mask=first)
@@ -315,33 +381,20 @@ def _radix_hist_kernel(
         tl.store(st_i_out + row * 4 + 2, prefix_c, mask=first)
         tl.store(st_i_out + row * 4 + 3, c_above_c, mask=first)
 
-    bins = tl.arange(0, BINS)
-    offs = tl.arange(0, BLOCK)
-    row_ptr = scores_ptr + row * stride_sb
-    start = chunk_id * chunk_len
-    end = tl.minimum(start + chunk_len, nv)
-    cnt_s = tl.zeros([BINS], dtype=tl.int32)
-    cnt_c = tl.zeros([BINS], dtype=tl.int32)
-    sums = tl.zeros([BINS], dtype=tl.float64)
-    above_s = tl.zeros((), dtype=tl.int32)
-    above_c = tl.zeros((), dtype=tl.int32)
-    for s0 in range(start, end, BLOCK):
+    cnt_s, cnt_c, sums, above_s, above_c = _histogram(
+        x0, key0, in_row0, shift, prev_shift, prefix_s, prefix_c, FIRST, BINS
+    )
+    for s0 in range(start + BLOCK, end, BLOCK):
         x, key, in_row = _load_block(row_ptr, s0 + offs, end, stride_sn)
-        digit = (key >> shift) & (BINS - 1)
-        if FIRST:
-            on_s = in_row
-            on_c = in_row
-        else:
-            high = key >> prev_shift
-            on_s = in_row & (high == prefix_s)
-            on_c = in_row & (high == prefix_c)
-            above_s += tl.sum((in_row & (high > prefix_s)).to(tl.int32), 0)
-            above_c += tl.sum((in_row & (high > prefix_c)).to(tl.int32), 0)
-        hit = digit[:, None] == bins[None, :]
-        hit_s = hit & on_s[:, None]
-        cnt_s += tl.sum(hit_s.to(tl.int32), 0)
-        cnt_c += tl.sum((hit & on_c[:, None]).to(tl.int32), 0)
-        sums += tl.sum(tl.where(hit_s, x.to(tl.float64)[:, None], 0.0), 0)
+        more_s, more_c, more_sums, more_above_s, more_above_c = _histogram(
+            x, key, in_row, shift, prev_shift, prefix_s, prefix_c, FIRST, BINS
+        )
+        cnt_s += more_s
+        cnt_c += more_c
+        sums += more_sums
+        above_s += more_above_s
+        above_c += more_above_c
+    bins = tl.arange(0, BINS)
     part = row * n_chunks + chunk_id
     tl.store(cnt_out + part * (2 * BINS) + bins, cnt_s)
     tl.store(cnt_out + part * (2 * BINS) + BINS + bins, cnt_c)
@@ -350,7 +403,7 @@ def _radix_hist_kernel(
     tl.store(above_out + part * 2 + 1, above_c)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["nv", "chunk_len", "n_chunks", "keep"])
 def _emit_flat_kernel(
     scores_ptr,
     stride_sb,
@@ -373,11 +426,20 @@ def _emit_flat_kernel(
 ):
     chunk_id = tl.program_id(0)
     row = tl.program_id(1).to(tl.int64)
-    tau, take, m, rest, which, digit = _final(
-        cnt_in, sum_in, st_f_in, st_i_in, row, n_chunks, keep, mass, RESOLVE_FIRST, BINS, RB
-    )
-    stage1_before, ties_before = _before_chunk(
-        cnt_in, above_in, row, chunk_id, n_chunks, take, which, digit, BINS, RB
+    tau, take, m, rest, stage1_before, ties_before = _final(
+        cnt_in,
+        sum_in,
+        above_in,
+        st_f_in,
+        st_i_in,
+        row,
+        chunk_id,
+        n_chunks,
+        keep,
+        mass,
+        RESOLVE_FIRST,
+        BINS,
+        RB,
     )
     start = chunk_id * chunk_len
     end = tl.minimum(start + chunk_len, nv)
@@ -404,7 +466,9 @@ def _emit_flat_kernel(
         kept_run += tl.sum(kept.to(tl.int32), 0)
 
 
-@triton.jit
+@triton.jit(
+    do_not_specialize=["nv", "chunk_len", "n_chunks", "keep", "n_frames", "frames_per_chunk"]
+)
 def _grid_flags_kernel(
     scores_ptr,
     stride_sb,
@@ -433,17 +497,26 @@ def _grid_flags_kernel(
 ):
     chunk_id = tl.program_id(0)
     row = tl.program_id(1).to(tl.int64)
-    tau, take, m, rest, which, digit = _final(
-        cnt_in, sum_in, st_f_in, st_i_in, row, n_chunks, keep, mass, RESOLVE_FIRST, BINS, RB
+    tau, take, m, rest, _, tie_run = _final(
+        cnt_in,
+        sum_in,
+        above_in,
+        st_f_in,
+        st_i_in,
+        row,
+        chunk_id,
+        n_chunks,
+        keep,
+        mass,
+        RESOLVE_FIRST,
+        BINS,
+        RB,
     )
     first = chunk_id == 0
     tl.store(final_ptr + row * 4, tau, mask=first)
     tl.store(final_ptr + row * 4 + 1, take, mask=first)
     tl.store(final_ptr + row * 4 + 2, m, mask=first)
     tl.store(final_ptr + row * 4 + 3, rest, mask=first)
-    _, tie_run = _before_chunk(
-        cnt_in, above_in, row, chunk_id, n_chunks, take, which, digit, BINS, RB
-    )
     start = chunk_id * chunk_len
     end = tl.minimum(start + chunk_len, nv)
     row_ptr = scores_ptr + row * stride_sb
@@ -474,7 +547,7 @@ def _grid_flags_kernel(
         tl.store(frames_row + n_frames + t, frame_size - (upto - before), mask=in_chunk)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["nv", "keep", "n_frames", "frames_per_chunk"])
 def _grid_walk_kernel(
     out_ptr,  # int64 [B, keep], contiguous
     flags_ptr,  # int8 [B, Nv]: 1 Stage I, 0 free; Stage II marks its picks 2
@@ -586,7 +659,7 @@ def _grid_walk_kernel(
         kept_run += tl.sum(kept.to(tl.int32), 0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["keep", "n_row_blocks"])
 def _gather_rows_kernel(
     feat_ptr,
     idx_ptr,  # int64 [B, keep], contiguous
@@ -678,7 +751,9 @@ def _select_config(
         frames_per_chunk = max(1, chunk // frame_size)
         chunk_len = frames_per_chunk * frame_size
     n_chunks = max(1, triton.cdiv(nv, chunk_len))
-    block_t = min(triton.next_power_of_2(n_frames), 1024)
+    # GPU: one RB and BLOCK_T for every shape (fewer compilations); masks cover the rest
+    rb = 128 if on_gpu else min(triton.next_power_of_2(n_chunks), 128)
+    block_t = 1024 if on_gpu else min(triton.next_power_of_2(n_frames), 1024)
     block_p = min(triton.next_power_of_2(frame_size), block)
     block_f = max(1, min(block // block_p, triton.next_power_of_2(frames_per_chunk)))
     return {
@@ -687,7 +762,7 @@ def _select_config(
         "n_chunks": n_chunks,
         "frames_per_chunk": frames_per_chunk,
         "BLOCK": block,
-        "RB": min(triton.next_power_of_2(n_chunks), 64),
+        "RB": rb,
         "BLOCK_T": block_t,
         "BLOCK_F": block_f,
         "BLOCK_P": block_p,

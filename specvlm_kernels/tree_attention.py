@@ -133,7 +133,7 @@ def _attend_block(
     return m_new, l_i, acc
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_nodes", "m_rows", "buf_len", "num_splits"])
 def _tree_attn_split_kernel(
     q_ptr,
     k_ptr,
@@ -319,7 +319,7 @@ def _tree_attn_split_kernel(
         tl.store(lse_ptrs, lse, mask=row_valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["total_rows", "num_splits", "num_nodes"])
 def _tree_attn_merge_kernel(
     po_ptr,
     plse_ptr,
@@ -396,15 +396,16 @@ def _config(q: torch.Tensor, m_rows: int, head_dim: int) -> dict:
     GPU, fp16/bf16: row tiles of 16..64 rows (16..32 for D > 128), 64-key blocks (a 64 x 128
     K tile is 16 KiB), 8 warps for row tiles above 16 rows (sm_90 builds of the 64 x 64 x 128
     tile spill registers with 4, and of 64 x 64 x 256 even with 8). GPU, fp32: the exact-fp32
-    ("ieee") dots run on FMA units and need more registers, so 16-row tiles, 32-key blocks,
-    8 warps. Interpreter: 32-key blocks, so the short test sequences still span several blocks.
+    ("ieee") dots run on FMA units and hold both operands in registers, so 16-row tiles,
+    16-key blocks, 8 warps (32-key blocks spilled on sm_80). Interpreter: 32-key blocks, so the
+    short test sequences still span several blocks.
     """
     on_gpu = gpu_config(q.device)
     block_d = max(16, triton.next_power_of_2(head_dim))
     wide = q.element_size() <= 2
     max_m = (64 if block_d <= 128 else 32) if wide else 16
     block_m = min(max(16, triton.next_power_of_2(m_rows)), max_m)
-    block_n = 64 if on_gpu and wide else 32
+    block_n = (64 if wide else 16) if on_gpu else 32
     num_warps = 4 if wide and block_m == 16 else 8
     return {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_D": block_d, "num_warps": num_warps}
 
@@ -437,14 +438,12 @@ def _choose_splits(
 
 def _merge_config(total_rows: int, num_splits: int, head_dim: int, device) -> dict:
     """Merge tiles: ``BLOCK_D`` columns (at most 64) of ``ROWS`` rows per program, all splits
-    at once (``BLOCK_S``, at most 64 per step), with ``ROWS`` (1, 2, 4 or 8) the largest that
-    still leaves two programs per SM."""
+    at once (``BLOCK_S``: 16 up to 16 splits, else 64 = ``MAX_SPLITS``), with ``ROWS`` 4 when
+    that still leaves two programs per SM, else 1 (few configurations: few compilations)."""
     block_d = min(max(16, triton.next_power_of_2(head_dim)), 64)
     d_blocks = triton.cdiv(head_dim, block_d)
-    rows = 1
-    while rows < 8 and triton.cdiv(total_rows, 2 * rows) * d_blocks >= 2 * sm_count(device):
-        rows *= 2
-    block_s = min(triton.next_power_of_2(num_splits), 64)
+    rows = 4 if triton.cdiv(total_rows, 4) * d_blocks >= 2 * sm_count(device) else 1
+    block_s = 16 if num_splits <= 16 else max(MAX_SPLITS, triton.next_power_of_2(num_splits))
     return {"ROWS": rows, "BLOCK_S": block_s, "BLOCK_D": block_d, "num_warps": 4}
 
 

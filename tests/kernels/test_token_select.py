@@ -217,7 +217,7 @@ def test_select_config():
         128,
         4,
     )
-    assert cfg["num_warps"] == 8 and cfg["RB"] == 64
+    assert cfg["num_warps"] == 8 and cfg["RB"] == 128
     cfg = ts._select_config(334 * 196, (334, 14, 14), torch.device("meta"))
     assert cfg["frames_per_chunk"] == 2 and cfg["chunk_len"] == 392 and cfg["n_chunks"] == 167
     cfg = ts._select_config(1000, (1, 10, 100), torch.device("cpu"))  # one frame: one chunk

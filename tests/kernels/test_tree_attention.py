@@ -416,8 +416,9 @@ def test_merge_config(monkeypatch):
         "BLOCK_D": 64,
         "num_warps": 4,
     }
-    # 64 heads x 64 nodes: 8 rows per program still leaves 1024 programs
-    assert ta._merge_config(4096, 4, 128, dev)["ROWS"] == 8
+    # 64 heads x 64 nodes: 4 rows per program still leave 2048 programs
+    assert ta._merge_config(4096, 4, 128, dev)["ROWS"] == 4
+    assert ta._merge_config(28, 40, 128, dev)["BLOCK_S"] == ta.MAX_SPLITS
     assert ta._merge_config(10, 64, 20, dev)["BLOCK_D"] == 32
 
 
