@@ -2,10 +2,15 @@
 
 Benchmarks run the real-model shapes on CUDA; without CUDA they run tiny smoke shapes (the
 Triton interpreter is far too slow for real ones), and the numbers they print are CPU numbers.
+Each bench module keeps three shape lists: ``GPU_SHAPES`` (the full sweep), ``REPORT_SHAPES``
+(the models of :data:`REPORT_MODELS` at a few sizes: what ``scripts/gpu_report.sh`` times in
+its budget) and ``CPU_SHAPES``; ``SPECVLM_BENCH_SHAPES=report`` picks the report set on CUDA.
+``bench/compile_check.py`` compiles every launch of the GPU shapes of :data:`REPORT_MODELS`.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass
 
@@ -26,6 +31,7 @@ MODELS = {
     "llava-ov-0.5b": LayerShape("llava-ov-0.5b", 14, 2, 64, 896),
     "llava-ov-7b": LayerShape("llava-ov-7b", 28, 4, 128, 3584),
     "llava-ov-72b": LayerShape("llava-ov-72b", 64, 8, 128, 8192),
+    "qwen2.5-vl-3b": LayerShape("qwen2.5-vl-3b", 16, 2, 128, 2048),
     "qwen2.5-vl-7b": LayerShape("qwen2.5-vl-7b", 28, 4, 128, 3584),
     "qwen2.5-vl-32b": LayerShape("qwen2.5-vl-32b", 40, 8, 128, 5120),
     "qwen3-vl-8b": LayerShape("qwen3-vl-8b", 32, 8, 128, 4096),
@@ -40,8 +46,22 @@ PEAKS = {
 }
 
 
+# The models the compile-time check and the GPU report cover: 28/4, 16/2 and 64/8 heads, D 128.
+REPORT_MODELS = ("qwen2.5-vl-7b", "qwen2.5-vl-3b", "llava-ov-72b")
+
+
 def on_gpu() -> bool:
     return torch.cuda.is_available()
+
+
+def pick_shapes(gpu_shapes: list, report_shapes: list, cpu_shapes: list) -> list:
+    """The shapes a bench module runs: the full GPU sweep, or with
+    ``SPECVLM_BENCH_SHAPES=report`` the report subset; the smoke shapes without CUDA."""
+    if not on_gpu():
+        return cpu_shapes
+    if os.environ.get("SPECVLM_BENCH_SHAPES", "full").strip().lower() == "report":
+        return report_shapes
+    return gpu_shapes
 
 
 def bench_device() -> torch.device:

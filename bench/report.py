@@ -38,8 +38,11 @@ BASELINES = ("eager", "sdpa")  # the eager PyTorch path each kernel is compared 
 
 def add_speedups(records: list[dict]) -> list[dict]:
     """``speedup`` of every timed record over the eager baseline of its group (same shape)."""
-    base = {r["group"]: r["median_us"] for r in records
-            if r.get("impl") in BASELINES and r.get("median_us")}  # fmt: skip
+    base = {
+        r["group"]: r["median_us"]
+        for r in records
+        if r.get("impl") in BASELINES and r.get("median_us")
+    }
     for rec in records:
         ref = base.get(rec["group"])
         if ref and rec.get("median_us"):
@@ -48,8 +51,16 @@ def add_speedups(records: list[dict]) -> list[dict]:
 
 
 def markdown_table(records: list[dict]) -> str:
-    cols = ["name", "median_us", "speedup", "gbs", "tflops", "pct_hbm_peak", "pct_tc_peak",
-            "device"]  # fmt: skip
+    cols = [
+        "name",
+        "median_us",
+        "speedup",
+        "gbs",
+        "tflops",
+        "pct_hbm_peak",
+        "pct_tc_peak",
+        "device",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for rec in records:
         cells = []
@@ -74,13 +85,21 @@ def roofline_plot(records: list[dict], out: Path) -> bool:
     intensity = [max(r["flops"], 1.0) / r["bytes"] for r in timed]
     lo, hi = min(intensity) / 2, max(max(intensity) * 2, 1e3)
     xs = [lo * (hi / lo) ** (i / 100) for i in range(101)]
-    ax.loglog(xs, [min(peaks["tc16_tflops"], x * peaks["hbm_gbs"] / 1e3) for x in xs], "k-",
-              label="roofline (datasheet)")
+    ax.loglog(
+        xs,
+        [min(peaks["tc16_tflops"], x * peaks["hbm_gbs"] / 1e3) for x in xs],
+        "k-",
+        label="roofline (datasheet)",
+    )
     groups = sorted({r["group"] for r in timed})
     for group in groups:
         pts = [(i, r) for i, r in zip(intensity, timed, strict=True) if r["group"] == group]
-        ax.scatter([p[0] for p in pts], [max(p[1].get("tflops", 0.0), 1e-6) for p in pts],
-                   label=group, s=14)
+        ax.scatter(
+            [p[0] for p in pts],
+            [max(p[1].get("tflops", 0.0), 1e-6) for p in pts],
+            label=group,
+            s=14,
+        )
     ax.set_xlabel("arithmetic intensity (FLOP / byte)")
     ax.set_ylabel("TFLOP/s")
     ax.set_title(f"SpecVLM kernels on {timed[0].get('device')}")

@@ -7,9 +7,10 @@ Compared implementations, per layer:
 * ``prefill``: the layer's own causal SDPA (flash) prefill over all ``Lk`` tokens, for the
   "scoring is under 5% of the layer's prefill" goal.
 
-CUDA: layer shapes of llava-ov-7b/72b, qwen2.5-vl-7b/32b and qwen3-vl-8b; 32 system tokens,
-then ``Nv`` video tokens (2k, 16k, 64k), then ``Lq`` text rows (64, 256); fp16 and bf16.
-CPU (interpreter): two tiny smoke shapes.
+CUDA: layer shapes of llava-ov-7b/72b, qwen2.5-vl-3b/7b/32b and qwen3-vl-8b; 32 system tokens,
+then ``Nv`` video tokens (2k, 16k, 64k), then ``Lq`` text rows (64, 256); fp16 and bf16
+(report set: qwen2.5-vl-7b/3b and llava-ov-72b, 16k and 64k, bf16). CPU (interpreter): two tiny
+smoke shapes.
 
     PYTHONPATH=. python -m pytest bench/test_bench_attention_scores.py --benchmark-json=s.json
 
@@ -23,26 +24,35 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _common import MODELS, bench_device, on_gpu, record_metrics, synchronized
+from _common import MODELS, REPORT_MODELS, bench_device, pick_shapes, record_metrics, synchronized
 
 from specvlm_kernels.attention_scores import video_attention_scores
 
 PREFIX = 32
 
-if on_gpu():
-    SHAPES = [
-        # (name, Hq, Hk, D, Nv, Lq, dtype)
-        (m, MODELS[m].heads, MODELS[m].kv_heads, MODELS[m].head_dim, nv, lq, dtype)
-        for m in ("llava-ov-7b", "llava-ov-72b", "qwen2.5-vl-7b", "qwen2.5-vl-32b", "qwen3-vl-8b")
-        for nv in (2048, 16384, 65536)
-        for lq in (64, 256)
-        for dtype in (torch.float16, torch.bfloat16)
-    ]
-else:  # interpreter smoke shapes
-    SHAPES = [
-        ("smoke-gqa2", 4, 2, 16, 48, 5, torch.float32),
-        ("smoke-gqa7", 7, 1, 32, 40, 3, torch.float32),
-    ]
+GPU_SHAPES = [
+    # (name, Hq, Hk, D, Nv, Lq, dtype)
+    (m, MODELS[m].heads, MODELS[m].kv_heads, MODELS[m].head_dim, nv, lq, dtype)
+    for m in (
+        "llava-ov-7b",
+        "llava-ov-72b",
+        "qwen2.5-vl-3b",
+        "qwen2.5-vl-7b",
+        "qwen2.5-vl-32b",
+        "qwen3-vl-8b",
+    )
+    for nv in (2048, 16384, 65536)
+    for lq in (64, 256)
+    for dtype in (torch.float16, torch.bfloat16)
+]
+REPORT_SHAPES = [
+    s for s in GPU_SHAPES if s[0] in REPORT_MODELS and s[4] >= 16384 and s[6] == torch.bfloat16
+]
+CPU_SHAPES = [  # interpreter smoke shapes
+    ("smoke-gqa2", 4, 2, 16, 48, 5, torch.float32),
+    ("smoke-gqa7", 7, 1, 32, 40, 3, torch.float32),
+]
+SHAPES = pick_shapes(GPU_SHAPES, REPORT_SHAPES, CPU_SHAPES)
 
 
 def _shape_id(shape) -> str:
@@ -60,8 +70,18 @@ def _inputs(shape, device):
 
 def _info(shape, impl):
     name, hq, hk, d, nv, lq, dtype = shape
-    return dict(model=name, B=1, Hq=hq, Hk=hk, D=d, Nv=nv, Lq=lq, Lk=PREFIX + nv + lq,
-                dtype=str(dtype).replace("torch.", ""), impl=impl)  # fmt: skip
+    return dict(
+        model=name,
+        B=1,
+        Hq=hq,
+        Hk=hk,
+        D=d,
+        Nv=nv,
+        Lq=lq,
+        Lk=PREFIX + nv + lq,
+        dtype=str(dtype).replace("torch.", ""),
+        impl=impl,
+    )
 
 
 def _metrics(shape, impl):

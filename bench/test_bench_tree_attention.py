@@ -1,8 +1,10 @@
 """Benchmark: tree attention (Triton split-K kernel) vs eager SDPA with an explicit mask.
 
 CUDA: the attention-layer shapes of the models in ``_common.MODELS`` (llava-ov-0.5b/7b/72b,
-qwen2.5-vl-7b/32b, qwen3-vl-8b), batch 1, prefix lengths L in 2k/8k/32k/64k keys, tree sizes N in
-1/8/26/64, fp16 and bf16. CPU (Triton interpreter): two tiny smoke shapes.
+qwen2.5-vl-3b/7b/32b, qwen3-vl-8b), batch 1, prefix lengths L in 2k/8k/32k/64k keys, tree sizes N
+in 1/8/26/48/64, fp16 and bf16 (report set: qwen2.5-vl-7b/3b and llava-ov-72b, 4k/32k/64k,
+N 1/8/48, bf16). ``static``: the graph-capturable call (``lengths`` read on the device, K/V in a
+static 64k buffer). CPU (Triton interpreter): two tiny smoke shapes.
 
     PYTHONPATH=. python -m pytest bench/test_bench_tree_attention.py --benchmark-json=tree.json
 
@@ -17,31 +19,42 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _common import MODELS, bench_device, on_gpu, record_metrics, synchronized
+from _common import MODELS, REPORT_MODELS, bench_device, pick_shapes, record_metrics, synchronized
 
 from specvlm_kernels.tree_attention import tree_attention
 
 GPU_MODELS = [
-    "llava-ov-0.5b", "llava-ov-7b", "llava-ov-72b",
-    "qwen2.5-vl-7b", "qwen2.5-vl-32b", "qwen3-vl-8b",
-]  # fmt: skip
+    "llava-ov-0.5b",
+    "llava-ov-7b",
+    "llava-ov-72b",
+    "qwen2.5-vl-3b",
+    "qwen2.5-vl-7b",
+    "qwen2.5-vl-32b",
+    "qwen3-vl-8b",
+]
 GPU_LENGTHS = [2048, 8192, 32768, 65536]
-GPU_NODES = [1, 8, 26, 64]
+GPU_NODES = [1, 8, 26, 48, 64]
+STATIC_BUFFER = 65536  # the static K/V buffer of the graph-capturable call
 
-if on_gpu():
-    SHAPES = [
-        # (name, Hq, Hk, D, L, N, dtype)
-        (m, MODELS[m].heads, MODELS[m].kv_heads, MODELS[m].head_dim, length, n, dtype)
-        for m in GPU_MODELS
-        for length in GPU_LENGTHS
-        for n in GPU_NODES
-        for dtype in (torch.float16, torch.bfloat16)
-    ]
-else:  # interpreter smoke shapes
-    SHAPES = [
-        ("smoke-gqa2", 4, 2, 16, 64, 4, torch.float32),
-        ("smoke-decode", 2, 1, 32, 100, 1, torch.float32),
-    ]
+GPU_SHAPES = [
+    # (name, Hq, Hk, D, L, N, dtype)
+    (m, MODELS[m].heads, MODELS[m].kv_heads, MODELS[m].head_dim, length, n, dtype)
+    for m in GPU_MODELS
+    for length in GPU_LENGTHS
+    for n in GPU_NODES
+    for dtype in (torch.float16, torch.bfloat16)
+]
+REPORT_SHAPES = [
+    (m, MODELS[m].heads, MODELS[m].kv_heads, MODELS[m].head_dim, length, n, torch.bfloat16)
+    for m in REPORT_MODELS
+    for length in (4096, 32768, 65536)
+    for n in (1, 8, 48)
+]
+CPU_SHAPES = [  # interpreter smoke shapes
+    ("smoke-gqa2", 4, 2, 16, 64, 4, torch.float32),
+    ("smoke-decode", 2, 1, 32, 100, 1, torch.float32),
+]
+SHAPES = pick_shapes(GPU_SHAPES, REPORT_SHAPES, CPU_SHAPES)
 
 
 def _shape_id(shape) -> str:
@@ -61,14 +74,15 @@ def _tree_mask(n: int, gen: torch.Generator) -> torch.Tensor:
     return mask
 
 
-def _inputs(shape, device):
+def _inputs(shape, device, buffer: int | None = None):
+    """q, k, v and a tree mask; with ``buffer``, K/V are static buffers of that many keys."""
     _, hq, hk, d, length, n, dtype = shape
     gen = torch.Generator(device=device).manual_seed(0)  # generate on the device: fast
     b = 1
     kw = dict(generator=gen, device=device, dtype=dtype)
     q = torch.randn(b, hq, n, d, **kw)
-    k = torch.randn(b, hk, length, d, **kw)
-    v = torch.randn(b, hk, length, d, **kw)
+    k = torch.randn(b, hk, buffer or length, d, **kw)
+    v = torch.randn(b, hk, buffer or length, d, **kw)
     mask = _tree_mask(n, torch.Generator().manual_seed(0)).to(device)
     return q, k, v, mask
 
@@ -116,6 +130,22 @@ def test_bench_tree_attention_triton(benchmark, shape):
     benchmark(fn)
     assert out.shape == q.shape
     record_metrics(benchmark, device=device, **_metrics(shape), **_info(shape), impl="triton")
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=_shape_id)
+def test_bench_tree_attention_static(benchmark, shape):
+    """The graph-capturable call: ``lengths`` on the device, K/V in a static buffer of
+    ``STATIC_BUFFER`` keys (the split count is the buffer's, the work the length's)."""
+    device = bench_device()
+    buffer = max(STATIC_BUFFER, shape[4]) if device.type == "cuda" else shape[4] + 17
+    q, k, v, mask = _inputs(shape, device, buffer)
+    lengths = torch.full((1,), shape[4], dtype=torch.int32, device=device)
+    benchmark.group = f"tree_attention-{_shape_id(shape)}"
+    fn = synchronized(lambda: tree_attention(q, k, v, mask, lengths=lengths), device)
+    out = fn()
+    benchmark(fn)
+    assert out.shape == q.shape
+    record_metrics(benchmark, device=device, **_metrics(shape), **_info(shape), impl="static")
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=_shape_id)
