@@ -5,9 +5,11 @@ It predicts the time of a call for every candidate and takes the fastest:
 
 * **Plain decoding**: one target forward per new token.
 * **Speculation** at drop rate ``d`` with tree ``T``: the draft's prefill of the kept tokens
-  (and the target's scoring of the video when ``d > 0``), then per step the draft's forwards
+  (its decoder's, measured; its encoding of the whole video, as seen in earlier calls), the
+  target's scoring of the video when ``d > 0`` (as seen), then per step the draft's forwards
   (the pending chain, then one per tree level below the deepest) and the target's verification
-  of ``|T| + 1`` tokens; a step emits ``tau(T)`` tokens on average.
+  of ``|T| + 1`` tokens; a step emits ``tau(T)`` tokens on average. The target's prefill is the
+  same for both and left out.
 
 Forward costs are measured on the user's hardware (:mod:`specvlm.calibration`), once per pair,
 device, dtype and context length (powers of two), and cached here. Acceptance is learned from
@@ -19,7 +21,10 @@ plus their sum, and the best tree of ``n`` nodes is :func:`specvlm.trees.build_t
 (here every size up to 64 and depth up to 8 is weighed; the dynamic, per-step tree of EAGLE-2
 is not built). A drop rate that was never tried starts from the acceptance of the full video
 (an optimistic guess: pruning rarely helps the draft) and is tried only when that guess makes it
-clearly faster; what it then does decides whether it stays.
+clearly faster; what it then does decides whether it stays. How many tokens a call decodes is
+the running mean of the calls so far (``max_new_tokens`` at first, never more); how the loops'
+own overheads and a busy machine stretch the measured costs is the ratio of observed to
+predicted decode times (median of the last calls, per method).
 
 While a call speculates, the policy checks after every step whether the acceptance seen so far
 still pays for the drafting; if not, the call goes on with plain decoding (``fallback_step``).
@@ -185,6 +190,8 @@ class Choice:
     token_seconds: float = 0.0  # predicted seconds of one plain decoding step (corrected)
     raw_step_seconds: float = 0.0  # the same from the measured forward costs alone
     raw_token_seconds: float = 0.0
+    draft_prefill_seconds: float = 0.0  # the draft decoder's prefill (measured forward costs)
+    video_tokens: int = 0
 
     @property
     def score_video(self) -> bool:
@@ -208,6 +215,9 @@ class AutoPolicy:
         self.acceptance: dict[float, RankAcceptance] = {}
         self.expected_new_tokens: float | None = None
         self.scoring_seconds = 0.0
+        # the draft's prefill beyond its decoder's (its multimodal wrapper and vision tower run
+        # on the whole video whatever is pruned), per video token, as seen in the last calls
+        self._draft_video_seconds: list[float] = []
         self.plain_calls = 0  # calls since speculation was last tried
         self._spec_factors: list[float] = []
         self._plain_factors: list[float] = []
@@ -279,14 +289,15 @@ class AutoPolicy:
             return Choice(False, 0.0, None, 1.0, why, 0.0, token, 0.0, raw_token), spent
 
         # The fastest speculation: every drop rate, its best tree; the prompt work it adds
-        # (the draft's prefill, the scoring the pruning needs) counts against it.
+        # (the draft's prefill, its video encoding, the scoring the pruning needs) counts too.
         spec_factor = self._factor(self._spec_factors)
+        encoding = self.draft_video_seconds * video_tokens
         best, best_total = None, None
         for d in drops:
             rates, untried = self._rates(d, ranks)
             p = best_tree(rates, tgt, drf, ctx_t, ctx_d[d], decode)
             p.drop_rate, p.untried = d, untried
-            total = p.seconds * spec_factor + drf.prefill_seconds(prompts[d])
+            total = p.seconds * spec_factor + drf.prefill_seconds(prompts[d]) + encoding
             total += self.scoring_seconds if d > 0 else 0.0
             margin = 1.0 - EXPLORE_GAIN if untried else 1.0
             if best is None or total < best_total * margin:
@@ -302,6 +313,8 @@ class AutoPolicy:
             token,
             best.step,
             raw_token,
+            drf.prefill_seconds(prompts[best.drop_rate]),
+            video_tokens,
         )
         if speculate is True:
             return replace(chosen, reason="speculation requested"), spent
@@ -339,6 +352,12 @@ class AutoPolicy:
             return seen.rates(prior, ranks), False
         return base, drop_rate != 0.0
 
+    @property
+    def draft_video_seconds(self) -> float:
+        """Seconds per video token of the draft's prefill beyond its decoder (median of the
+        last calls; 0 before any)."""
+        return statistics.median(self._draft_video_seconds) if self._draft_video_seconds else 0.0
+
     @staticmethod
     def _factor(samples: list[float]) -> float:
         return statistics.median(samples) if samples else 1.0
@@ -370,6 +389,10 @@ class AutoPolicy:
             self.scoring_seconds = stats.scoring
         if not self.learn_timing:
             return
+        if stats.draft_prefill > 0 and choice.video_tokens:
+            extra = max(0.0, stats.draft_prefill - choice.draft_prefill_seconds)
+            self._draft_video_seconds.append(extra / choice.video_tokens)
+            del self._draft_video_seconds[:-FACTOR_SAMPLES]
         steps = len(stats.accepted_lengths)
         spec_decode = stats.decode - stats.plain_decode
         if steps and choice.raw_step_seconds > 0:

@@ -73,11 +73,12 @@ COLORS = {
     "naive_sd": "#9467bd",
     "assisted_generation": "#8c564b",
     "specvlm": "#d62728",
+    "auto": "#17becf",
     "attention": "#ff7f0e",
     "uniform": "#2ca02c",
     "random": "#1f77b4",
 }
-MARKERS = dict(zip(COLORS, "osD^vP*", strict=True))
+MARKERS = dict(zip(COLORS, "osD^XvP*", strict=True))
 
 
 @dataclass

@@ -27,6 +27,7 @@ METHODS = (
     "naive_sd",
     "assisted_generation",
     "specvlm",
+    "auto",
     "attention",
     "uniform",
     "random",

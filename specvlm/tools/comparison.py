@@ -3,11 +3,14 @@
 Methods:
 
 * ``autoregressive``: the target's own ``generate`` (the reference output and timing).
-* ``naive_sd``: SpecVLM's loop with the draft seeing every video token (``drop_rate=0``).
+* ``naive_sd``: SpecVLM's loop with the draft seeing every video token (``drop_rate=0``), and
+  without scoring the video (which only pruning needs).
 * ``assisted_generation``: transformers' ``generate(assistant_model=draft)``; upstream support
   for vision-language drafts varies, so a failure is recorded with its message, never dropped.
-* ``specvlm``: two-stage verifier-guided pruning; ``attention``, ``uniform``, ``random``: the
-  other selectors at the same budget (ablations).
+* ``specvlm``: two-stage verifier-guided pruning; ``auto``: SpecVLM with its automatic policy
+  (drop rate, tree and whether to speculate chosen per call; one decoder per pair for the whole
+  process, so it learns from every call, as a user's would); ``attention``, ``uniform``,
+  ``random``: the other selectors at the same budget (ablations).
 
 Greedy by default; with ``sampling`` (``do_sample=True`` and its options) every method samples
 with the same options and seed (``torch.manual_seed(seed)`` before the target's ``generate``, a
@@ -20,7 +23,8 @@ Each record: ``method``, ``mode`` (``"greedy"`` or ``"sample"``), ``mean_accepte
 ``e2e_speedup`` (vs ``autoregressive`` on the same inputs, per token), ``identical``
 (token-for-token equal to ``autoregressive``; None when sampling or on error), ``error``,
 ``runs`` (every repeat's times: ``decode_s``, ``e2e_s``, ``ttft_s``, ``new_tokens``), plus the
-caller's sweep parameters.
+caller's sweep parameters; for ``auto``, what its policy chose (``speculated``, ``drop_rate``,
+``tree_size``, ``tree_depth``, ``fallback_step``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 
@@ -45,6 +50,18 @@ _SELECTOR = {
     "random": "random",
     "naive_sd": "two_stage",
 }
+
+
+_AUTO: dict[tuple[int, int], specvlm.SpeculativeDecoder] = {}
+
+
+def auto_decoder(target, draft) -> specvlm.SpeculativeDecoder:
+    """The ``auto`` method's decoder for this pair: one per pair for the process (the policy's
+    measured costs and observed acceptance carry over from call to call)."""
+    sd = _AUTO.get((id(target), id(draft)))
+    if sd is None or sd.target is not target or sd.draft is not draft:
+        sd = _AUTO[(id(target), id(draft))] = specvlm.accelerate((target, draft))
+    return sd
 
 
 def _peak_reset(devices) -> None:
@@ -129,14 +146,19 @@ def run_method(
                         lambda s: seeded_target_generate(s, assistant_model=draft), devices
                     )
             else:
-                rate = 0.0 if method == "naive_sd" else drop_rate
-                sd = specvlm.accelerate(
-                    (target, draft),
-                    drop_rate=rate,
-                    seed=random_seed,
-                    selector=_SELECTOR[method],
-                    tree=tree,
-                )
+                if method == "auto":
+                    sd = auto_decoder(target, draft)
+                else:
+                    rate = 0.0 if method == "naive_sd" else drop_rate
+                    sd = specvlm.accelerate(
+                        (target, draft),
+                        drop_rate=rate,
+                        seed=random_seed,
+                        selector=_SELECTOR[method],
+                        tree=tree,
+                    )
+                if method == "naive_sd":  # nothing to prune: the video is not scored
+                    sd.settings = replace(sd.settings, score_video=False)
                 extra = {}
                 if sampling:
                     device = inputs["input_ids"].device
@@ -144,10 +166,18 @@ def run_method(
                 out, t = timed(lambda s: sd.generate(**inputs, streamer=s, **gen, **extra), devices)
                 stats = sd.last_stats
                 record.update(
-                    mean_accepted_length=stats.mean_accepted_length,
+                    mean_accepted_length=stats.mean_accepted_length if stats.speculated else None,
                     video_tokens=stats.video_tokens,
                     kept_video_tokens=stats.kept_video_tokens,
                 )
+                if method == "auto":
+                    record.update(
+                        speculated=stats.speculated,
+                        chosen_drop_rate=stats.drop_rate,
+                        chosen_tree_size=stats.tree_size,
+                        chosen_tree_depth=stats.tree_depth,
+                        fallback_step=stats.fallback_step,
+                    )
     except Exception as err:  # recorded, not raised: a broken baseline stays in the results
         record.update(
             error=f"{type(err).__name__}: {err}",
@@ -233,6 +263,8 @@ def compare(
         rec["decode_speedup"] = decode_speedup(ref, rec)
         rec["e2e_speedup"] = e2e_speedup(ref, rec)
         rec.update(params, drop_rate=drop_rate if method != "naive_sd" else 0.0)
+        if method == "auto":  # what its policy chose (the last run's), not the sweep's
+            rec["drop_rate"] = rec.get("chosen_drop_rate", drop_rate)
         records.append(rec)
     return records
 
