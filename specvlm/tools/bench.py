@@ -90,12 +90,22 @@ class SweepPoint:
 
 
 def sweep_points(
-    quick: bool, *, drop_rates=None, frames=None, tree_sizes=None, base_frames: int = 8
+    quick: bool,
+    *,
+    drop_rates=None,
+    frames=None,
+    tree_sizes=None,
+    base_frames: int = 8,
+    longest: int | None = None,
 ) -> list[SweepPoint]:
+    """``longest``: the most frames the pair takes (:meth:`CheckpointWorkload.max_frames`); the
+    frames sweep then goes on to 4x the base and to that many frames (long clips)."""
     drop_rates = drop_rates or ((0.5, 0.75, 0.9) if quick else (0.5, 0.75, 0.9, 0.95))
     frames = frames or (
         (4, base_frames, 2 * base_frames) if quick else (2, 4, base_frames, 2 * base_frames)
     )
+    if longest is not None:
+        frames = sorted({f for f in (*frames, 4 * base_frames, longest) if f <= longest})
     tree_sizes = tree_sizes or ((4, 16, 48) if quick else (1, 4, 8, 24, 48, 64))
     points = [SweepPoint("drop_rate", d, base_frames, 48) for d in drop_rates]
     points += [SweepPoint("frames", 0.9, f, 48) for f in frames]
@@ -448,6 +458,15 @@ class CheckpointWorkload:
         video = held_out_clip(seed, frames=frames)
         return inputs_to(self.prompter(video, self.prompt), self.device)
 
+    def max_frames(self, max_new_tokens: int, cap: int = 64) -> int:
+        """The most frames (up to ``cap``) whose prompt and answer fit the target's positions
+        (``max_position_embeddings``; 1024 for the embedded pair: 60 frames)."""
+        limit = self.target.config.get_text_config().max_position_embeddings
+        one, two = (self.prompter(held_out_clip(0, frames=f), self.prompt) for f in (1, 2))
+        per_frame = two["input_ids"].shape[1] - one["input_ids"].shape[1]
+        fixed = one["input_ids"].shape[1] - per_frame
+        return max(1, min(cap, (limit - max_new_tokens - fixed) // per_frame))
+
 
 def check_args(args) -> tuple[tuple[str, ...], dict | None]:
     """Every check that needs no model (:class:`ToolError` on the first failure); returns the
@@ -488,13 +507,12 @@ def main(args) -> int:
     prompts = args.prompts or (2 if args.quick else 4)
     max_new = args.max_new_tokens or (24 if args.quick else 48)
     seed = args.seed or 0
-    points = sweep_points(args.quick)
     workload = CheckpointWorkload(target_dir, draft_dir, device, args.prompt)
-    with torch.no_grad():  # warm-up outside the timings
+    points = sweep_points(args.quick, longest=workload.max_frames(max_new))
+    with torch.no_grad():  # warm-up outside the timings (auto: its policy's calibration)
         warm = workload.inputs(8, 0)
-        compare(
-            workload.target, workload.draft, warm, ("autoregressive", "specvlm"), max_new_tokens=4
-        )
+        warm_methods = ("autoregressive", "specvlm") + ("auto",) * ("auto" in methods)
+        compare(workload.target, workload.draft, warm, warm_methods, max_new_tokens=4)
     mode = describe_sampling(sampling, seed)
     print(
         f"specvlm bench: {len(points)} sweep points x {prompts} clips, methods "
