@@ -89,6 +89,9 @@ def test_demo_json_and_figure(pair, tmp_path):
     assert "identical to the target's own greedy answer: yes" in proc.stdout
     assert "time to first token:" in proc.stdout
     assert 0 < rec["target_ttft_s"] and 0 < rec["specvlm_ttft_s"] and rec["repeats"] == 3
+    assert 0 < rec["naive_ttft_s"] and rec["naive_e2e_speedup"] > 0  # naive SD, side by side
+    assert ("naive SD (drop 0)" in proc.stdout) == rec["speculated"]
+    assert (rec["naive_mean_accepted_length"] is not None) == rec["speculated"]
     assert png.stat().st_size > 1000
 
 

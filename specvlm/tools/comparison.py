@@ -48,7 +48,6 @@ _SELECTOR = {
     "attention": "attention",
     "uniform": "uniform",
     "random": "random",
-    "naive_sd": "two_stage",
 }
 
 
@@ -61,6 +60,14 @@ def auto_decoder(target, draft) -> specvlm.SpeculativeDecoder:
     sd = _AUTO.get((id(target), id(draft)))
     if sd is None or sd.target is not target or sd.draft is not draft:
         sd = _AUTO[(id(target), id(draft))] = specvlm.accelerate((target, draft))
+    return sd
+
+
+def naive_decoder(target, draft, *, tree=None, seed: int = 0) -> specvlm.SpeculativeDecoder:
+    """Naive speculative decoding: SpecVLM's loop with the draft on every video token (drop
+    rate 0), without scoring the video (only pruning needs the scores)."""
+    sd = specvlm.accelerate((target, draft), drop_rate=0.0, seed=seed, tree=tree)
+    sd.settings = replace(sd.settings, score_video=False)
     return sd
 
 
@@ -148,17 +155,16 @@ def run_method(
             else:
                 if method == "auto":
                     sd = auto_decoder(target, draft)
+                elif method == "naive_sd":
+                    sd = naive_decoder(target, draft, tree=tree, seed=random_seed)
                 else:
-                    rate = 0.0 if method == "naive_sd" else drop_rate
                     sd = specvlm.accelerate(
                         (target, draft),
-                        drop_rate=rate,
+                        drop_rate=drop_rate,
                         seed=random_seed,
                         selector=_SELECTOR[method],
                         tree=tree,
                     )
-                if method == "naive_sd":  # nothing to prune: the video is not scored
-                    sd.settings = replace(sd.settings, score_video=False)
                 extra = {}
                 if sampling:
                     device = inputs["input_ids"].device

@@ -1,9 +1,12 @@
-"""``specvlm demo``: one video, one question, the target alone vs SpecVLM, side by side.
+"""``specvlm demo``: one video, one question, the target alone, naive speculative decoding and
+SpecVLM, side by side.
 
 Loads the embedded micro pair (``specvlm/assets/micro/``) or any supported checkpoint pair,
 makes a clip (or reads ``--video``), asks a question, and prints the answer, whether it is
 identical to the target's own greedy answer, tau, video tokens kept / total, and the decode and
-end-to-end speedups against the target's plain ``generate``. With ``--temperature`` (or
+end-to-end speedups against the target's plain ``generate``; then naive SD (the same loop and
+tree, the draft on every video token) beside SpecVLM: tau, decode and end-to-end speedups and
+time to first token of each. With ``--temperature`` (or
 ``--top-p`` / ``--top-k``) both sample instead: SpecVLM's answer is then a sample of the
 target's distribution, not a copy of the target's own sample.
 
@@ -38,6 +41,7 @@ from specvlm.tools.common import (
     require_matplotlib,
     sampling_options,
 )
+from specvlm.tools.comparison import naive_decoder
 from specvlm.tools.timing import time_alternately
 from specvlm.tools.video_input import VideoPrompter, check_video_path, read_video
 from specvlm.trees import tree_of_size
@@ -137,6 +141,7 @@ def run(args) -> DemoResult:
         tree=tree_of_size(size),
         seed=seed,
     )
+    naive = naive_decoder(target, draft, tree=tree_of_size(size), seed=seed)
     devices = cuda_devices(target, draft)
     gen = dict(max_new_tokens=args.max_new_tokens, **(sampling or {"do_sample": False}))
 
@@ -145,28 +150,35 @@ def run(args) -> DemoResult:
             torch.manual_seed(seed)
         return target.generate(**inputs, streamer=streamer, **{**gen, **kw})
 
-    def sd_generate(streamer, **kw):
+    def sd_generate(streamer, decoder=sd, **kw):
         extra = {"generator": torch.Generator(device).manual_seed(seed)} if sampling else {}
-        return sd.generate(**inputs, streamer=streamer, **{**gen, **kw}, **extra)
+        return decoder.generate(**inputs, streamer=streamer, **{**gen, **kw}, **extra)
+
+    def naive_generate(streamer, **kw):
+        return sd_generate(streamer, naive, **kw)
 
     _progress(3, "warming up both paths")
     with torch.no_grad():
         target_generate(None, max_new_tokens=2)
         sd_generate(None, max_new_tokens=2)
+        naive_generate(None, max_new_tokens=2)
 
     _progress(
         4,
-        f"timing the target alone and SpecVLM (draft on {1 - args.drop_rate:.0%} of the video "
-        f"tokens, {describe_sampling(sampling, seed)}), {args.repeats} "
+        f"timing the target alone, naive SD and SpecVLM (draft on {1 - args.drop_rate:.0%} of "
+        f"the video tokens; {describe_sampling(sampling, seed)}), {args.repeats} "
         f"run{'s' * (args.repeats > 1)} each",
     )
     with torch.no_grad():
         timings = time_alternately(
-            {"target": target_generate, "specvlm": sd_generate}, args.repeats, devices
+            {"target": target_generate, "naive_sd": naive_generate, "specvlm": sd_generate},
+            args.repeats,
+            devices,
         )
     (ref_outs, ref_t), (sd_outs, sd_t) = timings["target"], timings["specvlm"]
+    naive_outs, naive_t = timings["naive_sd"]
     ref, out = ref_outs[0], sd_outs[0]
-    stats = sd.last_stats
+    stats, naive_stats = sd.last_stats, naive.last_stats
     _progress(5, "done")
 
     prompt_len = inputs["input_ids"].shape[1]
@@ -175,7 +187,7 @@ def run(args) -> DemoResult:
     if sampling:  # a sample of the target's distribution: equality is not expected
         identical = None
     else:
-        identical = all(o.tolist() == ref.tolist() for o in ref_outs + sd_outs)
+        identical = all(o.tolist() == ref.tolist() for o in ref_outs + sd_outs + naive_outs)
     record = {
         "mode": "sample" if sampling else "greedy",
         "identical": identical,
@@ -211,6 +223,18 @@ def run(args) -> DemoResult:
         "specvlm_e2e_s": sd_t.e2e_s,
         "target_ttft_s": ref_t.ttft_s,
         "specvlm_ttft_s": sd_t.ttft_s,
+        "naive_mean_accepted_length": naive_stats.mean_accepted_length if speculated else None,
+        "naive_decode_speedup": per_token_speedup(
+            ref_t.decode_s, ref_t.new_tokens - 1, naive_t.decode_s, naive_t.new_tokens - 1
+        )
+        if speculated
+        else None,
+        "naive_e2e_speedup": per_token_speedup(
+            ref_t.e2e_s, ref_t.new_tokens, naive_t.e2e_s, naive_t.new_tokens
+        ),
+        "naive_decode_s": naive_t.decode_s,
+        "naive_e2e_s": naive_t.e2e_s,
+        "naive_ttft_s": naive_t.ttft_s,
         "repeats": args.repeats,
         "device": str(device),
         "target": target_dir,
@@ -274,6 +298,41 @@ def print_record(rec: dict) -> None:
         f"time to first token: {ttft:.0f} ms (target alone {ref_ttft:.0f} ms; SpecVLM's "
         f"includes {extra})"
     )
+    if rec["speculated"]:
+        print_side_by_side(rec)
+
+
+def print_side_by_side(rec: dict) -> None:
+    """The target alone, naive SD and SpecVLM in one table: tau, decode and end-to-end speedup
+    against the target alone (per token), time to first token."""
+
+    def fmt(x, spec=".2f", unit="x"):
+        return "-" if x is None else f"{x:{spec}}{unit}"
+
+    rows = [
+        ("target alone", None, 1.0, 1.0, rec["target_ttft_s"]),
+        (
+            "naive SD (drop 0)",
+            rec["naive_mean_accepted_length"],
+            rec["naive_decode_speedup"],
+            rec["naive_e2e_speedup"],
+            rec["naive_ttft_s"],
+        ),
+        (
+            f"SpecVLM (drop {rec['drop_rate']:g})",
+            rec["mean_accepted_length"],
+            rec["decode_speedup"],
+            rec["e2e_speedup"],
+            rec["specvlm_ttft_s"],
+        ),
+    ]
+    print(f"side by side ({rec['tree_size']}-node tree for both speculative methods):")
+    print(f"  {'':<20} {'tau':>5} {'decode':>7} {'end-to-end':>11} {'first token':>12}")
+    for name, tau, dec, e2e, ttft in rows:
+        print(
+            f"  {name:<20} {fmt(tau, '.2f', ''):>5} {fmt(dec):>7} {fmt(e2e):>11} "
+            f"{fmt(1000 * ttft, '.0f', ' ms'):>12}"
+        )
 
 
 def write_outputs(args, result: DemoResult) -> list[str]:
