@@ -211,29 +211,31 @@ def _fmt(value, spec: str, none: str = "-") -> str:
     return none if value is None else format(value, spec)
 
 
+def _cells(r: dict) -> tuple[str, ...]:
+    """One result as the cells of a table row (the summary's and the report's)."""
+    ident = {True: "yes", False: "NO", None: "-"}[r.get("identical")]
+    if r.get("error"):
+        ident = "error: " + r["error"].split(":")[0]
+    decode, e2e = r.get("decode_speedup"), r.get("e2e_speedup")
+    return (
+        r["sweep"],
+        f"{r['drop_rate']:g}",
+        str(r["frames"]),
+        _fmt(r.get("video_tokens"), "d"),
+        str(r["tree_size"]),
+        r["method"],
+        _fmt(r.get("mean_accepted_length"), ".2f"),
+        _fmt(decode, ".2f") + "x" * (decode is not None),
+        _fmt(e2e, ".2f") + "x" * (e2e is not None),
+        _fmt(r.get("decode_tokens_per_s"), ".0f"),
+        ident,
+    )
+
+
 def summary_table(results: list[dict]) -> str:
     """The results as a plain-text table, one row per sweep point and method."""
     head = ("sweep", "drop", "frames", "video", "tree", "method", "tau", "decode", "e2e", "tok/s")
-    rows = [head + ("identical",)]
-    for r in results:
-        ident = {True: "yes", False: "NO", None: "-"}[r.get("identical")]
-        if r.get("error"):
-            ident = "error: " + r["error"].split(":")[0]
-        rows.append(
-            (
-                r["sweep"],
-                f"{r['drop_rate']:g}",
-                str(r["frames"]),
-                _fmt(r.get("video_tokens"), "d"),
-                str(r["tree_size"]),
-                r["method"],
-                _fmt(r.get("mean_accepted_length"), ".2f"),
-                _fmt(r.get("decode_speedup"), ".2f") + "x" * (r.get("decode_speedup") is not None),
-                _fmt(r.get("e2e_speedup"), ".2f") + "x" * (r.get("e2e_speedup") is not None),
-                _fmt(r.get("decode_tokens_per_s"), ".0f"),
-                ident,
-            )
-        )
+    rows = [head + ("identical",)] + [_cells(r) for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head) + 1)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -267,24 +269,7 @@ def markdown_report(results: list[dict], meta: dict, plots: list[str]) -> str:
     ]
     lines += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in results:
-        ident = {True: "yes", False: "NO", None: "-"}[r.get("identical")]
-        if r.get("error"):
-            ident = "error: " + r["error"].split(":")[0]
-        cells = (
-            r["sweep"],
-            f"{r['drop_rate']:g}",
-            str(r["frames"]),
-            _fmt(r.get("video_tokens"), "d"),
-            str(r["tree_size"]),
-            r["method"],
-            _fmt(r.get("mean_accepted_length"), ".2f"),
-            _fmt(r.get("decode_speedup"), ".2f") + "x" * (r.get("decode_speedup") is not None),
-            _fmt(r.get("e2e_speedup"), ".2f") + "x" * (r.get("e2e_speedup") is not None),
-            _fmt(r.get("decode_tokens_per_s"), ".0f"),
-            ident,
-        )
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in results]
     return "\n".join(lines) + "\n"
 
 
