@@ -18,15 +18,7 @@ NEW = 14
 TREE = [[0], [1], [0, 0], [0, 1], [1, 0], [0, 0, 0]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with tm.single_threaded():
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _reference_kernels(monkeypatch):
-    monkeypatch.setenv("SPECVLM_KERNELS_BACKEND", "reference")
+pytestmark = pytest.mark.usefixtures("one_thread", "reference_kernels")
 
 
 _PAIRS: dict = {}

@@ -40,10 +40,7 @@ def _order_noise(target, inputs: dict, ref) -> float:
     return float((forward - stepwise).abs().max())
 
 
-@pytest.fixture(autouse=True)
-def _reference_kernels(monkeypatch):
-    # the kernels' PyTorch references: the Triton interpreter's bf16 arithmetic is not the GPU's
-    monkeypatch.setenv("SPECVLM_KERNELS_BACKEND", "reference")
+pytestmark = pytest.mark.usefixtures("reference_kernels")
 
 
 @pytest.mark.parametrize("family", tm.FAMILIES)

@@ -32,15 +32,7 @@ SAMPLES = {"llava_onevision": 1000, "qwen2_5_vl": 800, "qwen3_vl": 800}
 NOISE = {"llava_onevision": 1.0, "qwen2_5_vl": 0.5, "qwen3_vl": 0.3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with tm.single_threaded():
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _reference_kernels(monkeypatch):
-    monkeypatch.setenv("SPECVLM_KERNELS_BACKEND", "reference")
+pytestmark = pytest.mark.usefixtures("one_thread", "reference_kernels")
 
 
 _SETUPS: dict = {}
