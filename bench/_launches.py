@@ -185,8 +185,9 @@ def select_cases():
 
 
 def tree_cases(models=REPORT_MODELS, fp32: bool = True):
-    """The tree bench's GPU shapes of ``models``: the plain call, the static-buffer call with
-    device lengths, and fp32 at 8k."""
+    """The tree bench's GPU shapes of ``models``: the plain call (and, for N = 1, the call
+    without a mask, as plain decoding makes it), the static-buffer call with device lengths,
+    and fp32 at 8k."""
     bench = _bench_module("test_bench_tree_attention")
     shapes = [s for s in bench.GPU_SHAPES if s[0] in models]
     if fp32:
@@ -207,6 +208,13 @@ def tree_cases(models=REPORT_MODELS, fp32: bool = True):
             shape,
             lambda q=q, k=k, m=mask: specvlm_kernels.tree_attention(q, k, k, m),
         )
+        if n == 1:  # plain decoding: no mask (the causal specialisation)
+            yield (
+                "tree-causal",
+                case + " causal",
+                shape,
+                lambda q=q, k=k: specvlm_kernels.tree_attention(q, k, k),
+            )
         if dtype != torch.float32:
             buf = max(bench.STATIC_BUFFER, length)
             kb = torch.empty(1, hk, buf, d, dtype=dtype, device=META)

@@ -25,6 +25,7 @@ GPU run with (the "measured" column stays empty until then), not measurements.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -182,7 +183,7 @@ def _useful(op: str, shape: dict) -> tuple[float, float]:
         elt = ELT[shape["dtype"]]
         hq, hk, d, nv, lq, lk = (shape[k] for k in ("Hq", "Hk", "D", "Nv", "Lq", "Lk"))
         return hk * (lk + nv) * d * elt + hq * lq * d * elt + 4 * nv, 2.0 * hq * lq * (lk + nv) * d
-    if op in ("tree", "tree-static"):
+    if op in ("tree", "tree-static", "tree-causal"):
         elt = ELT[shape["dtype"]]
         hq, hk, d, n, length = (shape[k] for k in ("Hq", "Hk", "D", "N", "L"))
         return 2.0 * hk * length * d * elt + 2.0 * hq * n * d * elt, 4.0 * hq * n * length * d
@@ -201,7 +202,7 @@ def judge(op: str, shape: dict, seconds: float) -> tuple[str, str, str]:
         if shape["Lq"] >= 64:
             return rate, ">= 40% of TC peak", "met" if pct >= 40 else "missed"
         return rate, "-", "-"
-    if op in ("tree", "tree-static"):
+    if op in ("tree", "tree-static", "tree-causal"):
         pct = 100.0 * gbs * 1e9 / HBM
         rate = f"{gbs:.0f} GB/s ({pct:.0f}% HBM)"
         if shape["L"] >= 32768 and shape["N"] == 1:
@@ -231,8 +232,9 @@ def _shown(op: str, shape: dict) -> bool:
     return False
 
 
-def estimates(models=_launches.REPORT_MODELS) -> list[dict]:
-    """One row per shown case: launches, CTAs, bytes, FLOPs, bound and expected time, verdict."""
+def estimates(models=_launches.REPORT_MODELS, shown_only: bool = True) -> list[dict]:
+    """One row per case (the docs' cases unless ``shown_only`` is False): launches, CTAs,
+    bytes, FLOPs, bound and expected time, verdict."""
     launches = _launches.record_all(models)
     cases: dict[str, list] = {}
     for launch in launches:
@@ -242,7 +244,7 @@ def estimates(models=_launches.REPORT_MODELS) -> list[dict]:
     rows = []
     for case, group in cases.items():
         op, shape = group[0].op, group[0].shape
-        if not _shown(op, shape):
+        if shown_only and not _shown(op, shape):
             continue
         expected = bound = hbm = flops = 0.0
         for launch in group:
@@ -255,6 +257,7 @@ def estimates(models=_launches.REPORT_MODELS) -> list[dict]:
         rows.append(
             dict(
                 op=op,
+                shape=shape,
                 case=case,
                 launches=len(group),
                 ctas=" + ".join(str(launch.ctas) for launch in group),
@@ -298,11 +301,16 @@ def write_docs(path: Path, body: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=Path, help="write the table between the markers here")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--all", action="store_true", help="every case, not only the docs' ones")
     args = parser.parse_args(argv)
-    body = markdown(estimates())
+    rows = estimates(shown_only=not args.all)
+    body = markdown(rows)
     print(body)
     if args.docs:
         write_docs(args.docs, body)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1, default=list))
     return 0
 
 
