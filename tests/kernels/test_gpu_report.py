@@ -1,0 +1,59 @@
+"""The pure parts of ``specvlm.tools.gpu_report`` (the whole command runs in CI as
+``scripts/gpu_report.sh --tiny``, see ``.ci/run``): the perf-model fit recovers known
+fractions, and bench records meet their analytic expectation by case."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from specvlm.tools import gpu_report
+from specvlm.tools.perf_model import H100, forward_seconds
+
+
+def _rows(gpu):
+    rows = []
+    for name, (hidden, inter, layers, heads, kv, vocab, _) in gpu_report.DECODERS.items():
+        params = layers * (4 * hidden * hidden + 3 * hidden * inter) + 2 * vocab * hidden
+        for context in (4096, 65536):
+            for tokens in (1, 48):
+                row = dict(
+                    model=name,
+                    params=params,
+                    layers=layers,
+                    heads=heads,
+                    kv_heads=kv,
+                    head_dim=hidden // heads,
+                    bytes_per_param=2,
+                    context=context,
+                    tokens=tokens,
+                )
+                row["seconds"] = forward_seconds(gpu_report._llm(row), gpu, tokens, context)
+                rows.append(row)
+    return rows
+
+
+def test_fit_recovers_the_fractions_of_synthetic_forwards():
+    truth = replace(H100, bw_fraction=0.65, tc_fraction=0.4, launch_us=0.5 * 1.25**10)
+    fitted, loss = gpu_report.fit_gpu(_rows(truth), H100)
+    assert abs(fitted.bw_fraction - 0.65) < 1e-9
+    assert abs(fitted.launch_us - truth.launch_us) < 1e-9
+    assert loss < 1e-12
+
+
+def test_datasheet_gpu_by_name():
+    assert gpu_report.datasheet_gpu("NVIDIA H200").hbm_gbs == 4800.0
+    assert gpu_report.datasheet_gpu("NVIDIA H100 80GB HBM3").hbm_gbs == 3350.0
+    assert gpu_report.datasheet_gpu("NVIDIA A100-SXM4-80GB").tc_tflops == 312.0
+    assert gpu_report.datasheet_gpu("something else").hbm_gbs == H100.hbm_gbs
+
+
+def test_bench_records_meet_their_expectation_by_case():
+    scores = dict(impl="triton", model="qwen2.5-vl-7b", Nv=16384, Lq=64, dtype="bfloat16")
+    expected = dict(op="scores", shape=dict(scores, Hq=28))
+    assert gpu_report._bench_key(scores) == gpu_report._expected_key(expected)
+    tree = dict(impl="static", model="llava-ov-72b", L=32768, N=1, dtype="bfloat16")
+    expected = dict(op="tree-static", shape=dict(tree, buffer=65536))
+    assert gpu_report._bench_key(tree) == gpu_report._expected_key(expected)
+    prune = dict(impl="triton", layout="llava-ov", Nv=65464, keep=6546, C=896)
+    assert gpu_report._bench_key(prune) == gpu_report._expected_key(dict(op="prune", shape=prune))
+    assert gpu_report._bench_key(dict(prune, impl="eager")) is None
