@@ -140,3 +140,25 @@ def test_sweep_points_and_trees():
         assert sum(p.sweep == sweep for p in quick) >= 3
     assert tree_of_size(48).size == 48 and tree_of_size(8).size == 8
     assert tree_of_size(1).size == 1
+
+
+def test_frames_sweep_reaches_the_longest_clip():
+    frames = [p.frames for p in sweep_points(True, longest=61) if p.sweep == "frames"]
+    assert frames == [4, 8, 16, 32, 61]  # the embedded pair: 61 frames fit 1024 positions
+    assert [p.frames for p in sweep_points(True, longest=10) if p.sweep == "frames"] == [4, 8, 10]
+    assert [p.frames for p in sweep_points(True) if p.sweep == "frames"] == [4, 8, 16]
+
+
+def test_max_frames_of_the_embedded_pair():
+    import torch
+
+    from specvlm.tools.bench import CheckpointWorkload
+    from specvlm.tools.common import EMBEDDED
+
+    w = CheckpointWorkload(
+        str(EMBEDDED / "target"), str(EMBEDDED / "draft"), torch.device("cpu"), "describe ."
+    )
+    longest = w.max_frames(24)
+    limit = w.target.config.get_text_config().max_position_embeddings
+    assert w.inputs(longest, 0)["input_ids"].shape[1] + 24 <= limit
+    assert w.inputs(longest + 1, 0)["input_ids"].shape[1] + 24 > limit
