@@ -130,8 +130,8 @@ def generate_tokens(run: Run) -> None:
 
 
 def prefill_target(run: Run) -> int:
-    """Step 1: the target prefills the prompt, scoring the video tokens on the side; returns the
-    first new token."""
+    """Step 1: the target prefills the prompt, scoring the video tokens on the side (when the
+    settings say so: pruning needs the scores); returns the first new token."""
     t0 = run.now()
     fam, model, stats = run.settings.family, run.target_model, run.stats
     decoder, head = fam.decoder(model), fam.lm_head(model)
@@ -310,12 +310,12 @@ def count_forwards(run: Run) -> None:
         run.stats.draft_forwards += run.draft.forwards
 
 
-_ZERO = torch.zeros(1, dtype=torch.long)
-
-
 # -------------------------------------------------------------------------------------------
 # Helpers
 # -------------------------------------------------------------------------------------------
+_ZERO = torch.zeros(1, dtype=torch.long)  # the offset of a single fed token
+
+
 def _device_of(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
