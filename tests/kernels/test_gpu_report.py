@@ -57,3 +57,26 @@ def test_bench_records_meet_their_expectation_by_case():
     prune = dict(impl="triton", layout="llava-ov", Nv=65464, keep=6546, C=896)
     assert gpu_report._bench_key(prune) == gpu_report._expected_key(dict(op="prune", shape=prune))
     assert gpu_report._bench_key(dict(prune, impl="eager")) is None
+
+
+def test_measured_forwards_interpolate_and_extrapolate():
+    rows = [
+        dict(tokens=n, context=c, seconds=0.001 * n + 1e-6 * c) for n in (1, 8) for c in (100, 300)
+    ]
+    table = gpu_report.MeasuredForwards(rows)
+    assert abs(table.seconds(1, 100) - (0.001 + 1e-4)) < 1e-15  # a measured point
+    assert abs(table.seconds(4, 200) - (0.004 + 2e-4)) < 1e-12  # between them (linear)
+    assert abs(table.seconds(16, 500) - (0.016 + 5e-4)) < 1e-12  # beyond, along the last segment
+    text = gpu_report.measured_projection(
+        [
+            dict(r, model=m, seconds=r["seconds"] * (1 if m == "tiny-target" else 0.2))
+            for m in ("tiny-target", "tiny-draft")
+            for r in [
+                dict(tokens=n, context=c, seconds=0.001 * n + 1e-6 * c)
+                for n in (1, 8, 48)
+                for c in (64, 128, 256)
+            ]
+        ],
+        tiny=True,
+    )
+    assert text.count("tiny-target / tiny-draft") == 3
