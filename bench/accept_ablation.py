@@ -25,8 +25,9 @@ from tests import tiny_models as tm  # noqa: E402
 def mean_tau(family, drop_rate, selector, draft_positions, seeds, new):
     target, _ = tm.make_pair(family)
     draft = tm.make_copy_draft(target)
-    sd = specvlm.accelerate((target, draft), drop_rate=drop_rate, selector=selector,
-                            draft_positions=draft_positions)  # fmt: skip
+    sd = specvlm.accelerate(
+        (target, draft), drop_rate=drop_rate, selector=selector, draft_positions=draft_positions
+    )
     taus = []
     for seed in range(seeds):
         inputs = tm.make_inputs(family, target, seed=100 + seed, frames=4)

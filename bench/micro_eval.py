@@ -46,16 +46,21 @@ TABLES = ("accuracy", "selectors", "reader", "attention", "methods", "speed", "s
 
 
 def accuracy_table(pair) -> str:
-    lines = ["| model | params | layers | " + " | ".join(TYPES) + " | video-blind (noise) |",
-             "|---" * 13 + "|"]  # fmt: skip
+    lines = [
+        "| model | params | layers | " + " | ".join(TYPES) + " | video-blind (noise) |",
+        "|---" * 13 + "|",
+    ]
     for name in ("target", "draft"):
         with open(os.path.join(pair, name, "train_report.json")) as f:
             rep = json.load(f)
         acc, noise = rep["eval"]["video"], rep["eval"]["noise"]
         layers = rep["config"]["text"].get("num_hidden_layers", "?")
         cells = [f"{acc[k]:.2f}" for k in TYPES]
-        lines.append(f"| {name} | {rep['params']['total'] / 1e6:.2f}M | {layers} | "
-                     + " | ".join(cells) + f" | {noise['all']:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {rep['params']['total'] / 1e6:.2f}M | {layers} | "
+            + " | ".join(cells)
+            + f" | {noise['all']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -80,8 +85,11 @@ def object_oracles(coverage: np.ndarray) -> dict:
         queues = []
         for cov in torch.tensor(coverage):
             per_frame = cov.view(frames, -1)
-            best = [(float(per_frame[t].max()), t * per_frame.shape[1] + int(per_frame[t].argmax()))
-                    for t in range(frames) if per_frame[t].max() > 0]  # fmt: skip
+            best = [
+                (float(per_frame[t].max()), t * per_frame.shape[1] + int(per_frame[t].argmax()))
+                for t in range(frames)
+                if per_frame[t].max() > 0
+            ]
             queues.append([i for _, i in sorted(best, reverse=True)])
         queues.append(most_covered(scores, scores.numel(), grid).tolist())
         chosen: list[int] = []
@@ -93,8 +101,10 @@ def object_oracles(coverage: np.ndarray) -> dict:
                     chosen.append(queue.pop(0))
         return torch.tensor(chosen)
 
-    return {"object oracle: most covered tokens": most_covered,
-            "object oracle: each object in turn": each_object}  # fmt: skip
+    return {
+        "object oracle: most covered tokens": most_covered,
+        "object oracle: each object in turn": each_object,
+    }
 
 
 def without_object_pixels(coverage: np.ndarray, seed: int):
@@ -137,14 +147,20 @@ def attention_table(pair, inputs, coverages, keep: int) -> str:
         top_mass.append(float(score.topk(keep).values.sum() / score.sum()))
         for scores in [*layers, score]:
             top = scores.topk(keep).indices
-            rows.append((float(scores[is_object].sum() / scores.sum()),
-                         float(is_object[top].float().mean())))  # fmt: skip
+            rows.append(
+                (
+                    float(scores[is_object].sum() / scores.sum()),
+                    float(is_object[top].float().mean()),
+                )
+            )
         per_layer.append(rows)
-    lines = [f"Object tokens are {statistics.mean(token_share):.0%} of the video tokens; the "
-             f"{keep} highest scores hold {statistics.mean(top_mass):.0%} of the score mass "
-             f"(max {max(top_mass):.0%}).\n",
-             f"| layer | attention mass on object tokens | object tokens among the top {keep} |",
-             "|---|---|---|"]  # fmt: skip
+    lines = [
+        f"Object tokens are {statistics.mean(token_share):.0%} of the video tokens; the "
+        f"{keep} highest scores hold {statistics.mean(top_mass):.0%} of the score mass "
+        f"(max {max(top_mass):.0%}).\n",
+        f"| layer | attention mass on object tokens | object tokens among the top {keep} |",
+        "|---|---|---|",
+    ]
     for i, cells in enumerate(zip(*per_layer, strict=True)):
         label = "mean of layers (the score)" if i == len(per_layer[0]) - 1 else str(i)
         mass, top = statistics.mean(c[0] for c in cells), statistics.mean(c[1] for c in cells)
@@ -152,15 +168,17 @@ def attention_table(pair, inputs, coverages, keep: int) -> str:
     return "\n".join(lines)
 
 
-def selector_table(target, draft, inputs, refs, coverages, drop_rate, new, random_seeds,
-                   tree) -> str:  # fmt: skip
+def selector_table(
+    target, draft, inputs, refs, coverages, drop_rate, new, random_seeds, tree
+) -> str:
     def taus(selector, rate, seed=0):
         """``selector``: a name, or a function of the clip index returning a selector."""
         out = []
         for i, (x, ref) in enumerate(zip(inputs, refs, strict=True)):
             chosen = selector if isinstance(selector, str) else selector(i)
-            sd = specvlm.accelerate((target, draft), drop_rate=rate, tree=tree, seed=seed,
-                                    selector=chosen)  # fmt: skip
+            sd = specvlm.accelerate(
+                (target, draft), drop_rate=rate, tree=tree, seed=seed, selector=chosen
+            )
             got = sd.generate(**x, max_new_tokens=new)
             if got.tolist() != ref.tolist():
                 raise AssertionError("speculative output differs from the target's greedy output")
@@ -187,8 +205,10 @@ def selector_table(target, draft, inputs, refs, coverages, drop_rate, new, rando
     rows["all video tokens (drop 0)"] = taus("two_stage", 0.0)
     rows["one video token"] = taus("uniform", 1.0 - 1.5 / 128)
     base = rows["two_stage"][0]
-    lines = ["| selector | kept video tokens | tau (mean ± s.e.) | minus two_stage (paired) |",
-             "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| selector | kept video tokens | tau (mean ± s.e.) | minus two_stage (paired) |",
+        "|---|---|---|---|",
+    ]
     for name, (values, kept) in rows.items():
         diff = [a - b for a, b in zip(values, base, strict=True)]
         cell = "-" if name == "two_stage" else _mean_se(diff)
@@ -205,9 +225,10 @@ def method_table(target, draft, inputs, drop_rate, new, repeats) -> str:
     methods = {
         "target alone (`generate`)": lambda x, s: target.generate(**x, streamer=s, **gen),
         "assisted generation (`assistant_model=draft`)": lambda x, s: target.generate(
-            **x, assistant_model=draft, streamer=s, **gen),
+            **x, assistant_model=draft, streamer=s, **gen
+        ),
         "SpecVLM (chain of 4, two_stage)": lambda x, s: sd.generate(**x, streamer=s, **gen),
-    }  # fmt: skip
+    }
     sums = {name: [0.0, 0.0, 0.0] for name in methods}
     for x in inputs:
         timings = time_alternately(
@@ -220,28 +241,38 @@ def method_table(target, draft, inputs, drop_rate, new, repeats) -> str:
             for i, v in enumerate((best.decode_s, best.e2e_s, best.ttft_s)):
                 sums[name][i] += v
     ref = sums["target alone (`generate`)"]
-    lines = ["| method | decode speedup | end-to-end speedup | time to first token (ms/clip) |",
-             "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| method | decode speedup | end-to-end speedup | time to first token (ms/clip) |",
+        "|---|---|---|---|",
+    ]
     for name, (dec, e2e, ttft) in sums.items():
-        lines.append(f"| {name} | {ref[0] / dec:.2f}x | {ref[1] / e2e:.2f}x | "
-                     f"{1000 * ttft / len(inputs):.0f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {ref[0] / dec:.2f}x | {ref[1] / e2e:.2f}x | "
+            f"{1000 * ttft / len(inputs):.0f} |"
+        )
     return "\n".join(lines)
 
 
 def speed_table(target, draft, inputs, drop_rate, new, depths, repeats) -> str:
-    lines = ["| draft chain depth | tau | mean depth drafted | decode speedup | "
-             "end-to-end speedup | time to first token (ratio) | draft prefill share of "
-             "SpecVLM's e2e | identical |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| draft chain depth | tau | mean depth drafted | decode speedup | "
+        "end-to-end speedup | time to first token (ratio) | draft prefill share of "
+        "SpecVLM's e2e | identical |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     gen = dict(max_new_tokens=new)
     for depth in depths:
         sd = specvlm.accelerate((target, draft), drop_rate=drop_rate, tree=chain(depth))
         ref_sum, sd_sum = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
         tau, drafted, same, draft_prefill = [], [], True, 0.0
         for x in inputs:
-            timings = time_alternately({
-                "ref": lambda s, x=x: target.generate(**x, do_sample=False, streamer=s, **gen),
-                "sd": lambda s, x=x, sd=sd: sd.generate(**x, streamer=s, **gen),
-            }, repeats)  # fmt: skip
+            timings = time_alternately(
+                {
+                    "ref": lambda s, x=x: target.generate(**x, do_sample=False, streamer=s, **gen),
+                    "sd": lambda s, x=x, sd=sd: sd.generate(**x, streamer=s, **gen),
+                },
+                repeats,
+            )
             (ref_outs, ref_best), (sd_outs, sd_best) = timings["ref"], timings["sd"]
             same &= all(o.tolist() == ref_outs[0].tolist() for o in ref_outs + sd_outs)
             for total, best in ((ref_sum, ref_best), (sd_sum, sd_best)):
@@ -250,10 +281,12 @@ def speed_table(target, draft, inputs, drop_rate, new, depths, repeats) -> str:
             tau.append(sd.last_stats.mean_accepted_length)
             drafted += sd.last_stats.drafted_depths
             draft_prefill += sd.last_stats.draft_prefill
-        lines.append(f"| {depth} | {statistics.mean(tau):.2f} | {statistics.mean(drafted):.2f} | "
-                     f"{ref_sum[0] / sd_sum[0]:.2f}x | {ref_sum[1] / sd_sum[1]:.2f}x | "
-                     f"{sd_sum[2] / ref_sum[2]:.2f} | {draft_prefill / sd_sum[1]:.0%} | "
-                     f"{same} |")  # fmt: skip
+        lines.append(
+            f"| {depth} | {statistics.mean(tau):.2f} | {statistics.mean(drafted):.2f} | "
+            f"{ref_sum[0] / sd_sum[0]:.2f}x | {ref_sum[1] / sd_sum[1]:.2f}x | "
+            f"{sd_sum[2] / ref_sum[2]:.2f} | {draft_prefill / sd_sum[1]:.0%} | "
+            f"{same} |"
+        )
     return "\n".join(lines)
 
 
@@ -310,8 +343,9 @@ def main() -> None:
     parser.add_argument("--depths", default="1,2,3,4,6,8")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per clip and method")
     parser.add_argument("--pair", default=str(EMBEDDED), help="DIR with target/ and draft/")
-    parser.add_argument("--tables", default=",".join(TABLES), help="comma-separated subset of "
-                        + ",".join(TABLES))  # fmt: skip
+    parser.add_argument(
+        "--tables", default=",".join(TABLES), help="comma-separated subset of " + ",".join(TABLES)
+    )
     args = parser.parse_args()
     tables = set(args.tables.split(","))
     if not tables <= set(TABLES):
@@ -327,8 +361,10 @@ def main() -> None:
     seeds = [EVAL_SEED_BASE + 500 + i for i in range(args.clips)]
     captions = [prompter(*make_example(s, "caption")[:2]) for s in seeds]
     coverages = [token_coverage(make_clip(s)[1], (4, 4)) for s in seeds]
-    mixed = [prompter(*make_example(s, QUESTION_TYPES[i % len(QUESTION_TYPES)])[:2])
-             for i, s in enumerate(seeds)]  # fmt: skip
+    mixed = [
+        prompter(*make_example(s, QUESTION_TYPES[i % len(QUESTION_TYPES)])[:2])
+        for i, s in enumerate(seeds)
+    ]
     depths = [int(d) for d in args.depths.split(",")]
     new = args.max_new_tokens
 
@@ -340,36 +376,68 @@ def main() -> None:
             target.generate(**x, do_sample=False, max_new_tokens=new)
         refs = [target.generate(**x, do_sample=False, max_new_tokens=new) for x in captions]
         if "selectors" in tables:
-            print(f"\n## Selectors at drop rate {args.drop_rate}: captions of {args.clips} "
-                  "held-out clips, draft chain of 6\n")  # fmt: skip
-            print(selector_table(target, draft, captions, refs, coverages, args.drop_rate, new,
-                                 args.random_seeds, chain(6)))  # fmt: skip
+            print(
+                f"\n## Selectors at drop rate {args.drop_rate}: captions of {args.clips} "
+                "held-out clips, draft chain of 6\n"
+            )
+            print(
+                selector_table(
+                    target,
+                    draft,
+                    captions,
+                    refs,
+                    coverages,
+                    args.drop_rate,
+                    new,
+                    args.random_seeds,
+                    chain(6),
+                )
+            )
         if "reader" in tables:
-            print(f"\n## Selectors with the target as its own draft (a reader that can use every "
-                  f"token it gets), drop rate {args.drop_rate}, same clips\n")  # fmt: skip
+            print(
+                f"\n## Selectors with the target as its own draft (a reader that can use every "
+                f"token it gets), drop rate {args.drop_rate}, same clips\n"
+            )
             reader = AutoModelForImageTextToText.from_pretrained(pair / "target").eval()
-            print(selector_table(target, reader, captions, refs, coverages, args.drop_rate, new,
-                                 args.random_seeds, chain(6)))  # fmt: skip
+            print(
+                selector_table(
+                    target,
+                    reader,
+                    captions,
+                    refs,
+                    coverages,
+                    args.drop_rate,
+                    new,
+                    args.random_seeds,
+                    chain(6),
+                )
+            )
         if "attention" in tables:
             keep = int(128 * (1 - args.drop_rate))
-            print(f"\n## Where the target's attention goes: captions of {args.clips} held-out "
-                  "clips\n")  # fmt: skip
+            print(
+                f"\n## Where the target's attention goes: captions of {args.clips} held-out clips\n"
+            )
             print(attention_table(pair, captions, coverages, keep))
         if "methods" in tables:
-            print(f"\n## Methods on captions of {args.clips} held-out clips (drop rate "
-                  f"{args.drop_rate}, fastest of {args.repeats} alternating runs)\n")  # fmt: skip
+            print(
+                f"\n## Methods on captions of {args.clips} held-out clips (drop rate "
+                f"{args.drop_rate}, fastest of {args.repeats} alternating runs)\n"
+            )
             print(method_table(target, draft, captions, args.drop_rate, new, args.repeats))
         if "sampling" in tables:
-            print(f"\n## Sampling: captions of {args.clips} held-out clips, drop rate "
-                  f"{args.drop_rate}, fastest of {args.repeats} alternating runs\n")  # fmt: skip
+            print(
+                f"\n## Sampling: captions of {args.clips} held-out clips, drop rate "
+                f"{args.drop_rate}, fastest of {args.repeats} alternating runs\n"
+            )
             trees = {"chain of 4": chain(4), "8 nodes": tree_of_size(8)}
             print(sampling_table(target, draft, captions, args.drop_rate, new, args.repeats, trees))
         if "speed" in tables:
             for title, inputs in (("captions", captions), ("all question types", mixed)):
-                print(f"\n## CPU speed by draft chain depth (two_stage, drop rate "
-                      f"{args.drop_rate}): {title}, {args.clips} held-out clips\n")  # fmt: skip
-                print(speed_table(target, draft, inputs, args.drop_rate, new, depths,
-                                  args.repeats))  # fmt: skip
+                print(
+                    f"\n## CPU speed by draft chain depth (two_stage, drop rate "
+                    f"{args.drop_rate}): {title}, {args.clips} held-out clips\n"
+                )
+                print(speed_table(target, draft, inputs, args.drop_rate, new, depths, args.repeats))
 
 
 if __name__ == "__main__":

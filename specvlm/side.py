@@ -57,9 +57,14 @@ class Side:
         pos = positions.decode_positions(self.mrope, start, offsets, self.device)
         with attention_plan(plan):
             logits = decoder_forward(
-                self.decoder, self.lm_head, self.cache, self.embed(ids).to(self.device), pos,
-                attention_mask.to(self.device), logits_rows=logits_rows,
-            )  # fmt: skip
+                self.decoder,
+                self.lm_head,
+                self.cache,
+                self.embed(ids).to(self.device),
+                pos,
+                attention_mask.to(self.device),
+                logits_rows=logits_rows,
+            )
         self.forwards += 1
         return logits if self.logits_width is None else _to_width(logits, self.logits_width)
 

@@ -55,12 +55,14 @@ def reference(target, inputs, **kw):
         return target.generate(**inputs, do_sample=False, **kw)
 
 
-def assert_same(family, inputs, *, tree=None, drop_rate=0.9, selector="two_stage", draft=None,
-                **gen):  # fmt: skip
+def assert_same(
+    family, inputs, *, tree=None, drop_rate=0.9, selector="two_stage", draft=None, **gen
+):
     target, small = pair(family)
     ref = reference(target, inputs, **gen)
-    sd = specvlm.accelerate((target, draft or small), drop_rate=drop_rate, selector=selector,
-                            tree=tree)  # fmt: skip
+    sd = specvlm.accelerate(
+        (target, draft or small), drop_rate=drop_rate, selector=selector, tree=tree
+    )
     gen.setdefault("max_new_tokens", NEW)
     out = sd.generate(**inputs, **gen)
     assert out.tolist() == ref.tolist(), f"{family}: speculative output differs from greedy"
@@ -159,8 +161,14 @@ def test_drafting_stops_below_eos(family):
     eos = greedy[4]
     first = greedy.index(eos)  # generation ends at the first occurrence
     assert 1 <= first <= 4
-    stats = assert_same(family, inputs, tree=chain(8), drop_rate=0.0,
-                        draft=tm.make_copy_draft(target), eos_token_id=eos)  # fmt: skip
+    stats = assert_same(
+        family,
+        inputs,
+        tree=chain(8),
+        drop_rate=0.0,
+        draft=tm.make_copy_draft(target),
+        eos_token_id=eos,
+    )
     assert stats.drafted_depths[0] == first
     assert stats.new_tokens == first + 1
 
@@ -184,8 +192,14 @@ def test_copy_draft_accepts_nearly_everything(family):
     target, _ = pair(family)
     tree = chain(5)
     inputs = tm.make_inputs(family, target, seed=9)
-    stats = assert_same(family, inputs, tree=tree, drop_rate=0.0, draft=tm.make_copy_draft(target),
-                        max_new_tokens=25)  # fmt: skip
+    stats = assert_same(
+        family,
+        inputs,
+        tree=tree,
+        drop_rate=0.0,
+        draft=tm.make_copy_draft(target),
+        max_new_tokens=25,
+    )
     full = stats.accepted_lengths[:-1]  # the last step may be cut by the budget
     assert sum(full) / len(full) >= tree.depth + 0.5, stats.accepted_lengths
 
@@ -295,8 +309,10 @@ def test_beams_refused(family):
 def test_batch_of_two_refused(family):
     target, small = pair(family)
     inputs = tm.make_inputs(family, target, seed=14, video=False)
-    inputs = {k: (torch.cat([v, v]) if k in ("input_ids", "attention_mask") else v)
-              for k, v in inputs.items()}  # fmt: skip
+    inputs = {
+        k: (torch.cat([v, v]) if k in ("input_ids", "attention_mask") else v)
+        for k, v in inputs.items()
+    }
     with pytest.raises(NotImplementedError, match="batch size 2"):
         specvlm.accelerate((target, small)).generate(**inputs, max_new_tokens=3)
 
@@ -370,8 +386,15 @@ def test_mixed_families_refused():
 def test_unsupported_family_refused():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    llama = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
-                                         num_hidden_layers=1, num_attention_heads=2))  # fmt: skip
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+        )
+    )
     with pytest.raises(ValueError, match="supported: LLaVA-OneVision"):
         specvlm.accelerate((llama, llama))
 
@@ -421,8 +444,13 @@ def test_repetition_penalty_like_generate(family, penalty):
     """generate's repetition penalty (Qwen2.5-VL ships 1.05) applied per tree node."""
     target, _ = pair(family)
     inputs = tm.make_inputs(family, target, seed=18)
-    stats = assert_same(family, inputs, repetition_penalty=penalty, max_new_tokens=16,
-                        tree=[[0], [1], [0, 0], [1, 0], [0, 0, 0]])  # fmt: skip
+    stats = assert_same(
+        family,
+        inputs,
+        repetition_penalty=penalty,
+        max_new_tokens=16,
+        tree=[[0], [1], [0, 0], [1, 0], [0, 0, 0]],
+    )
     assert stats.new_tokens == 16
     plain = reference(target, inputs, max_new_tokens=16)
     assert reference(target, inputs, max_new_tokens=16, repetition_penalty=penalty).tolist() != (

@@ -49,8 +49,18 @@ def test_table_has_one_row_per_benchmark(report, tmp_path):
 
 def test_roofline_plot_written_for_gpu_records(report, tmp_path):
     out = tmp_path / "roofline.png"
-    assert report.main([str(_write(tmp_path, "NVIDIA H100 80GB HBM3")), "--plot", str(out),
-                        "--table", str(tmp_path / "t.md")]) == 0
+    assert (
+        report.main(
+            [
+                str(_write(tmp_path, "NVIDIA H100 80GB HBM3")),
+                "--plot",
+                str(out),
+                "--table",
+                str(tmp_path / "t.md"),
+            ]
+        )
+        == 0
+    )
     assert out.stat().st_size > 1000
     assert (tmp_path / "t.md").read_text().startswith("| name")
 

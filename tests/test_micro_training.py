@@ -151,8 +151,19 @@ def test_train_script_tiny_end_to_end(tmp_path, one_thread):
     out = tmp_path / "micro"
     start = time.time()
     script = str(ROOT / "scripts" / "train_micro.py")
-    cmd = [sys.executable, script, "--tiny", "--out", str(out), "--model", "both", "--threads", "1",
-           "--text-layers", "1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        script,
+        "--tiny",
+        "--out",
+        str(out),
+        "--model",
+        "both",
+        "--threads",
+        "1",
+        "--text-layers",
+        "1",
+    ]
     res = subprocess.run(
         cmd,
         capture_output=True,
@@ -186,9 +197,24 @@ def test_train_script_tiny_end_to_end(tmp_path, one_thread):
 
     # deepen the trained tiny target (patch features already: the flag keeps them), train 2 steps
     grown = tmp_path / "grown"
-    cmd = [sys.executable, script, "--tiny", "--out", str(grown), "--model", "target",
-           "--threads", "1", "--init", str(out), "--grow-layers", "3", "--patch-features",
-           "--steps", "2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        script,
+        "--tiny",
+        "--out",
+        str(grown),
+        "--model",
+        "target",
+        "--threads",
+        "1",
+        "--init",
+        str(out),
+        "--grow-layers",
+        "3",
+        "--patch-features",
+        "--steps",
+        "2",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     m = AutoModelForImageTextToText.from_pretrained(grown / "target")
@@ -204,15 +230,34 @@ def test_pair_recipe_runs_on_tiny_models(tmp_path):
 
     out = tmp_path / "pair"
     res = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "train_pair.sh"), str(out), "--tiny", "--steps", "2",
-         "--threads", "1", "--eval-per-type", "1", "--generate-check", "1"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable},
-    )  # fmt: skip
+        [
+            "bash",
+            str(ROOT / "scripts" / "train_pair.sh"),
+            str(out),
+            "--tiny",
+            "--steps",
+            "2",
+            "--threads",
+            "1",
+            "--eval-per-type",
+            "1",
+            "--generate-check",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "trained the pair in" in res.stdout
     layers = {}
-    for path in (out / "draft", out / "stage-a" / "target", out / "stage-b" / "target",
-                 out / "target"):  # fmt: skip
+    for path in (
+        out / "draft",
+        out / "stage-a" / "target",
+        out / "stage-b" / "target",
+        out / "target",
+    ):
         report = json.loads((path / "train_report.json").read_text())
         assert report["steps"] == 2
         m = AutoModelForImageTextToText.from_pretrained(path)
@@ -237,8 +282,9 @@ def test_grow_text_layers_keeps_the_function(one_thread):
     for j in fresh:
         assert not layers[j].self_attn.o_proj.weight.any()
     with torch.no_grad():
-        torch.testing.assert_close(grown(**inputs).logits, small(**inputs).logits,
-                                   atol=1e-5, rtol=1e-5)  # fmt: skip
+        torch.testing.assert_close(
+            grown(**inputs).logits, small(**inputs).logits, atol=1e-5, rtol=1e-5
+        )
         before = grown.model.language_model.layers[1].self_attn.q_proj.weight.clone()
         small.model.language_model.layers[0].self_attn.q_proj.weight.add_(1.0)
         assert torch.equal(grown.model.language_model.layers[1].self_attn.q_proj.weight, before)
@@ -259,8 +305,13 @@ def test_grow_text_layers_keeps_the_function(one_thread):
 )
 def test_bad_training_flags_are_refused(flags, message):
     script = str(ROOT / "scripts" / "train_micro.py")
-    res = subprocess.run([sys.executable, script, "--out", "/nonexistent", *flags],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, script, "--out", "/nonexistent", *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert res.returncode == 2 and message in res.stderr, res.stderr
 
 

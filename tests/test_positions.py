@@ -49,9 +49,11 @@ def test_mrope_prompt_positions_are_the_stock_rope_index(family, frames, before,
     inputs = tm.make_inputs(family, model, frames=frames, text_before=before, text_after=after)
     kw = {k: inputs[k] for k in ("video_grid_thw", "second_per_grid_ts") if k in inputs}
     stock, _ = model.model.get_rope_index(
-        inputs["input_ids"], inputs["mm_token_type_ids"], attention_mask=inputs["attention_mask"],
+        inputs["input_ids"],
+        inputs["mm_token_type_ids"],
+        attention_mask=inputs["attention_mask"],
         **kw,
-    )  # fmt: skip
+    )
     got = captured(family, inputs)
     # generate (transformers >= 5.2x) passes [text; t; h; w]: the last three rows are M-RoPE's
     assert got.shape[0] in (3, 4)

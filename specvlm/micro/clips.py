@@ -31,16 +31,38 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES: tuple[str, ...] = ("square", "circle", "triangle")
 BACKGROUND: tuple[int, int, int] = (28, 28, 32)
 NUMBERS: tuple[str, ...] = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
-)  # fmt: skip
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+)
 MOTIONS: tuple[str, ...] = ("left", "right", "up", "down", "nowhere")
 _STEP = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "nowhere": (0, 0)}
 
 # Question types, simplest first (the order of a curriculum).
 QUESTION_TYPES: tuple[str, ...] = (
-    "count", "colour", "shape", "exists", "caption", "motion", "appear", "disappear",
-)  # fmt: skip
+    "count",
+    "colour",
+    "shape",
+    "exists",
+    "caption",
+    "motion",
+    "appear",
+    "disappear",
+)
 STATIC_TYPES: tuple[str, ...] = ("count", "colour", "shape", "exists", "caption")
 TEMPORAL_TYPES: tuple[str, ...] = ("motion", "appear", "disappear")
 

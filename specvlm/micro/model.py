@@ -29,22 +29,54 @@ from specvlm.micro.tokenizer import EOS_ID, IMAGE_ID, PAD_ID, VIDEO_ID, vocabula
 # computed but unused, and vision_feature_layer=-2; see read_patch_embeddings), else from the
 # encoder's last layer.
 TARGET = dict(
-    hidden=256, heads=4, kv_heads=2, layers=8, inter=768,
-    vis_hidden=64, vis_heads=2, vis_layers=1, vis_inter=192, patch_embeddings=True,
-)  # fmt: skip
+    hidden=256,
+    heads=4,
+    kv_heads=2,
+    layers=8,
+    inter=768,
+    vis_hidden=64,
+    vis_heads=2,
+    vis_layers=1,
+    vis_inter=192,
+    patch_embeddings=True,
+)
 DRAFT = dict(
-    hidden=128, heads=2, kv_heads=1, layers=1, inter=384,
-    vis_hidden=64, vis_heads=2, vis_layers=1, vis_inter=192, patch_embeddings=True,
-)  # fmt: skip
+    hidden=128,
+    heads=2,
+    kv_heads=1,
+    layers=1,
+    inter=384,
+    vis_hidden=64,
+    vis_heads=2,
+    vis_layers=1,
+    vis_inter=192,
+    patch_embeddings=True,
+)
 # For tests (--tiny): seconds to train, not meant to learn much.
 TINY_TARGET = dict(
-    hidden=64, heads=2, kv_heads=1, layers=2, inter=128,
-    vis_hidden=32, vis_heads=2, vis_layers=1, vis_inter=64, patch_embeddings=True,
-)  # fmt: skip
+    hidden=64,
+    heads=2,
+    kv_heads=1,
+    layers=2,
+    inter=128,
+    vis_hidden=32,
+    vis_heads=2,
+    vis_layers=1,
+    vis_inter=64,
+    patch_embeddings=True,
+)
 TINY_DRAFT = dict(
-    hidden=32, heads=2, kv_heads=1, layers=1, inter=64,
-    vis_hidden=32, vis_heads=2, vis_layers=1, vis_inter=64, patch_embeddings=True,
-)  # fmt: skip
+    hidden=32,
+    heads=2,
+    kv_heads=1,
+    layers=1,
+    inter=64,
+    vis_hidden=32,
+    vis_heads=2,
+    vis_layers=1,
+    vis_inter=64,
+    patch_embeddings=True,
+)
 
 
 def build_config(size: dict, frame_size: int = FRAME_SIZE, patch_size: int = PATCH_SIZE):
