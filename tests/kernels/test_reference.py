@@ -46,8 +46,9 @@ def test_spatial_priority_prefix_is_a_lattice(side, k):
     assert set(cols.tolist()) == set(range(0, side, stride))
 
 
-@pytest.mark.parametrize("h,w", [(1, 1), (2, 2), (3, 5), (4, 4), (7, 7), (8, 8), (14, 14),
-                                 (16, 28), (27, 27)])  # fmt: skip
+@pytest.mark.parametrize(
+    "h,w", [(1, 1), (2, 2), (3, 5), (4, 4), (7, 7), (8, 8), (14, 14), (16, 28), (27, 27)]
+)
 def test_spatial_priority_starts_in_the_middle(h, w):
     """One Stage-II token in a frame goes to its middle, not to its top-left corner."""
     first = int(torch.argsort(ref.spatial_priority(h, w))[0])
