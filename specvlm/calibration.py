@@ -124,6 +124,9 @@ def measure(family: Family, probes: list[Probe], repeats: int = REPEATS) -> dict
 
 def _measure_once(family: Family, probe: Probe, context: int, devices) -> tuple[float, dict]:
     model = probe.model
+    limit = getattr(family.text_config(model), "max_position_embeddings", None)
+    if limit:  # a bucket may round past the model's positions: measure just below them
+        context = max(1, min(context, limit - max(probe.widths)))
     decoder, head = family.decoder(model), family.lm_head(model)
     embed = model.get_input_embeddings()
     device = next(decoder.parameters()).device

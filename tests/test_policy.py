@@ -407,3 +407,25 @@ def test_a_policy_can_be_shared_between_decoders():
     sd = specvlm.accelerate((target, draft), policy=shared)
     sd.generate(**inputs, max_new_tokens=4)
     assert sd.policy is shared and sd.last_stats.calibration == 0.0
+
+
+def test_calibration_measures_every_width_and_bucket():
+    from specvlm import calibration
+    from specvlm.attention import routed_attention
+
+    target, draft = pair("qwen3_vl")
+    fam = family_of(target)
+    probes = [
+        calibration.Probe("target", target, (16, 64), (1, 4, 9)),
+        calibration.Probe("draft", draft, (32,), (1, 3)),
+    ]
+    with (
+        torch.no_grad(),
+        routed_attention(fam.decoder(target)),
+        routed_attention(fam.decoder(draft)),
+    ):
+        measured = calibration.measure(fam, probes, repeats=2)
+    assert set(measured) == {("target", 16), ("target", 64), ("draft", 32)}
+    for (role, _), (prefill, row) in measured.items():
+        assert prefill > 0 and set(row) == ({1, 4, 9} if role == "target" else {1, 3})
+        assert all(s > 0 for s in row.values())
