@@ -127,3 +127,14 @@ def record_metrics(benchmark, *, device, flops: float, bytes_moved: float, **inf
     if peaks:
         extra["pct_hbm_peak"] = 100.0 * extra["gbs"] / peaks["hbm_gbs"]
         extra["pct_tc_peak"] = 100.0 * extra["tflops"] / peaks["tc16_tflops"]
+
+
+def write_between_markers(path, begin: str, end: str, body: str) -> None:
+    """Replace what stands between the lines ``begin`` and ``end`` of the file ``path`` (a docs
+    page's generated table) with ``body``."""
+    text = path.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path}: markers {begin!r} / {end!r} not found")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(head + begin + "\n" + body + end + tail)

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _launches  # noqa: E402  (sets the backend before specvlm_kernels is imported)
 import triton  # noqa: E402
+from _common import write_between_markers  # noqa: E402
 
 ARCHS = (80, 90)
 SMS = 132
@@ -251,15 +252,6 @@ def table(launches, specs, results) -> tuple[str, list[str]]:
     return "\n".join(lines) + "\n", failures
 
 
-def write_docs(path: Path, body: str) -> None:
-    text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path}: markers {BEGIN!r} / {END!r} not found")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(head + BEGIN + "\n" + body + END + tail)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=Path, help="write the table between the markers here")
@@ -280,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     print(summary)
     if args.docs:
-        write_docs(args.docs, f"{body}\n{summary}.\n")
+        write_between_markers(args.docs, BEGIN, END, f"{body}\n{summary}.\n")
     if failures:
         print("FAILED:\n" + "\n".join(failures))
         return 1

@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _launches  # noqa: E402  (sets the backend before specvlm_kernels is imported)
+from _common import write_between_markers  # noqa: E402
 
 HBM = 3.35e12
 TC = 990e12
@@ -289,15 +290,6 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_docs(path: Path, body: str) -> None:
-    text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path}: markers {BEGIN!r} / {END!r} not found")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(head + BEGIN + "\n" + body + END + tail)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=Path, help="write the table between the markers here")
@@ -308,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     body = markdown(rows)
     print(body)
     if args.docs:
-        write_docs(args.docs, body)
+        write_between_markers(args.docs, BEGIN, END, body)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=list))
     return 0
