@@ -31,15 +31,7 @@ FAMILIES = tm.FAMILIES
 NEW = 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with tm.single_threaded():
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _reference_kernels(monkeypatch):
-    monkeypatch.setenv("SPECVLM_KERNELS_BACKEND", "reference")
+pytestmark = pytest.mark.usefixtures("one_thread", "reference_kernels")
 
 
 @pytest.fixture(params=FAMILIES)
