@@ -72,9 +72,13 @@ class TopKChildren:
 
 
 # A child slot the picker could not fill (sampled children, the draft's support exhausted): never
-# accepted; the models are fed PLACEHOLDER in its place, and nothing it leads to is ever used.
+# accepted; the models are fed PLACEHOLDER_ID in its place, and nothing it leads to is ever used.
 EMPTY = -1
-PLACEHOLDER = PLACEHOLDER_ID
+
+
+def _fed(token: int) -> int:
+    """The token a model is fed for a node's token (an empty slot's placeholder)."""
+    return PLACEHOLDER_ID if token == EMPTY else token
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,8 @@ class Proposal:
     draft_probs: torch.Tensor | None = None
 
     def fed_tokens(self) -> list[int]:
-        """The tokens the models are fed (:data:`EMPTY` slots as :data:`PLACEHOLDER`)."""
-        return [PLACEHOLDER if t == EMPTY else t for t in self.tokens]
+        """The tokens the models are fed (:data:`EMPTY` slots as the placeholder)."""
+        return [_fed(t) for t in self.tokens]
 
     def paths(self) -> list[list[int]]:
         """Each node's fed tokens from depth 1 down to the node itself."""
@@ -153,7 +157,7 @@ def draft_tree(
             toks, ps = children[parent]
             node_tokens.append(toks[rank])
             path_prob[i] = path_prob[parent] * ps[rank]
-            fed = PLACEHOLDER if toks[rank] == EMPTY else toks[rank]
+            fed = _fed(toks[rank])
             path[i] = path[parent] + [fed]
         if level == tree.depth or not any(
             node_tokens[i] not in stop_tokens
