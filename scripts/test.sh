@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up the environment, then run the whole test suite and the benchmarks as smoke tests.
-# Extra arguments go to pytest.
+# Set up the environment, then run the whole test suite and the benchmarks as smoke tests, then
+# the vLLM plugin's end-to-end tests (scripts/test_vllm.sh). Extra arguments go to both pytest runs.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 # Without a GPU, the Triton kernels run under the interpreter (set before they are defined).
@@ -14,3 +14,5 @@ else
     export TRITON_INTERPRET=1
 fi
 python -m pytest tests bench --benchmark-disable -q "$@"
+# The vLLM plugin end to end, in its own environment (.venv-vllm; docs/serving.md).
+bash "$(dirname "$0")/test_vllm.sh" "$@"

@@ -183,35 +183,82 @@ def prune(run: Run) -> torch.Tensor:
     """Step 2: which prompt positions the draft sees (bool ``[L]``): all text, the kept video
     tokens."""
     t0 = run.now()
-    keep_seq = torch.ones(run.prompt_len, dtype=torch.bool)
-    layout, settings = run.layout, run.settings
-    if layout is not None and settings.drop_rate > 0:
-        keep = selectors.keep_count(layout.num_tokens, settings.drop_rate)
-        kept = selectors.run_selector(settings.selector, run.video_scores, keep, layout.grid)
-        keep_seq[layout.positions] = False
-        keep_seq[layout.positions[kept]] = True
-        run.stats.kept_video_tokens = keep
+    settings = run.settings
+    keep_seq, kept = kept_positions(
+        run.prompt_len, run.layout, run.video_scores, settings.drop_rate, settings.selector
+    )
+    if kept is not None:
+        run.stats.kept_video_tokens = kept.numel()
         run.stats.kept_indices = kept
     run.stats.pruning = run.now() - t0
     return keep_seq
 
 
+def kept_positions(
+    prompt_len: int,
+    layout: VideoLayout | None,
+    scores: torch.Tensor | None,
+    drop_rate: float,
+    selector: selectors.Selector,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The pruning itself: bool ``[prompt_len]`` (True: the draft sees the position) and the
+    kept grid indices (None when nothing is pruned). ``scores``: the target's attention per grid
+    token (zeros where none was measured: Stage II alone then picks the tokens)."""
+    keep_seq = torch.ones(prompt_len, dtype=torch.bool)
+    if layout is None or drop_rate <= 0:
+        return keep_seq, None
+    keep = selectors.keep_count(layout.num_tokens, drop_rate)
+    if scores is None:
+        scores = torch.zeros(layout.num_tokens)
+    kept = selectors.run_selector(selector, scores, keep, layout.grid)
+    keep_seq[layout.positions] = False
+    keep_seq[layout.positions[kept]] = True
+    return keep_seq, kept
+
+
 def prefill_draft(run: Run, keep_seq: torch.Tensor) -> None:
     """Step 3: the draft prefills the prompt without the pruned video tokens."""
     t0 = run.now()
-    fam, model, settings = run.settings.family, run.draft_model, run.settings
-    decoder, head = fam.decoder(model), fam.lm_head(model)
-    captured = capture_decoder_inputs(model, decoder, _to_device(run.inputs, _device_of(decoder)))
-    if captured.inputs_embeds.shape[1] != run.prompt_len:
+    run.draft = draft_prefill(
+        run.settings.family,
+        run.draft_model,
+        run.inputs,
+        keep_seq,
+        run.settings.draft_positions,
+        target_vocab=run.target.lm_head.weight.shape[0],
+    )
+    run.stats.draft_forwards += 1
+    run.stats.draft_prefill = run.now() - t0
+
+
+def draft_prefill(
+    family: Family,
+    model: nn.Module,
+    inputs: dict,
+    keep_seq: torch.Tensor,
+    draft_positions: str,
+    target_vocab: int,
+    prompt_position_ids: torch.Tensor | None = None,
+) -> Side:
+    """The draft's prefill of the prompt ``inputs`` (batch 1) without the positions
+    ``keep_seq`` drops; returns its :class:`Side`, proposing in a vocabulary of
+    ``target_vocab`` rows. ``prompt_position_ids``: the prompt's positions as the target runs
+    them (``[R, 1, L]`` or ``[1, L]``), where the serving engine computes its own; default: the
+    draft model's own (transformers')."""
+    prompt_len = inputs["input_ids"].shape[1]
+    decoder, head = family.decoder(model), family.lm_head(model)
+    captured = capture_decoder_inputs(model, decoder, _to_device(inputs, _device_of(decoder)))
+    if captured.inputs_embeds.shape[1] != prompt_len:
         raise ValueError(
             "target and draft expand the prompt to different lengths "
-            f"({run.prompt_len} vs {captured.inputs_embeds.shape[1]}); their video token layouts "
+            f"({prompt_len} vs {captured.inputs_embeds.shape[1]}); their video token layouts "
             "must match"
         )
     device = captured.inputs_embeds.device
     embeds = captured.inputs_embeds[:, keep_seq.to(device)]
-    full = positions.prompt_positions(captured.position_ids, run.prompt_len, fam.mrope, device)
-    pos = positions.draft_positions(full, keep_seq, settings.draft_positions)
+    given = captured.position_ids if prompt_position_ids is None else prompt_position_ids.to(device)
+    full = positions.prompt_positions(given, prompt_len, family.mrope, device)
+    pos = positions.draft_positions(full, keep_seq, draft_positions)
     cache = new_cache()
     with attention_plan(BasePlan()):
         decoder_forward(
@@ -221,24 +268,21 @@ def prefill_draft(run: Run, keep_seq: torch.Tensor) -> None:
             embeds,
             pos,
             ones_mask(embeds.shape[1], device),
-            extra=fam.prune_extra(captured.extra, keep_seq),
+            extra=family.prune_extra(captured.extra, keep_seq),
         )
-    target_vocab = run.target.lm_head.weight.shape[0]
     draft_vocab = head.weight.shape[0]
     padded = target_vocab != draft_vocab  # the draft proposes in the target's vocabulary
-    run.draft = Side(
+    return Side(
         decoder,
         head,
         model.get_input_embeddings(),
         cache,
         positions.next_positions(pos),
-        fam.mrope,
+        family.mrope,
         device,
         logits_width=target_vocab if padded else None,
         known_ids=draft_vocab if padded else None,
     )
-    run.stats.draft_forwards += 1
-    run.stats.draft_prefill = run.now() - t0
 
 
 def speculate(run: Run, root: int) -> int | None:

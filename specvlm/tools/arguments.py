@@ -32,6 +32,20 @@ def add_selfcheck_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_vllm_args_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--draft", required=True, metavar="CKPT", help="the draft checkpoint (directory or hub id)"
+    )
+    parser.add_argument(
+        "--num-speculative-tokens", metavar="K", type=int, default=4, help="chain length (4)"
+    )
+    parser.add_argument(
+        "--drop-rate", type=float, default=0.9, help="share of video tokens pruned (0.9)"
+    )
+    parser.add_argument("--mass", type=float, default=0.4, help="Stage I attention mass (0.4)")
+    parser.add_argument("--selector", default="two_stage", help="pruning selector (two_stage)")
+
+
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     clip = parser.add_argument_group("the video and the question")
     clip.add_argument(

@@ -1,4 +1,5 @@
-"""Command-line entry point: ``specvlm <command>`` (``demo``, ``bench``, ``selfcheck``).
+"""Command-line entry point: ``specvlm <command>`` (``demo``, ``bench``, ``selfcheck``,
+``vllm-args``).
 
 The parser is built from :mod:`specvlm.tools.arguments` alone; a command's module (which
 defines the Triton kernels) is imported once the command is chosen and its backend set.
@@ -25,6 +26,7 @@ examples:
   specvlm demo --temperature 0.7 --seed 1  sampling instead of greedy decoding
   specvlm bench --quick --out bench-results
   specvlm selfcheck                        every kernel against its PyTorch reference
+  eval "vllm serve TARGET $(specvlm vllm-args --draft DRAFT)"   vLLM with a SpecVLM draft
 
 Each command's options: specvlm COMMAND --help"""
 
@@ -48,6 +50,13 @@ COMMANDS = {
         "run every kernel against its PyTorch reference",
         "Every kernel on small random inputs against its fp64 PyTorch reference, with timings.",
         arguments.add_selfcheck_arguments,
+    ),
+    "vllm-args": (
+        "print the vllm serve flags that add a SpecVLM draft",
+        "The flags for `vllm serve TARGET ...` that serve TARGET with the SpecVLM draft\n"
+        "(docs/serving.md), shell-quoted on one line:\n"
+        '  eval "vllm serve TARGET $(specvlm vllm-args --draft DRAFT)"',
+        arguments.add_vllm_args_arguments,
     ),
 }
 
@@ -102,6 +111,26 @@ def _selfcheck(args) -> int:
     return 0 if run_selfcheck(device, repeats=args.repeats) else 1
 
 
+def _vllm_args(args) -> int:
+    import shlex
+
+    from specvlm.vllm_plugin import serve_flags
+
+    try:
+        flags = serve_flags(
+            draft=args.draft,
+            num_speculative_tokens=args.num_speculative_tokens,
+            drop_rate=args.drop_rate,
+            mass=args.mass,
+            selector=args.selector,
+        )
+    except ValueError as err:
+        print(f"specvlm vllm-args: error: {err}", file=sys.stderr)
+        return 2
+    print(" ".join(shlex.quote(flag) for flag in flags))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, commands = _parsers()
     args, unknown = parser.parse_known_args(argv)
@@ -115,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         from specvlm.tools import bench
 
         return bench.main(args)
+    if args.command == "vllm-args":
+        return _vllm_args(args)
     return _selfcheck(args)
 
 

@@ -1,0 +1,120 @@
+"""Tokens/s and acceptance through vLLM, the target alone against SpecVLM drafts, at 1, 4 and 8
+concurrent requests with distinct videos (vLLM's CPU backend, the tiny checkpoints of
+tests/vllm_support.py). Run in the vLLM environment made by scripts/test_vllm.sh:
+
+    VLLM_ENABLE_V1_MULTIPROCESSING=0 .venv-vllm/bin/python bench/vllm_serving.py \\
+        --out docs/bench/vllm_cpu.json
+
+Each configuration serves every concurrency level after one warm-up batch; a level is the fastest
+of ``--repeats`` batches. Two pairs: ``small`` (the tiny target, a smaller random draft: almost
+nothing is accepted, so this is the plugin's overhead) and ``agreeing`` (a target whose video
+embeds constantly and a copy of it: drafts are accepted, but the draft costs as much as the
+target). Neither is a speed claim for real checkpoints: a tiny model's forward is mostly vLLM's
+per-step overhead here, which drafting multiplies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from specvlm.vllm_plugin import engine_args  # noqa: E402
+from tests import vllm_support as vs  # noqa: E402
+
+
+def _metrics(llm) -> dict:
+    out = {}
+    for metric in llm.get_metrics():
+        if metric.name.startswith("vllm:spec_decode_num_") and hasattr(metric, "value"):
+            out[metric.name.removeprefix("vllm:spec_decode_num_")] = metric.value
+    return out
+
+
+def _serve(path: str, levels, repeats: int, tokens: int, frames: int, **kwargs) -> list[dict]:
+    from vllm import SamplingParams
+
+    llm = vs.engine(path, disable_log_stats=False, **kwargs)
+    params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
+    llm.generate([vs.prompt(0, frames=frames)], params, use_tqdm=False)  # warm-up
+    rows = []
+    for level in levels:
+        best = None
+        before = _metrics(llm)
+        for r in range(repeats):
+            batch = [vs.prompt(1000 * level + 10 * r + i, frames=frames) for i in range(level)]
+            t0 = time.perf_counter()
+            outs = llm.generate(batch, params, use_tqdm=False)
+            seconds = time.perf_counter() - t0
+            made = sum(len(o.outputs[0].token_ids) for o in outs)
+            best = seconds if best is None else min(best, seconds)
+        after = _metrics(llm)
+        drafts = after.get("drafts", 0) - before.get("drafts", 0)
+        drafted = after.get("draft_tokens", 0) - before.get("draft_tokens", 0)
+        accepted = after.get("accepted_tokens", 0) - before.get("accepted_tokens", 0)
+        rows.append(
+            dict(
+                concurrency=level,
+                seconds=round(best, 4),
+                tokens_per_s=round(made / best, 1),
+                acceptance=round(accepted / drafted, 3) if drafted else None,
+                mean_accepted_length=round(1 + accepted / drafts, 2) if drafts else None,
+            )
+        )
+    del llm
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=32, help="new tokens per request")
+    parser.add_argument("--frames", type=int, default=16, help="raw frames per video")
+    parser.add_argument("-k", type=int, default=3, help="num_speculative_tokens")
+    args = parser.parse_args()
+    import torch
+    import vllm
+
+    levels = (1, 4, 8)
+    with tempfile.TemporaryDirectory() as root:
+        paths = vs.write_pair(root)
+        common = dict(levels=levels, repeats=args.repeats, tokens=args.tokens, frames=args.frames)
+        configs = {
+            "small: target alone": _serve(paths["target"], **common),
+            "small: SpecVLM (drop 0.9)": _serve(
+                paths["target"],
+                **common,
+                **engine_args(draft=paths["draft"], num_speculative_tokens=args.k),
+            ),
+            "agreeing: target alone": _serve(paths["blind"], **common),
+            "agreeing: SpecVLM (drop 0.9)": _serve(
+                paths["blind"],
+                **common,
+                **engine_args(draft=paths["blind_copy"], num_speculative_tokens=args.k),
+            ),
+        }
+    result = dict(
+        hardware=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (CPU only)",
+        versions=dict(vllm=vllm.__version__, torch=torch.__version__),
+        video_tokens=args.frames // 2 * 16,
+        new_tokens=args.tokens,
+        num_speculative_tokens=args.k,
+        configs=configs,
+    )
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

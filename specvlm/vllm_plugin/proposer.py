@@ -1,0 +1,288 @@
+"""The ``custom_class`` proposer: a pruned-video SpecVLM draft for every request vLLM serves.
+
+vLLM builds it with the engine config and hands it the target after loading
+(:meth:`SpecVLMProposer.load_model`); the worker (:mod:`~specvlm.vllm_plugin.worker`) then gives
+it the model runner (:meth:`SpecVLMProposer.attach`). Each step vLLM calls :meth:`propose` with
+the tokens just sampled for every request of the batch and expects one list of draft tokens per
+request:
+
+* a request seen for the first time, whose prompt holds one video: its prefill has just run,
+  with the target's text-to-video attention measured on the side
+  (:mod:`~specvlm.vllm_plugin.scoring`); the draft prefills the prompt with the video tokens that
+  the selector keeps (:func:`specvlm.speculation.kept_positions`,
+  :func:`specvlm.speculation.draft_prefill`: the library's own steps);
+* then, every step: the draft's cache is cut back to the longest prefix it shares with the
+  request's committed tokens (what vLLM accepted), the rest is fed, and the draft proposes a
+  chain of ``num_speculative_tokens`` tokens (:func:`specvlm.drafting.draft_tree` on a chain).
+
+vLLM verifies every proposed token with the target (greedy: equality; sampling: its rejection
+sampler, which is exact for a deterministic proposal), so the output is the target's whatever the
+draft proposes. Requests without a video (or with more than one, or with images) get no proposals:
+plain decoding. A finished or aborted request's draft state is dropped (:meth:`release`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from specvlm import selectors
+from specvlm.drafting import DraftPlan, draft_tree
+from specvlm.families import family_of
+from specvlm.side import Side
+from specvlm.speculation import draft_prefill, kept_positions
+from specvlm.trees import chain
+from specvlm.vllm_plugin import CONFIG_KEY
+from specvlm.vllm_plugin.compat import check_vllm_version
+from specvlm.vllm_plugin.scoring import PrefillScorer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DraftState:
+    """One request's draft: its :class:`Side` after the pruned prefill (None: plain decoding),
+    the cache length and next position right after the prompt, and the tokens after the prompt
+    that its cache holds."""
+
+    side: Side | None
+    prompt_len: int
+    base_len: int = 0
+    base_pos: torch.Tensor | None = None
+    fed: list[int] = field(default_factory=list)
+    kept_video_tokens: int = 0
+    video_tokens: int = 0
+
+
+@dataclass
+class ProposerStats:
+    requests: int = 0  # requests that got a draft state
+    with_video: int = 0  # ... whose draft was prefilled (the rest decode plainly)
+    released: int = 0
+    proposed_tokens: int = 0
+    scored: int = 0  # video requests whose target scores were measured
+    video_tokens: int = 0
+    kept_video_tokens: int = 0
+
+
+class SpecVLMProposer:
+    """See the module docstring. Settings come from ``additional_config["specvlm"]``
+    (:func:`specvlm.vllm_plugin.engine_args` writes them)."""
+
+    def __init__(self, vllm_config):
+        check_vllm_version()
+        spec = vllm_config.speculative_config
+        settings = dict((vllm_config.additional_config or {}).get(CONFIG_KEY) or {})
+        draft = settings.get("draft")
+        if not draft:
+            raise ValueError(
+                f'additional_config["{CONFIG_KEY}"]["draft"] must name the draft checkpoint '
+                "(use specvlm.vllm_plugin.engine_args)"
+            )
+        self.draft_path = draft
+        self.k = int(spec.num_speculative_tokens)
+        self.drop_rate = float(settings.get("drop_rate", 0.9))
+        self.selector = selectors.resolve(
+            settings.get("selector", "two_stage"), mass=float(settings.get("mass", 0.4)), seed=0
+        )
+        self.plan = DraftPlan.of(chain(self.k))
+        self.dtype = vllm_config.model_config.dtype
+        self.target_vocab = int(vllm_config.model_config.get_vocab_size())
+        self.trust_remote_code = bool(vllm_config.model_config.trust_remote_code)
+        self.states: dict[str, DraftState] = {}
+        self.stats = ProposerStats()
+        self.scorer = PrefillScorer(self._needs_scores)
+        self.runner = None
+        self.model = None
+        self.family = None
+
+    # ---------------------------------------------------------------- set-up
+    def load_model(self, target_model) -> None:
+        """Load the draft next to the target (vLLM calls this after loading the target)."""
+        from transformers import AutoConfig, AutoModelForImageTextToText
+
+        device = next(target_model.parameters()).device
+        config = AutoConfig.from_pretrained(
+            self.draft_path, trust_remote_code=self.trust_remote_code
+        )
+        model = AutoModelForImageTextToText.from_pretrained(
+            self.draft_path, config=config, dtype=self.dtype
+        )
+        self.model = model.to(device).eval()
+        self.family = family_of(self.model, "draft")
+
+    def attach(self, runner) -> None:
+        """Called by the worker once the runner holds the target: wrap its attention layers."""
+        self.runner = runner
+        layers = runner.vllm_config.compilation_config.static_forward_context
+        self.scorer.install(
+            runner,
+            {
+                name: layer
+                for name, layer in layers.items()
+                if hasattr(layer, "impl")
+                and str(getattr(layer, "attn_type", "decoder")).lower().endswith("decoder")
+            },
+        )
+
+    # ---------------------------------------------------------------- per step
+    def begin_step(self, scheduler_output) -> None:
+        """Before the forward (the worker calls it): free finished and aborted requests, and let
+        the scorer find this step's prompt chunks."""
+        for rid in scheduler_output.finished_req_ids:
+            self.release(rid)
+        self.scorer.begin_step(
+            scheduler_output.num_scheduled_tokens, bool(scheduler_output.scheduled_new_reqs)
+        )
+
+    def propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu, slot_mappings=None):
+        if self.runner is None:
+            raise RuntimeError(
+                "SpecVLMProposer runs with vLLM's --worker-cls "
+                "specvlm.vllm_plugin.worker.SpecVLMWorker (see specvlm.vllm_plugin.engine_args)"
+            )
+        self.scorer.end_step()
+        drafts: list[list[int]] = []
+        for row, rid in enumerate(self.runner.input_batch.req_ids):
+            if row >= len(sampled_token_ids) or not sampled_token_ids[row]:
+                drafts.append([])  # still prefilling, or nothing new this step
+                continue
+            state = self.states.get(rid)
+            if state is None:
+                state = self.states[rid] = self._start(rid)
+            if state.side is None:
+                drafts.append([])
+                continue
+            n = int(num_tokens_no_spec[row])
+            committed = [int(t) for t in token_ids_cpu[row, state.prompt_len : n]]
+            drafts.append(self._draft(state, committed))
+        self.stats.proposed_tokens += sum(len(d) for d in drafts)
+        return drafts
+
+    def release(self, req_id: str) -> None:
+        """Drop a finished or aborted request's draft state."""
+        self.scorer.release(req_id)
+        if self.states.pop(req_id, None) is not None:
+            self.stats.released += 1
+
+    # ---------------------------------------------------------------- internals
+    def _video(self, rid: str):
+        """``(prompt_ids, video tensors)`` of a request with exactly one video and no other
+        multimodal item; None otherwise."""
+        request = self.runner.requests.get(rid)
+        if request is None or not request.prompt_token_ids:
+            return None
+        features = list(request.mm_features or [])
+        if len(features) != 1 or features[0].modality != "video" or features[0].data is None:
+            if features:
+                logger.info(
+                    "specvlm: request %s has %s; only one video per prompt is drafted, it "
+                    "decodes without speculation",
+                    rid,
+                    ", ".join(f.modality for f in features),
+                )
+            return None
+        return list(request.prompt_token_ids), features[0].data.get_data()
+
+    def _inputs(self, prompt_ids: list[int], video: dict) -> dict:
+        """The draft's transformers inputs for the prompt and its video (batch 1)."""
+        ids = torch.tensor([prompt_ids])
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        pixels = video["pixel_values_videos"]
+        if self.family.model_type == "llava_onevision":
+            inputs["pixel_values_videos"] = pixels.reshape(1, *pixels.shape[-4:])
+        else:
+            inputs["pixel_values_videos"] = pixels
+            inputs["video_grid_thw"] = video["video_grid_thw"].reshape(1, 3)
+            if "second_per_grid_ts" in video:
+                inputs["second_per_grid_ts"] = video["second_per_grid_ts"].reshape(1)
+            video_id = self.family.video_token_id(self.model)
+            inputs["mm_token_type_ids"] = (ids == video_id).long() * 2
+        dtype = next(self.model.parameters()).dtype
+        return {k: v.to(dtype) if k.startswith("pixel_values") else v for k, v in inputs.items()}
+
+    def _needs_scores(self, rid: str):
+        """``(layout, prompt_len)`` for a new request whose video is to be pruned, else None."""
+        if self.drop_rate <= 0 or rid in self.states:
+            return None
+        found = self._video(rid)
+        if found is None:
+            return None
+        prompt_ids, video = found
+        inputs = self._inputs(prompt_ids, video)
+        layout = self.family.video_layout(self.model, inputs["input_ids"], inputs)
+        return None if layout is None else (layout, len(prompt_ids))
+
+    @torch.inference_mode()
+    def _start(self, rid: str) -> DraftState:
+        """The request's first proposal: prune with the measured scores, prefill the draft."""
+        self.stats.requests += 1
+        found = self._video(rid)
+        request = self.runner.requests.get(rid)
+        prompt_len = len(request.prompt_token_ids or []) if request is not None else 0
+        measured = self.scorer.take(rid)
+        if found is None:
+            return DraftState(None, prompt_len)
+        prompt_ids, video = found
+        inputs = self._inputs(prompt_ids, video)
+        layout = self.family.video_layout(self.model, inputs["input_ids"], inputs)
+        scores = measured.grid_scores() if measured is not None else None
+        if scores is not None:
+            self.stats.scored += 1
+        keep_seq, kept = kept_positions(
+            len(prompt_ids), layout, scores, self.drop_rate, self.selector
+        )
+        side = draft_prefill(
+            self.family,
+            self.model,
+            inputs,
+            keep_seq,
+            "original",
+            self.target_vocab,
+            prompt_position_ids=self._engine_positions(request, len(prompt_ids)),
+        )
+        self.stats.with_video += 1
+        video_tokens = layout.num_tokens if layout is not None else 0
+        kept_count = kept.numel() if kept is not None else video_tokens
+        self.stats.video_tokens += video_tokens
+        self.stats.kept_video_tokens += kept_count
+        return DraftState(
+            side,
+            len(prompt_ids),
+            base_len=side.length,
+            base_pos=side.next_pos.clone(),
+            kept_video_tokens=kept_count,
+            video_tokens=video_tokens,
+        )
+
+    def _engine_positions(self, request, prompt_len: int) -> torch.Tensor | None:
+        """vLLM's own M-RoPE positions of the prompt ``[3, 1, L]`` (None for 1-D RoPE): the
+        draft continues exactly where the target does, even where vLLM's rope index and
+        transformers' differ (seen with tiny Qwen2.5-VL videos of 4 temporal patches)."""
+        mrope = getattr(request, "mrope_positions", None)
+        if not self.family.mrope or mrope is None:
+            return None
+        return mrope[:, :prompt_len].reshape(mrope.shape[0], 1, prompt_len).long()
+
+    @torch.inference_mode()
+    def _draft(self, state: DraftState, committed: list[int]) -> list[int]:
+        """Cut the draft back to what it shares with ``committed``, feed the rest, propose."""
+        shared = 0
+        for mine, theirs in zip(state.fed, committed, strict=False):
+            if mine != theirs:
+                break
+            shared += 1
+        shared = min(shared, len(committed) - 1)  # the last committed token is the chain's root
+        side = state.side
+        side.keep(state.base_len + shared, [])
+        side.next_pos = state.base_pos + shared
+        proposal = draft_tree(side, self.plan, committed[shared:])
+        fed_nodes = proposal.tree.depth - 1  # the deepest drafted node is never fed
+        state.fed = committed + proposal.tokens[:fed_nodes]
+        return list(proposal.tokens)
+
+    def live_states(self) -> int:
+        """Requests this proposer holds anything for (draft state, scores, or a record)."""
+        return len(set(self.states) | set(self.scorer.pending) | self.scorer.seen)

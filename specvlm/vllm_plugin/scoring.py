@@ -1,0 +1,187 @@
+"""The target's text-to-video attention, measured inside vLLM's prefill.
+
+Each decoder attention layer's ``impl.forward`` (the attention backend's, which receives the
+post-RoPE queries and keys of every scheduled token) is wrapped on its instance: the wrapper
+calls the original, then, for the requests whose prompt is being prefilled and still needs
+scores, keeps the prompt's keys and the queries of the text after the video. When a request's
+last prompt chunk has gone through a layer, that layer's attention of the text rows to the video
+keys is added into the request's fp32 buffer by :func:`specvlm_kernels.video_attention_scores`
+(the Triton kernel on GPU, its PyTorch reference on CPU), exactly the score ``accelerate`` uses.
+Nothing is stored for requests that need no scores, and a step with none costs one dict lookup
+per layer.
+
+Which flat batch rows belong to which request comes from the step's scheduler output (the worker
+hands it over before the forward) and the runner's batch order, not from backend-specific
+attention metadata, so the same code serves every attention backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from specvlm.families import VideoLayout
+from specvlm_kernels import video_attention_scores
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PendingScores:
+    """One request's scores while its prompt is prefilled."""
+
+    layout: VideoLayout
+    prompt_len: int
+    buffer: torch.Tensor | None = None  # fp32 [1, span]: summed over the layers done
+    keys: dict = field(default_factory=dict)  # layer -> [chunks of [n, Hk, D]]
+    queries: dict = field(default_factory=dict)  # layer -> [chunks of [n, Hq, D]]
+    layers_done: int = 0
+    scorable: bool = True  # False: the prefill did not start at 0 (prefix cache hit)
+
+    def grid_scores(self) -> torch.Tensor | None:
+        """fp32 ``[T*H*W]`` on the CPU: the scores of the grid tokens (None: not measured)."""
+        if not self.scorable or self.buffer is None:
+            return None
+        start = self.layout.span[0]
+        return self.buffer[0, (self.layout.positions - start).to(self.buffer.device)].cpu()
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    rows: tuple[int, int]  # [a, b) in the flat batch
+    first: int  # absolute position of row a
+
+
+class PrefillScorer:
+    """Wraps the attention layers of one vLLM model runner; see the module docstring.
+
+    ``needs_scores(req_id)``: called once for each request the scorer has not seen, when its
+    first prompt chunk is scheduled; returns ``(layout, prompt_len)`` to measure its scores, or
+    None."""
+
+    def __init__(self, needs_scores):
+        self.needs_scores = needs_scores
+        self.pending: dict[str, PendingScores] = {}
+        self.seen: set[str] = set()
+        self.runner = None
+        self.layers = 0
+        self._scheduled: dict = {}
+        self._chunks: dict[str, _Chunk] | None = {}
+
+    # ---------------------------------------------------------------- set-up
+    def install(self, runner, attention_layers: dict) -> None:
+        """Wrap ``impl.forward`` of every decoder attention layer (``{name: layer}``)."""
+        self.runner = runner
+        for name, layer in attention_layers.items():
+            impl = getattr(layer, "impl", None)
+            if impl is None or getattr(impl, "_specvlm_wrapped", False):
+                continue
+            impl.forward = functools.partial(self._forward, impl.forward, name)
+            impl._specvlm_wrapped = True
+            self.layers += 1
+        if self.layers == 0:
+            raise RuntimeError("specvlm.vllm_plugin found no attention layer to score the video")
+
+    # ---------------------------------------------------------------- per request
+    def take(self, req_id: str) -> PendingScores | None:
+        """The request's measured scores (and forget them)."""
+        return self.pending.pop(req_id, None)
+
+    def release(self, req_id: str) -> None:
+        self.pending.pop(req_id, None)
+        self.seen.discard(req_id)
+
+    # ---------------------------------------------------------------- per step
+    def begin_step(self, scheduled: dict, has_new: bool) -> None:
+        """Before a forward: ``scheduled[r]`` tokens are scheduled for request ``r``. The rows of
+        the pending requests are located at the step's first attention call (the runner's batch
+        is up to date by then); nothing at all happens when no request needs scores."""
+        self._scheduled = scheduled
+        self._chunks = None if (has_new or self.pending) else {}
+
+    def end_step(self) -> None:
+        self._chunks = {}
+
+    def _locate(self) -> dict[str, _Chunk]:
+        runner, chunks, offset = self.runner, {}, 0
+        for rid in runner.input_batch.req_ids:
+            n = int(self._scheduled.get(rid, 0))
+            if n == 0:
+                continue
+            if rid not in self.seen:
+                self.seen.add(rid)
+                wanted = self.needs_scores(rid)
+                if wanted is not None:
+                    self.pending[rid] = PendingScores(*wanted)
+            state = self.pending.get(rid)
+            if state is not None and state.scorable:
+                first = int(runner.requests[rid].num_computed_tokens)
+                if first > 0 and not state.keys and state.layers_done == 0:
+                    # the prompt's start came from the prefix cache: its keys never pass here
+                    state.scorable = False
+                    logger.warning(
+                        "specvlm: request %s hit vLLM's prefix cache, so its video was not "
+                        "scored in this prefill; its draft keeps a spread of the video tokens",
+                        rid,
+                    )
+                elif first < state.prompt_len:
+                    chunks[rid] = _Chunk((offset, offset + n), first)
+            offset += n
+        return chunks
+
+    # ---------------------------------------------------------------- the wrapper
+    def _forward(self, original, name, layer, query, key, value, kv_cache, attn_metadata, *a, **kw):
+        out = original(layer, query, key, value, kv_cache, attn_metadata, *a, **kw)
+        if attn_metadata is not None and self._chunks != {}:
+            if self._chunks is None:
+                self._chunks = self._locate()
+            if self._chunks:
+                self._observe(name, layer, query, key)
+        return out
+
+    def _observe(self, name: str, layer, query: torch.Tensor, key: torch.Tensor) -> None:
+        for rid, chunk in self._chunks.items():
+            state = self.pending.get(rid)
+            if state is None:
+                continue
+            a, b = chunk.rows
+            q = _as_heads(query[a:b], layer)
+            k = _as_heads(key[a:b], layer)
+            end = min(chunk.first + (b - a), state.prompt_len)
+            rows = end - chunk.first  # a chunk never runs past the prompt, but be safe
+            state.keys.setdefault(name, []).append(k[:rows].clone())
+            text_from = max(state.layout.text_start - chunk.first, 0)
+            if text_from < rows:
+                state.queries.setdefault(name, []).append(q[text_from:rows].clone())
+            if end == state.prompt_len:
+                self._score_layer(state, name, layer)
+
+    def _score_layer(self, state: PendingScores, name: str, layer) -> None:
+        keys = torch.cat(state.keys.pop(name))  # [L, Hk, D]
+        chunks = state.queries.pop(name, [])
+        state.layers_done += 1
+        video_start, video_end = state.layout.span
+        if not chunks or video_end <= video_start:
+            return  # no text after the video: nothing to score (Stage I selects nothing)
+        queries = torch.cat(chunks)  # [Lq, Hq, D]
+        if state.buffer is None:
+            state.buffer = torch.zeros(
+                1, video_end - video_start, dtype=torch.float32, device=keys.device
+            )
+        video_attention_scores(
+            queries.transpose(0, 1)[None],
+            keys.transpose(0, 1)[None],
+            video_start,
+            video_end,
+            scale=float(layer.impl.scale),
+            q_offset=state.layout.text_start,
+            out=state.buffer,
+        )
+
+
+def _as_heads(x: torch.Tensor, layer) -> torch.Tensor:
+    """``[n, H, D]`` from ``[n, H, D]`` or ``[n, H * D]`` (the layer's ``head_size``)."""
+    return x if x.dim() == 3 else x.view(x.shape[0], -1, int(layer.head_size))

@@ -1,0 +1,75 @@
+"""The ``--worker-cls`` seam: the platform's own vLLM worker, plus what the proposer needs.
+
+vLLM's ``custom_class`` contract hands the proposer neither request ids, nor the requests'
+multimodal inputs, nor the end of a prefill, nor finished requests. The worker has all of them:
+:class:`SpecVLMWorker` is the platform's worker class (CPU or GPU, chosen when vLLM builds it)
+with three additions: after the model is loaded it gives the proposer the model runner
+(:meth:`~specvlm.vllm_plugin.proposer.SpecVLMProposer.attach`); before each step it passes the
+scheduler output on (:meth:`~specvlm.vllm_plugin.proposer.SpecVLMProposer.begin_step`: finished
+and aborted requests are released, prompt chunks located for the scorer); and
+``llm.collective_rpc("specvlm_stats")`` reports the proposer's counters.
+"""
+
+from __future__ import annotations
+
+
+def _platform_worker():
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        from vllm.v1.worker.cpu_worker import CPUWorker
+
+        return CPUWorker
+    if current_platform.is_cuda_alike():
+        from vllm.v1.worker.gpu_worker import Worker
+
+        return Worker
+    raise RuntimeError(
+        f"specvlm.vllm_plugin supports vLLM's CPU and CUDA workers, not {current_platform}"
+    )
+
+
+class _SpecVLMMixin:
+    def load_model(self, *args, **kwargs):
+        result = super().load_model(*args, **kwargs)
+        drafter = self._specvlm_drafter()
+        if drafter is not None:
+            drafter.attach(self.model_runner)
+        return result
+
+    def execute_model(self, scheduler_output, *args, **kwargs):
+        drafter = self._specvlm_drafter()
+        if drafter is not None:
+            drafter.begin_step(scheduler_output)
+        return super().execute_model(scheduler_output, *args, **kwargs)
+
+    def specvlm_stats(self) -> dict:
+        drafter = self._specvlm_drafter()
+        if drafter is None:
+            return {}
+        return dict(vars(drafter.stats), live_states=drafter.live_states())
+
+    def _specvlm_drafter(self):
+        from specvlm.vllm_plugin.proposer import SpecVLMProposer
+
+        drafter = getattr(getattr(self, "model_runner", None), "drafter", None)
+        return drafter if isinstance(drafter, SpecVLMProposer) else None
+
+
+class SpecVLMWorker:
+    """Builds the platform's worker with the SpecVLM additions (vLLM resolves ``--worker-cls``
+    by name and calls it with the worker's keyword arguments)."""
+
+    _classes: dict = {}
+
+    def __new__(cls, *args, **kwargs):
+        from specvlm.vllm_plugin.compat import check_vllm_version
+
+        check_vllm_version()
+        base = _platform_worker()
+        worker_cls = cls._classes.get(base)
+        if worker_cls is None:
+            worker_cls = cls._classes[base] = type(
+                f"SpecVLM{base.__name__}", (_SpecVLMMixin, base), {}
+            )
+        return worker_cls(*args, **kwargs)
