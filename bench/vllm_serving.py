@@ -6,16 +6,19 @@ tests/vllm_support.py). Run in the vLLM environment made by scripts/test_vllm.sh
         --out docs/bench/vllm_cpu.json
 
 Each configuration serves every concurrency level after one warm-up batch; a level is the fastest
-of ``--repeats`` batches. Two pairs: ``small`` (the tiny target, a smaller random draft: almost
-nothing is accepted, so this is the plugin's overhead) and ``agreeing`` (a target whose video
-embeds constantly and a copy of it: drafts are accepted, but the draft costs as much as the
-target). Neither is a speed claim for real checkpoints: a tiny model's forward is mostly vLLM's
-per-step overhead here, which drafting multiplies.
+of ``--repeats`` batches. Three pairs: ``micro`` (the embedded micro LLaVA-OneVision pair, trained:
+held-out caption questions, 128 video tokens, answers of 8-13 tokens, stopping at their end;
+the naive row is the same draft seeing every video token), ``small`` (the tiny target, a smaller
+random draft: almost nothing is accepted, so this is the plugin's overhead) and ``agreeing`` (a
+target whose video embeds constantly and a copy of it: drafts are accepted, but the draft costs as
+much as the target). None is a speed claim for real checkpoints: a tiny model's forward is mostly
+vLLM's per-step overhead here, which drafting multiplies.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -38,20 +41,28 @@ def _metrics(llm) -> dict:
     return out
 
 
-def _serve(path: str, levels, repeats: int, tokens: int, frames: int, **kwargs) -> list[dict]:
+def _tiny_batch(frames: int):
+    return lambda start, count: [vs.prompt(start + i, frames=frames) for i in range(count)]
+
+
+def _micro_batch(start: int, count: int):
+    # captions: the micro pair's longest answers (about 8-13 tokens), so decoding dominates
+    return [request for request, _ in vs.micro_requests(count, start, types=("caption",))]
+
+
+def _serve(llm, levels, repeats: int, tokens: int, batch, ignore_eos: bool = True) -> list[dict]:
     from vllm import SamplingParams
 
-    llm = vs.engine(path, disable_log_stats=False, **kwargs)
-    params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
-    llm.generate([vs.prompt(0, frames=frames)], params, use_tqdm=False)  # warm-up
+    params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=ignore_eos)
+    llm.generate(batch(0, 1), params, use_tqdm=False)  # warm-up
     rows = []
     for level in levels:
         best = None
         before = _metrics(llm)
         for r in range(repeats):
-            batch = [vs.prompt(1000 * level + 10 * r + i, frames=frames) for i in range(level)]
+            requests = batch(1000 * level + 10 * r, level)
             t0 = time.perf_counter()
-            outs = llm.generate(batch, params, use_tqdm=False)
+            outs = llm.generate(requests, params, use_tqdm=False)
             seconds = time.perf_counter() - t0
             made = sum(len(o.outputs[0].token_ids) for o in outs)
             best = seconds if best is None else min(best, seconds)
@@ -68,14 +79,27 @@ def _serve(path: str, levels, repeats: int, tokens: int, frames: int, **kwargs) 
                 mean_accepted_length=round(1 + accepted / drafts, 2) if drafts else None,
             )
         )
-    del llm
     return rows
+
+
+def _tiny(path: str, **kwargs):
+    llm = vs.engine(path, disable_log_stats=False, **kwargs)
+    return llm
+
+
+def _run(make, **kwargs) -> list[dict]:
+    llm = make()
+    try:
+        return _serve(llm, **kwargs)
+    finally:
+        del llm
+        gc.collect()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=None, help="write the results as JSON here")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per request")
     parser.add_argument("--frames", type=int, default=16, help="raw frames per video")
     parser.add_argument("-k", type=int, default=3, help="num_speculative_tokens")
@@ -84,28 +108,55 @@ def main() -> None:
     import vllm
 
     levels = (1, 4, 8)
+    spec = dict(num_speculative_tokens=args.k)
     with tempfile.TemporaryDirectory() as root:
         paths = vs.write_pair(root)
-        common = dict(levels=levels, repeats=args.repeats, tokens=args.tokens, frames=args.frames)
+        tiny = dict(levels=levels, repeats=args.repeats, tokens=args.tokens)
+        tiny_batch = _tiny_batch(args.frames)
+        micro = dict(levels=levels, repeats=args.repeats, tokens=24, batch=_micro_batch)
+
+        def micro_engine(**kwargs):
+            from specvlm.tools.common import EMBEDDED
+
+            return lambda: vs.engine(
+                str(EMBEDDED / "target"),
+                architecture=vs.MICRO_ARCHITECTURE,
+                disable_log_stats=False,
+                **kwargs,
+            )
+
         configs = {
-            "small: target alone": _serve(paths["target"], **common),
-            "small: SpecVLM (drop 0.9)": _serve(
-                paths["target"],
-                **common,
-                **engine_args(draft=paths["draft"], num_speculative_tokens=args.k),
+            "micro: target alone": _run(micro_engine(), ignore_eos=False, **micro),
+            "micro: SpecVLM (drop 0.9)": _run(
+                micro_engine(**engine_args(draft=vs.micro_draft(), **spec)),
+                ignore_eos=False,
+                **micro,
             ),
-            "agreeing: target alone": _serve(paths["blind"], **common),
-            "agreeing: SpecVLM (drop 0.9)": _serve(
-                paths["blind"],
-                **common,
-                **engine_args(draft=paths["blind_copy"], num_speculative_tokens=args.k),
+            "micro: naive (drop 0)": _run(
+                micro_engine(**engine_args(draft=vs.micro_draft(), drop_rate=0.0, **spec)),
+                ignore_eos=False,
+                **micro,
+            ),
+            "small: target alone": _run(lambda: _tiny(paths["target"]), batch=tiny_batch, **tiny),
+            "small: SpecVLM (drop 0.9)": _run(
+                lambda: _tiny(paths["target"], **engine_args(draft=paths["draft"], **spec)),
+                batch=tiny_batch,
+                **tiny,
+            ),
+            "agreeing: target alone": _run(lambda: _tiny(paths["blind"]), batch=tiny_batch, **tiny),
+            "agreeing: SpecVLM (drop 0.9)": _run(
+                lambda: _tiny(paths["blind"], **engine_args(draft=paths["blind_copy"], **spec)),
+                batch=tiny_batch,
+                **tiny,
             ),
         }
     result = dict(
         hardware=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (CPU only)",
         versions=dict(vllm=vllm.__version__, torch=torch.__version__),
-        video_tokens=args.frames // 2 * 16,
-        new_tokens=args.tokens,
+        tiny_video_tokens=args.frames // 2 * 16,
+        micro_video_tokens=128,
+        tiny_new_tokens=args.tokens,
+        micro_new_tokens="up to 16 (the answer)",
         num_speculative_tokens=args.k,
         configs=configs,
     )

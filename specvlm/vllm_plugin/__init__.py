@@ -42,13 +42,17 @@ def engine_args(
     drop_rate: float = 0.9,
     mass: float = 0.4,
     selector: str = "two_stage",
+    draft_sampled: bool = False,
 ) -> dict:
     """The ``vllm.LLM`` / ``EngineArgs`` keyword arguments that serve the model with SpecVLM.
 
     ``draft``: a transformers checkpoint (directory or hub id) of the target's family, with the
     target's vocabulary (padding rows aside); ``num_speculative_tokens``: the chain length vLLM
     verifies each step; ``drop_rate``, ``mass``, ``selector``: the pruning, as in
-    :func:`specvlm.accelerate`."""
+    :func:`specvlm.accelerate`. ``draft_sampled``: also draft sampled requests (default: only
+    greedy ones; sampled requests decode with the target alone). vLLM then verifies them with
+    its rejection sampler; refused on vLLM's CPU backend, whose rejection sampling is biased
+    (``docs/serving.md``), and not yet checked on a GPU by this project's tests."""
     from specvlm import selectors  # light: no vLLM, no transformers model
 
     if not isinstance(draft, str) or not draft:
@@ -67,6 +71,8 @@ def engine_args(
         raise ValueError(f"mass must be in (0, 1], got {mass!r}")
     if selector not in selectors.NAMES:
         raise ValueError(f"selector must be one of {', '.join(selectors.NAMES)}, got {selector!r}")
+    if not isinstance(draft_sampled, bool):
+        raise ValueError(f"draft_sampled must be True or False, got {draft_sampled!r}")
     return {
         "speculative_config": {
             "method": "custom_class",
@@ -80,6 +86,7 @@ def engine_args(
                 "drop_rate": float(drop_rate),
                 "mass": float(mass),
                 "selector": selector,
+                "draft_sampled": draft_sampled,
             }
         },
     }

@@ -15,10 +15,13 @@ request:
   request's committed tokens (what vLLM accepted), the rest is fed, and the draft proposes a
   chain of ``num_speculative_tokens`` tokens (:func:`specvlm.drafting.draft_tree` on a chain).
 
-vLLM verifies every proposed token with the target (greedy: equality; sampling: its rejection
-sampler, which is exact for a deterministic proposal), so the output is the target's whatever the
-draft proposes. Requests without a video (or with more than one, or with images) get no proposals:
-plain decoding. A finished or aborted request's draft state is dropped (:meth:`release`).
+vLLM verifies every proposed token with the target (greedy: the target's argmax), so a greedy
+request's output is the target's whatever the draft proposes. **Sampled requests get no
+proposals** unless ``draft_sampled`` is set (refused on vLLM's CPU backend, whose rejection
+sampling is biased: :func:`~specvlm.vllm_plugin.compat.check_sampled_drafts`): they are decoded
+by the target alone, exactly as vLLM samples. Requests without a video (or with more than one,
+or with images) get no proposals either: plain decoding. A finished or aborted request's draft
+state is dropped (:meth:`release`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from specvlm.side import Side
 from specvlm.speculation import draft_prefill, kept_positions
 from specvlm.trees import chain
 from specvlm.vllm_plugin import CONFIG_KEY
-from specvlm.vllm_plugin.compat import check_vllm_version
+from specvlm.vllm_plugin.compat import check_sampled_drafts, check_vllm_version
 from specvlm.vllm_plugin.scoring import PrefillScorer
 
 logger = logging.getLogger(__name__)
@@ -60,11 +63,15 @@ class DraftState:
 class ProposerStats:
     requests: int = 0  # requests that got a draft state
     with_video: int = 0  # ... whose draft was prefilled (the rest decode plainly)
+    sampled: int = 0  # requests decoded plainly because they sample (see the module docstring)
     released: int = 0
     proposed_tokens: int = 0
     scored: int = 0  # video requests whose target scores were measured
     video_tokens: int = 0
     kept_video_tokens: int = 0
+    # the grid tokens each prompt's draft kept, by prompt (a hash of its token ids): what the
+    # target's scores chose, comparable between engines (last 64 prompts)
+    kept: dict = field(default_factory=dict)
 
 
 class SpecVLMProposer:
@@ -88,6 +95,11 @@ class SpecVLMProposer:
             settings.get("selector", "two_stage"), mass=float(settings.get("mass", 0.4)), seed=0
         )
         self.plan = DraftPlan.of(chain(self.k))
+        from vllm.platforms import current_platform
+
+        self.draft_sampled = check_sampled_drafts(
+            bool(settings.get("draft_sampled", False)), current_platform.is_cpu()
+        )
         self.dtype = vllm_config.model_config.dtype
         self.target_vocab = int(vllm_config.model_config.get_vocab_size())
         self.trust_remote_code = bool(vllm_config.model_config.trust_remote_code)
@@ -169,10 +181,12 @@ class SpecVLMProposer:
 
     # ---------------------------------------------------------------- internals
     def _video(self, rid: str):
-        """``(prompt_ids, video tensors)`` of a request with exactly one video and no other
-        multimodal item; None otherwise."""
+        """``(prompt_ids, video tensors)`` of a greedy request with exactly one video and no
+        other multimodal item; None otherwise."""
         request = self.runner.requests.get(rid)
         if request is None or not request.prompt_token_ids:
+            return None
+        if _samples(request) and not self.draft_sampled:
             return None
         features = list(request.mm_features or [])
         if len(features) != 1 or features[0].modality != "video" or features[0].data is None:
@@ -224,6 +238,13 @@ class SpecVLMProposer:
         prompt_len = len(request.prompt_token_ids or []) if request is not None else 0
         measured = self.scorer.take(rid)
         if found is None:
+            if request is not None and _samples(request) and not self.draft_sampled:
+                self.stats.sampled += 1
+                if self.stats.sampled == 1:
+                    logger.info(
+                        "specvlm: sampled requests are decoded by the target alone (greedy ones "
+                        "are drafted; engine_args(draft_sampled=True) drafts them too, on CUDA)"
+                    )
             return DraftState(None, prompt_len)
         prompt_ids, video = found
         inputs = self._inputs(prompt_ids, video)
@@ -248,6 +269,10 @@ class SpecVLMProposer:
         kept_count = kept.numel() if kept is not None else video_tokens
         self.stats.video_tokens += video_tokens
         self.stats.kept_video_tokens += kept_count
+        if kept is not None:
+            self.stats.kept[hash(tuple(prompt_ids))] = kept.tolist()
+            while len(self.stats.kept) > 64:
+                self.stats.kept.pop(next(iter(self.stats.kept)))
         return DraftState(
             side,
             len(prompt_ids),
@@ -286,3 +311,12 @@ class SpecVLMProposer:
     def live_states(self) -> int:
         """Requests this proposer holds anything for (draft state, scores, or a record)."""
         return len(set(self.states) | set(self.scorer.pending) | self.scorer.seen)
+
+
+def _samples(request) -> bool:
+    """Whether a request samples (temperature above vLLM's greedy threshold)."""
+    params = getattr(request, "sampling_params", None)
+    return params is not None and float(params.temperature) >= _GREEDY_BELOW
+
+
+_GREEDY_BELOW = 1e-5  # vLLM's _SAMPLING_EPS: a lower temperature is greedy

@@ -12,6 +12,8 @@ and aborted requests are released, prompt chunks located for the scorer); and
 
 from __future__ import annotations
 
+import os
+
 
 def _platform_worker():
     from vllm.platforms import current_platform
@@ -44,10 +46,12 @@ class _SpecVLMMixin:
         return super().execute_model(scheduler_output, *args, **kwargs)
 
     def specvlm_stats(self) -> dict:
+        """The proposer's counters, the requests it holds state for, and this worker's pid."""
         drafter = self._specvlm_drafter()
         if drafter is None:
             return {}
-        return dict(vars(drafter.stats), live_states=drafter.live_states())
+        stats = dict(vars(drafter.stats), kept=dict(drafter.stats.kept))  # a snapshot
+        return dict(stats, live_states=drafter.live_states(), pid=os.getpid())
 
     def _specvlm_drafter(self):
         from specvlm.vllm_plugin.proposer import SpecVLMProposer
