@@ -50,9 +50,7 @@ class Side:
     ) -> torch.Tensor:
         """Feed ``tokens`` at positions ``start + offsets`` (default start: ``next_pos``) and
         return the logits of ``logits_rows`` ``[1, rows, V]``; the cache grows by the tokens."""
-        if self.known_ids is not None:
-            tokens = [t if t < self.known_ids else PLACEHOLDER_ID for t in tokens]
-        ids = torch.tensor([tokens], device=self.embed.weight.device)
+        ids = torch.tensor([self.feedable(tokens)], device=self.embed.weight.device)
         start = self.next_pos if start is None else start
         pos = positions.decode_positions(self.mrope, start, offsets, self.device)
         with attention_plan(plan):
@@ -66,6 +64,16 @@ class Side:
                 logits_rows=logits_rows,
             )
         self.forwards += 1
+        return self.present(logits)
+
+    def feedable(self, tokens: list[int]) -> list[int]:
+        """``tokens`` as this model is fed them (ids it lacks as :data:`PLACEHOLDER_ID`)."""
+        if self.known_ids is None:
+            return list(tokens)
+        return [t if t < self.known_ids else PLACEHOLDER_ID for t in tokens]
+
+    def present(self, logits: torch.Tensor) -> torch.Tensor:
+        """The model's logits in the vocabulary it proposes in (``logits_width``)."""
         return logits if self.logits_width is None else _to_width(logits, self.logits_width)
 
     def keep(self, start: int, offsets: list[int]) -> None:

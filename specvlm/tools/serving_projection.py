@@ -6,9 +6,12 @@ What vLLM runs per step, for ``B`` concurrent requests and chains of ``k`` token
 
 * the target alone: one forward of ``B`` tokens;
 * with the plugin: the target verifies ``B * (k + 1)`` tokens in one forward, and the draft runs
-  ``k`` forwards per request (the pending tokens, then one per chain position but the last) on
-  its pruned context. As built, the plugin runs them request after request (``B * k`` forwards
-  of one token); batched across requests it would be ``k`` forwards of ``B`` tokens (not built).
+  ``k`` forwards (the pending tokens, then one per chain position but the last) on its pruned
+  context. As built, they are batched across requests (``k`` forwards of ``B`` requests,
+  :mod:`specvlm.vllm_plugin.batched`), each also copying every request's draft cache into the
+  batch and its new entries back (counted as one more read and write of the draft caches); the
+  rows "per request" are drafting request after request (``B * k`` forwards of one request), as
+  the plugin's first version did.
 
 A step emits ``(1 - a**(k + 1)) / (1 - a)`` tokens per request on average when each chain
 position is accepted with probability ``a`` (given, not modelled). Each forward costs
@@ -66,7 +69,9 @@ def decode_speedup(
     alone = batch_forward_seconds(target, gpu, s.target_gpus, batch, 1, ctx_t)
     verify = batch_forward_seconds(target, gpu, s.target_gpus, batch, s.k + 1, ctx_t)
     if batched_draft:
-        drafting = s.k * batch_forward_seconds(draft, gpu, 1, batch, 1, ctx_d)
+        copied = draft.kv_bytes_per_token() * batch * ctx_d if batch > 1 else 0.0  # 1: no copy
+        copies = 2.0 * copied / gpu.bandwidth
+        drafting = s.k * (batch_forward_seconds(draft, gpu, 1, batch, 1, ctx_d) + copies)
     else:
         drafting = batch * s.k * batch_forward_seconds(draft, gpu, 1, 1, 1, ctx_d)
     return tokens_per_step(acceptance, s.k) * alone / (verify + drafting)
@@ -88,7 +93,7 @@ def table(batches=(1, 4, 8), acceptances=(0.6, 0.8)) -> str:
                 cells = "".join(
                     f" {decode_speedup(s, b, a, batched_draft=batched):.2f}x |" for b in batches
                 )
-                how = "batched (not built)" if batched else "per request (as built)"
+                how = "batched (as built)" if batched else "per request"
                 rows.append(
                     f"| {MODELS[s.target].name} ({s.target_gpus}) / {MODELS[s.draft].name} | "
                     f"{a:.1f} ({tokens_per_step(a, s.k):.2f} tokens/step) | {how} |{cells}"

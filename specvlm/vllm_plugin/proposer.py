@@ -13,7 +13,9 @@ request:
   :func:`specvlm.speculation.draft_prefill`: the library's own steps);
 * then, every step: the draft's cache is cut back to the longest prefix it shares with the
   request's committed tokens (what vLLM accepted), the rest is fed, and the draft proposes a
-  chain of ``num_speculative_tokens`` tokens (:func:`specvlm.drafting.draft_tree` on a chain).
+  chain of ``num_speculative_tokens`` tokens; all requests of the step together, one forward of
+  the batch per chain position (:func:`specvlm.vllm_plugin.batched.draft_chains`, which gives
+  each request what :func:`specvlm.drafting.draft_tree` on a chain gives it alone).
 
 vLLM verifies every proposed token with the target (greedy: the target's argmax), so a greedy
 request's output is the target's whatever the draft proposes. **Sampled requests get no
@@ -32,12 +34,11 @@ from dataclasses import dataclass, field
 import torch
 
 from specvlm import selectors
-from specvlm.drafting import DraftPlan, draft_tree
 from specvlm.families import family_of
 from specvlm.side import Side
 from specvlm.speculation import draft_prefill, kept_positions
-from specvlm.trees import chain
 from specvlm.vllm_plugin import CONFIG_KEY
+from specvlm.vllm_plugin.batched import draft_chains
 from specvlm.vllm_plugin.compat import check_sampled_drafts, check_vllm_version
 from specvlm.vllm_plugin.scoring import PrefillScorer
 
@@ -94,7 +95,6 @@ class SpecVLMProposer:
         self.selector = selectors.resolve(
             settings.get("selector", "two_stage"), mass=float(settings.get("mass", 0.4)), seed=0
         )
-        self.plan = DraftPlan.of(chain(self.k))
         from vllm.platforms import current_platform
 
         self.draft_sampled = check_sampled_drafts(
@@ -156,20 +156,20 @@ class SpecVLMProposer:
                 "specvlm.vllm_plugin.worker.SpecVLMWorker (see specvlm.vllm_plugin.engine_args)"
             )
         self.scorer.end_step()
-        drafts: list[list[int]] = []
+        drafts: list[list[int]] = [[] for _ in self.runner.input_batch.req_ids]
+        batch: list[tuple[int, DraftState, list[int]]] = []  # (row, state, committed)
         for row, rid in enumerate(self.runner.input_batch.req_ids):
             if row >= len(sampled_token_ids) or not sampled_token_ids[row]:
-                drafts.append([])  # still prefilling, or nothing new this step
-                continue
+                continue  # still prefilling, or nothing new this step
             state = self.states.get(rid)
             if state is None:
                 state = self.states[rid] = self._start(rid)
-            if state.side is None:
-                drafts.append([])
-                continue
-            n = int(num_tokens_no_spec[row])
-            committed = [int(t) for t in token_ids_cpu[row, state.prompt_len : n]]
-            drafts.append(self._draft(state, committed))
+            if state.side is not None:
+                n = int(num_tokens_no_spec[row])
+                committed = [int(t) for t in token_ids_cpu[row, state.prompt_len : n]]
+                batch.append((row, state, committed))
+        for row, chain_tokens in self._draft(batch):
+            drafts[row] = chain_tokens
         self.stats.proposed_tokens += sum(len(d) for d in drafts)
         return drafts
 
@@ -292,21 +292,27 @@ class SpecVLMProposer:
         return mrope[:, :prompt_len].reshape(mrope.shape[0], 1, prompt_len).long()
 
     @torch.inference_mode()
-    def _draft(self, state: DraftState, committed: list[int]) -> list[int]:
-        """Cut the draft back to what it shares with ``committed``, feed the rest, propose."""
-        shared = 0
-        for mine, theirs in zip(state.fed, committed, strict=False):
-            if mine != theirs:
-                break
-            shared += 1
-        shared = min(shared, len(committed) - 1)  # the last committed token is the chain's root
-        side = state.side
-        side.keep(state.base_len + shared, [])
-        side.next_pos = state.base_pos + shared
-        proposal = draft_tree(side, self.plan, committed[shared:])
-        fed_nodes = proposal.tree.depth - 1  # the deepest drafted node is never fed
-        state.fed = committed + proposal.tokens[:fed_nodes]
-        return list(proposal.tokens)
+    def _draft(self, batch: list[tuple[int, DraftState, list[int]]]):
+        """Each request's draft cut back to what it shares with its committed tokens, fed the
+        rest, and a chain of ``k`` proposed; all requests together, one forward per chain
+        position (:func:`~specvlm.vllm_plugin.batched.draft_chains`). Returns (row, chain)."""
+        pending = []
+        for _, state, committed in batch:
+            shared = 0
+            for mine, theirs in zip(state.fed, committed, strict=False):
+                if mine != theirs:
+                    break
+                shared += 1
+            shared = min(shared, len(committed) - 1)  # the last committed token is the root
+            state.side.keep(state.base_len + shared, [])
+            state.side.next_pos = state.base_pos + shared
+            pending.append(committed[shared:])
+        chains = draft_chains([state.side for _, state, _ in batch], pending, self.k)
+        out = []
+        for (row, state, committed), chain_tokens in zip(batch, chains, strict=True):
+            state.fed = committed + chain_tokens[:-1]  # the last drafted token is never fed
+            out.append((row, chain_tokens))
+        return out
 
     def live_states(self) -> int:
         """Requests this proposer holds anything for (draft state, scores, or a record)."""
