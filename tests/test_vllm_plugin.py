@@ -101,6 +101,20 @@ def vllm_run(tmp_path_factory):
         target="blind",
         **engine_args(draft=paths["blind_copy"], num_speculative_tokens=3, drop_rate=0.0),
     )
+    for name, kwargs in (
+        ("prefix_target", {}),
+        ("prefix_spec", engine_args(draft=paths["draft"], num_speculative_tokens=3)),
+    ):
+        llm = vs.engine(paths["target"], block_size=32, **kwargs)  # blocks of 32: cacheable
+        one_by_one = [  # one at a time, so each later one finds the earlier ones cached
+            list(llm.generate([r], greedy, use_tqdm=False)[0].outputs[0].token_ids)
+            for r in _shared_prefix_requests()
+        ]
+        results[name] = dict(
+            tokens=one_by_one, stats=llm.collective_rpc("specvlm_stats")[0] if kwargs else {}
+        )
+        del llm
+        gc.collect()
     micro = vs.micro_requests(MICRO_REQUESTS)
     for name, kwargs in (
         ("micro", {}),
@@ -122,6 +136,21 @@ def vllm_run(tmp_path_factory):
 
 
 DRAWS = 600  # sampled requests per distribution check
+
+
+def _shared_prefix_requests() -> list[dict]:
+    """Three requests behind one 40-token "system prompt": two videos, then the second again
+    (with vLLM's prefix cache, the second finds the prompt's first block cached, the third its
+    video too)."""
+    import numpy as np
+
+    from tests import vllm_support as vs
+
+    system = " ".join(f"t{i}" for i in np.random.default_rng(7).integers(0, 112, 40))
+    requests = [vs.prompt(seed, frames=8) for seed in (1, 2, 2)]
+    for request in requests:
+        request["prompt"] = f"{system} {request['prompt']}"
+    return requests
 
 
 def _draws(llm, request) -> list[tuple[int, ...]]:
@@ -249,6 +278,18 @@ def test_chunked_prefill_scores_the_video_as_one_prefill_does(vllm_run):
     assert chunked["stats"]["scored"] == whole["stats"]["scored"] == 5
     assert chunked["stats"]["kept"] == whole["stats"]["kept"]
     assert len(whole["stats"]["kept"]) == 5
+
+
+@needs_vllm
+def test_prefix_cache_hits_keep_the_output_and_score_what_passes(vllm_run):
+    """A cached prompt start before the video: the video is still scored (from the keys that
+    pass). A cached video: not scored (Stage II alone picks the draft's tokens). The tokens are
+    the target's either way."""
+    assert vllm_run["prefix_spec"]["tokens"] == vllm_run["prefix_target"]["tokens"]
+    stats = vllm_run["prefix_spec"]["stats"]
+    assert stats["with_video"] == 3
+    assert stats["scored"] == 2 and stats["scored_after_cached_prefix"] == 1
+    assert stats["unscored_cached_video"] == 1
 
 
 @needs_vllm
@@ -404,6 +445,25 @@ def test_the_cli_prints_the_same_flags_shell_quoted(capsys):
     assert main(["vllm-args", "--draft", "d", "--num-speculative-tokens", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "num_speculative_tokens" in err
+
+
+def test_hand_written_settings_are_checked_as_engine_args_checks_them():
+    from specvlm.vllm_plugin import validated_settings
+    from specvlm.vllm_plugin.proposer import _is_decoder_attention
+
+    good = dict(drop_rate=0.9, mass=0.4, selector="two_stage", draft_sampled=False)
+    assert validated_settings(**good)["drop_rate"] == 0.9
+    for key, bad in (("drop_rate", "0.9"), ("drop_rate", 1), ("mass", 0), ("selector", "x")):
+        with pytest.raises(ValueError, match=key):
+            validated_settings(**dict(good, **{key: bad}))
+
+    class Layer:
+        def __init__(self, kind):
+            self.attn_type = kind
+
+    assert _is_decoder_attention(Layer("decoder"))
+    assert not _is_decoder_attention(Layer("encoder_decoder"))
+    assert not _is_decoder_attention(Layer("encoder_only"))
 
 
 def test_sampled_drafts_are_refused_on_vllms_cpu_backend():

@@ -9,7 +9,7 @@ What vLLM runs per step, for ``B`` concurrent requests and chains of ``k`` token
   ``k`` forwards (the pending tokens, then one per chain position but the last) on its pruned
   context. As built, they are batched across requests (``k`` forwards of ``B`` requests,
   :mod:`specvlm.vllm_plugin.batched`), each also copying every request's draft cache into the
-  batch and its new entries back (counted as one more read and write of the draft caches); the
+  batch and back (counted as four reads and writes of the draft caches); the
   rows "per request" are drafting request after request (``B * k`` forwards of one request), as
   the plugin's first version did.
 
@@ -70,7 +70,7 @@ def decode_speedup(
     verify = batch_forward_seconds(target, gpu, s.target_gpus, batch, s.k + 1, ctx_t)
     if batched_draft:
         copied = draft.kv_bytes_per_token() * batch * ctx_d if batch > 1 else 0.0  # 1: no copy
-        copies = 2.0 * copied / gpu.bandwidth
+        copies = 4 * 2.0 * copied / gpu.bandwidth  # pad, stack, append, copy back: read + write
         drafting = s.k * (batch_forward_seconds(draft, gpu, 1, batch, 1, ctx_d) + copies)
     else:
         drafting = batch * s.k * batch_forward_seconds(draft, gpu, 1, 1, 1, ctx_d)

@@ -53,8 +53,6 @@ def engine_args(
     greedy ones; sampled requests decode with the target alone). vLLM then verifies them with
     its rejection sampler; refused on vLLM's CPU backend, whose rejection sampling is biased
     (``docs/serving.md``), and not yet checked on a GPU by this project's tests."""
-    from specvlm import selectors  # light: no vLLM, no transformers model
-
     if not isinstance(draft, str) or not draft:
         raise ValueError(f"draft must be a checkpoint path or hub id, got {draft!r}")
     if (
@@ -65,14 +63,9 @@ def engine_args(
         raise ValueError(
             f"num_speculative_tokens must be an int >= 1, got {num_speculative_tokens!r}"
         )
-    if not 0.0 <= float(drop_rate) < 1.0:
-        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
-    if not 0.0 < float(mass) <= 1.0:
-        raise ValueError(f"mass must be in (0, 1], got {mass!r}")
-    if selector not in selectors.NAMES:
-        raise ValueError(f"selector must be one of {', '.join(selectors.NAMES)}, got {selector!r}")
-    if not isinstance(draft_sampled, bool):
-        raise ValueError(f"draft_sampled must be True or False, got {draft_sampled!r}")
+    settings = validated_settings(
+        drop_rate=drop_rate, mass=mass, selector=selector, draft_sampled=draft_sampled
+    )
     return {
         "speculative_config": {
             "method": "custom_class",
@@ -80,15 +73,29 @@ def engine_args(
             "num_speculative_tokens": num_speculative_tokens,
         },
         "worker_cls": WORKER,
-        "additional_config": {
-            CONFIG_KEY: {
-                "draft": draft,
-                "drop_rate": float(drop_rate),
-                "mass": float(mass),
-                "selector": selector,
-                "draft_sampled": draft_sampled,
-            }
-        },
+        "additional_config": {CONFIG_KEY: {"draft": draft, **settings}},
+    }
+
+
+def validated_settings(*, drop_rate, mass, selector, draft_sampled) -> dict:
+    """The pruning and sampling settings, checked (``ValueError`` in one line), as stored in
+    ``additional_config["specvlm"]``; the proposer checks a hand-written config the same way."""
+    from specvlm import selectors  # light: no vLLM, no transformers model
+
+    number = (int, float)
+    if isinstance(drop_rate, bool) or not isinstance(drop_rate, number) or not 0 <= drop_rate < 1:
+        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+    if isinstance(mass, bool) or not isinstance(mass, number) or not 0 < mass <= 1:
+        raise ValueError(f"mass must be in (0, 1], got {mass!r}")
+    if selector not in selectors.NAMES:
+        raise ValueError(f"selector must be one of {', '.join(selectors.NAMES)}, got {selector!r}")
+    if not isinstance(draft_sampled, bool):
+        raise ValueError(f"draft_sampled must be True or False, got {draft_sampled!r}")
+    return {
+        "drop_rate": float(drop_rate),
+        "mass": float(mass),
+        "selector": selector,
+        "draft_sampled": draft_sampled,
     }
 
 

@@ -37,7 +37,7 @@ from specvlm import selectors
 from specvlm.families import family_of
 from specvlm.side import Side
 from specvlm.speculation import draft_prefill, kept_positions
-from specvlm.vllm_plugin import CONFIG_KEY
+from specvlm.vllm_plugin import CONFIG_KEY, validated_settings
 from specvlm.vllm_plugin.batched import draft_chains
 from specvlm.vllm_plugin.compat import check_sampled_drafts, check_vllm_version
 from specvlm.vllm_plugin.scoring import PrefillScorer
@@ -56,8 +56,6 @@ class DraftState:
     base_len: int = 0
     base_pos: torch.Tensor | None = None
     fed: list[int] = field(default_factory=list)
-    kept_video_tokens: int = 0
-    video_tokens: int = 0
 
 
 @dataclass
@@ -65,6 +63,9 @@ class ProposerStats:
     requests: int = 0  # requests that got a draft state
     with_video: int = 0  # ... whose draft was prefilled (the rest decode plainly)
     sampled: int = 0  # requests decoded plainly because they sample (see the module docstring)
+    failed: int = 0  # requests decoded plainly because their draft could not be set up
+    scored_after_cached_prefix: int = 0  # scored, the prompt's start from vLLM's prefix cache
+    unscored_cached_video: int = 0  # not scored: the video itself came from the prefix cache
     released: int = 0
     proposed_tokens: int = 0
     scored: int = 0  # video requests whose target scores were measured
@@ -91,15 +92,20 @@ class SpecVLMProposer:
             )
         self.draft_path = draft
         self.k = int(spec.num_speculative_tokens)
-        self.drop_rate = float(settings.get("drop_rate", 0.9))
-        self.selector = selectors.resolve(
-            settings.get("selector", "two_stage"), mass=float(settings.get("mass", 0.4)), seed=0
+        checked = validated_settings(  # the checks engine_args makes, for hand-written configs
+            drop_rate=settings.get("drop_rate", 0.9),
+            mass=settings.get("mass", 0.4),
+            selector=settings.get("selector", "two_stage"),
+            draft_sampled=settings.get("draft_sampled", False),
         )
+        self.drop_rate = checked["drop_rate"]
+        self.selector = selectors.resolve(checked["selector"], mass=checked["mass"], seed=0)
         from vllm.platforms import current_platform
 
         self.draft_sampled = check_sampled_drafts(
-            bool(settings.get("draft_sampled", False)), current_platform.is_cpu()
+            checked["draft_sampled"], current_platform.is_cpu()
         )
+        self.target_type = getattr(vllm_config.model_config.hf_config, "model_type", None)
         self.dtype = vllm_config.model_config.dtype
         self.target_vocab = int(vllm_config.model_config.get_vocab_size())
         self.trust_remote_code = bool(vllm_config.model_config.trust_remote_code)
@@ -124,6 +130,11 @@ class SpecVLMProposer:
         )
         self.model = model.to(device).eval()
         self.family = family_of(self.model, "draft")
+        if self.target_type is not None and self.family.model_type != self.target_type:
+            raise ValueError(
+                f"the SpecVLM draft ({self.draft_path}) is a {self.family.model_type} model but "
+                f"the target is {self.target_type}: the draft must be of the target's family"
+            )
 
     def attach(self, runner) -> None:
         """Called by the worker once the runner holds the target: wrap its attention layers."""
@@ -134,8 +145,7 @@ class SpecVLMProposer:
             {
                 name: layer
                 for name, layer in layers.items()
-                if hasattr(layer, "impl")
-                and str(getattr(layer, "attn_type", "decoder")).lower().endswith("decoder")
+                if hasattr(layer, "impl") and _is_decoder_attention(layer)
             },
         )
 
@@ -218,7 +228,15 @@ class SpecVLMProposer:
         return {k: v.to(dtype) if k.startswith("pixel_values") else v for k, v in inputs.items()}
 
     def _needs_scores(self, rid: str):
-        """``(layout, prompt_len)`` for a new request whose video is to be pruned, else None."""
+        """``(layout, prompt_len)`` for a new request whose video is to be pruned, else None
+        (also when its inputs cannot be read: the request is then decoded plainly)."""
+        try:
+            return self._layout_to_score(rid)
+        except Exception as err:  # never take the engine down: this only costs speed
+            self._give_up(rid, "reading its video", err)
+            return None
+
+    def _layout_to_score(self, rid: str):
         if self.drop_rate <= 0 or rid in self.states:
             return None
         found = self._video(rid)
@@ -229,10 +247,29 @@ class SpecVLMProposer:
         layout = self.family.video_layout(self.model, inputs["input_ids"], inputs)
         return None if layout is None else (layout, len(prompt_ids))
 
-    @torch.inference_mode()
     def _start(self, rid: str) -> DraftState:
-        """The request's first proposal: prune with the measured scores, prefill the draft."""
+        """The request's first proposal: prune with the measured scores, prefill the draft (a
+        request whose draft cannot be prefilled is decoded plainly)."""
         self.stats.requests += 1
+        try:
+            return self._prefill(rid)
+        except Exception as err:  # never take the engine down: this only costs speed
+            self._give_up(rid, "prefilling its draft", err)
+            request = self.runner.requests.get(rid)
+            return DraftState(None, len(request.prompt_token_ids or []) if request else 0)
+
+    def _give_up(self, rid: str, doing: str, err: Exception) -> None:
+        self.stats.failed += 1
+        logger.warning(
+            "specvlm: request %s is decoded without a draft: %s failed: %s: %s",
+            rid,
+            doing,
+            type(err).__name__,
+            err,
+        )
+
+    @torch.inference_mode()
+    def _prefill(self, rid: str) -> DraftState:
         found = self._video(rid)
         request = self.runner.requests.get(rid)
         prompt_len = len(request.prompt_token_ids or []) if request is not None else 0
@@ -249,9 +286,12 @@ class SpecVLMProposer:
         prompt_ids, video = found
         inputs = self._inputs(prompt_ids, video)
         layout = self.family.video_layout(self.model, inputs["input_ids"], inputs)
-        scores = measured.grid_scores() if measured is not None else None
+        scores = measured.grid_scores(self.scorer.layers) if measured is not None else None
         if scores is not None:
             self.stats.scored += 1
+            self.stats.scored_after_cached_prefix += bool(measured.origin)
+        elif measured is not None and not measured.scorable:
+            self.stats.unscored_cached_video += 1
         keep_seq, kept = kept_positions(
             len(prompt_ids), layout, scores, self.drop_rate, self.selector
         )
@@ -278,14 +318,13 @@ class SpecVLMProposer:
             len(prompt_ids),
             base_len=side.length,
             base_pos=side.next_pos.clone(),
-            kept_video_tokens=kept_count,
-            video_tokens=video_tokens,
         )
 
     def _engine_positions(self, request, prompt_len: int) -> torch.Tensor | None:
         """vLLM's own M-RoPE positions of the prompt ``[3, 1, L]`` (None for 1-D RoPE): the
-        draft continues exactly where the target does, even where vLLM's rope index and
-        transformers' differ (seen with tiny Qwen2.5-VL videos of 4 temporal patches)."""
+        draft's prompt positions are the target's, even where vLLM's rope index and
+        transformers' differ (seen with tiny Qwen2.5-VL videos of 4 temporal patches); decoding
+        continues from the last one plus one, as vLLM does for prompts ending in text."""
         mrope = getattr(request, "mrope_positions", None)
         if not self.family.mrope or mrope is None:
             return None
@@ -307,7 +346,13 @@ class SpecVLMProposer:
             state.side.keep(state.base_len + shared, [])
             state.side.next_pos = state.base_pos + shared
             pending.append(committed[shared:])
-        chains = draft_chains([state.side for _, state, _ in batch], pending, self.k)
+        try:
+            chains = draft_chains([state.side for _, state, _ in batch], pending, self.k)
+        except Exception as err:  # never take the engine down: these requests decode plainly
+            for _, state, _ in batch:
+                state.side = None
+            self._give_up(f"{len(batch)} requests", "drafting", err)
+            return []
         out = []
         for (row, state, committed), chain_tokens in zip(batch, chains, strict=True):
             state.fed = committed + chain_tokens[:-1]  # the last drafted token is never fed
@@ -326,3 +371,9 @@ def _samples(request) -> bool:
 
 
 _GREEDY_BELOW = 1e-5  # vLLM's _SAMPLING_EPS: a lower temperature is greedy
+
+
+def _is_decoder_attention(layer) -> bool:
+    """A decoder self-attention layer (not an encoder's or a cross-attention one)."""
+    kind = getattr(layer, "attn_type", "decoder")
+    return str(getattr(kind, "value", kind)).lower() == "decoder"

@@ -39,14 +39,25 @@ class PendingScores:
     keys: dict = field(default_factory=dict)  # layer -> [chunks of [n, Hk, D]]
     queries: dict = field(default_factory=dict)  # layer -> [chunks of [n, Hq, D]]
     layers_done: int = 0
-    scorable: bool = True  # False: the prefill did not start at 0 (prefix cache hit)
+    scorable: bool = True  # False: the video's keys cannot all be seen (see PrefillScorer)
+    origin: int | None = None  # absolute position of the first key kept (> 0: prefix cached)
+    expected: int | None = None  # the absolute position the next chunk must start at
 
-    def grid_scores(self) -> torch.Tensor | None:
-        """fp32 ``[T*H*W]`` on the CPU: the scores of the grid tokens (None: not measured)."""
-        if not self.scorable or self.buffer is None:
+    def grid_scores(self, layers: int) -> torch.Tensor | None:
+        """fp32 ``[T*H*W]`` on the CPU: the scores of the grid tokens, or None where they were
+        not measured in each of the ``layers`` layers."""
+        if not self.scorable or self.buffer is None or self.layers_done != layers:
             return None
         start = self.layout.span[0]
         return self.buffer[0, (self.layout.positions - start).to(self.buffer.device)].cpu()
+
+    def forget(self) -> None:
+        """Drop what was kept (the prefill restarts, or cannot be scored)."""
+        self.keys.clear()
+        self.queries.clear()
+        self.buffer = None
+        self.layers_done = 0
+        self.origin = self.expected = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,7 @@ class PrefillScorer:
         self._chunks = None if (has_new or self.pending) else {}
 
     def end_step(self) -> None:
+        """After the forward (the worker calls it): nothing to locate until the next step."""
         self._chunks = {}
 
     def _locate(self) -> dict[str, _Chunk]:
@@ -117,20 +129,36 @@ class PrefillScorer:
                 if wanted is not None:
                     self.pending[rid] = PendingScores(*wanted)
             state = self.pending.get(rid)
-            if state is not None and state.scorable:
-                first = int(runner.requests[rid].num_computed_tokens)
-                if first > 0 and not state.keys and state.layers_done == 0:
-                    # the prompt's start came from the prefix cache: its keys never pass here
-                    state.scorable = False
-                    logger.warning(
-                        "specvlm: request %s hit vLLM's prefix cache, so its video was not "
-                        "scored in this prefill; its draft keeps a spread of the video tokens",
-                        rid,
-                    )
-                elif first < state.prompt_len:
+            request = runner.requests.get(rid)
+            if state is not None and state.scorable and request is not None:
+                first = int(request.num_computed_tokens)
+                if first < state.prompt_len and self._follows(rid, state, first):
                     chunks[rid] = _Chunk((offset, offset + n), first)
             offset += n
         return chunks
+
+    @staticmethod
+    def _follows(rid: str, state: PendingScores, first: int) -> bool:
+        """Whether a chunk starting at ``first`` continues what was kept (starting over where
+        it restarts from a position before the video: preemption, or a prefix-cache hit)."""
+        if state.expected is not None and first == state.expected:
+            return True
+        video_start = state.layout.span[0]
+        if first <= video_start:
+            # a new prefill: from 0, or after a cached prefix that ends before the video (its
+            # keys never pass here: the rows' softmax then lacks those keys, a small
+            # approximation that changes which tokens are kept, never the output)
+            state.forget()
+            state.origin = first
+            return True
+        state.forget()
+        state.scorable = False
+        logger.warning(
+            "specvlm: request %s's video came from vLLM's prefix cache, so it was not scored "
+            "in this prefill; its draft keeps a spread of the video tokens",
+            rid,
+        )
+        return False
 
     # ---------------------------------------------------------------- the wrapper
     def _forward(self, original, name, layer, query, key, value, kv_cache, attn_metadata, *a, **kw):
@@ -152,6 +180,7 @@ class PrefillScorer:
             k = _as_heads(key[a:b], layer)
             end = min(chunk.first + (b - a), state.prompt_len)
             rows = end - chunk.first  # a chunk never runs past the prompt, but be safe
+            state.expected = end
             state.keys.setdefault(name, []).append(k[:rows].clone())
             text_from = max(state.layout.text_start - chunk.first, 0)
             if text_from < rows:
@@ -171,13 +200,14 @@ class PrefillScorer:
             state.buffer = torch.zeros(
                 1, video_end - video_start, dtype=torch.float32, device=keys.device
             )
+        origin = state.origin or 0  # keys[0] is this absolute position
         video_attention_scores(
             queries.transpose(0, 1)[None],
             keys.transpose(0, 1)[None],
-            video_start,
-            video_end,
+            video_start - origin,
+            video_end - origin,
             scale=float(layer.impl.scale),
-            q_offset=state.layout.text_start,
+            q_offset=state.layout.text_start - origin,
             out=state.buffer,
         )
 

@@ -43,7 +43,11 @@ class _SpecVLMMixin:
         drafter = self._specvlm_drafter()
         if drafter is not None:
             drafter.begin_step(scheduler_output)
-        return super().execute_model(scheduler_output, *args, **kwargs)
+        try:
+            return super().execute_model(scheduler_output, *args, **kwargs)
+        finally:
+            if drafter is not None:
+                drafter.scorer.end_step()  # the forward is over: nothing more to locate
 
     def specvlm_stats(self) -> dict:
         """The proposer's counters, the requests it holds state for, and this worker's pid."""
