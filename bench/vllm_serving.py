@@ -5,8 +5,10 @@ tests/vllm_support.py). Run in the vLLM environment made by scripts/test_vllm.sh
     VLLM_ENABLE_V1_MULTIPROCESSING=0 .venv-vllm/bin/python bench/vllm_serving.py \\
         --out docs/bench/vllm_cpu.json
 
-Each configuration serves every concurrency level after one warm-up batch; a level is the fastest
-of ``--repeats`` batches. Three pairs: ``micro`` (the embedded micro LLaVA-OneVision pair, trained:
+Each configuration serves every concurrency level after one warm-up batch; tokens/s is the fastest
+of ``--repeats`` batches (prefill included), decode ms/token the mean over their requests of the
+time from a request's first token to its last over the tokens after the first (vLLM's own
+timestamps). Three pairs: ``micro`` (the embedded micro LLaVA-OneVision pair, trained:
 held-out caption questions, 128 video tokens, answers of 8-13 tokens, stopping at their end;
 the naive row is the same draft seeing every video token), ``small`` (the tiny target, a smaller
 random draft: almost nothing is accepted, so this is the plugin's overhead) and ``agreeing`` (a
@@ -45,9 +47,13 @@ def _tiny_batch(frames: int):
     return lambda start, count: [vs.prompt(start + i, frames=frames) for i in range(count)]
 
 
-def _micro_batch(start: int, count: int):
+def _micro_batch(frames: int):
     # captions: the micro pair's longest answers (about 8-13 tokens), so decoding dominates
-    return [request for request, _ in vs.micro_requests(count, start, types=("caption",))]
+    def batch(start: int, count: int):
+        requests = vs.micro_requests(count, start, types=("caption",), frames=frames)
+        return [request for request, _ in requests]
+
+    return batch
 
 
 def _serve(llm, levels, repeats: int, tokens: int, batch, ignore_eos: bool = True) -> list[dict]:
@@ -58,6 +64,7 @@ def _serve(llm, levels, repeats: int, tokens: int, batch, ignore_eos: bool = Tru
     rows = []
     for level in levels:
         best = None
+        per_token = []  # each request's decode time per token after its first, engine clock
         before = _metrics(llm)
         for r in range(repeats):
             requests = batch(1000 * level + 10 * r, level)
@@ -66,6 +73,10 @@ def _serve(llm, levels, repeats: int, tokens: int, batch, ignore_eos: bool = Tru
             seconds = time.perf_counter() - t0
             made = sum(len(o.outputs[0].token_ids) for o in outs)
             best = seconds if best is None else min(best, seconds)
+            for o in outs:
+                stats, n = o.metrics, len(o.outputs[0].token_ids)
+                if stats is not None and n > 1 and stats.last_token_ts > stats.first_token_ts:
+                    per_token.append((stats.last_token_ts - stats.first_token_ts) / (n - 1))
         after = _metrics(llm)
         drafts = after.get("drafts", 0) - before.get("drafts", 0)
         drafted = after.get("draft_tokens", 0) - before.get("draft_tokens", 0)
@@ -75,6 +86,9 @@ def _serve(llm, levels, repeats: int, tokens: int, batch, ignore_eos: bool = Tru
                 concurrency=level,
                 seconds=round(best, 4),
                 tokens_per_s=round(made / best, 1),
+                decode_ms_per_token=(
+                    round(1e3 * sum(per_token) / len(per_token), 3) if per_token else None
+                ),
                 acceptance=round(accepted / drafted, 3) if drafted else None,
                 mean_accepted_length=round(1 + accepted / drafts, 2) if drafts else None,
             )
@@ -113,7 +127,9 @@ def main() -> None:
         paths = vs.write_pair(root)
         tiny = dict(levels=levels, repeats=args.repeats, tokens=args.tokens)
         tiny_batch = _tiny_batch(args.frames)
-        micro = dict(levels=levels, repeats=args.repeats, tokens=24, batch=_micro_batch)
+        micro = dict(levels=levels, repeats=args.repeats, tokens=24, batch=_micro_batch(8))
+        # 60 frames: 961 video tokens, where pruning paid in the library's own loop
+        long = dict(levels=levels, repeats=args.repeats, tokens=24, batch=_micro_batch(60))
 
         def micro_engine(**kwargs):
             from specvlm.tools.common import EMBEDDED
@@ -122,6 +138,7 @@ def main() -> None:
                 str(EMBEDDED / "target"),
                 architecture=vs.MICRO_ARCHITECTURE,
                 disable_log_stats=False,
+                max_model_len=1024,
                 **kwargs,
             )
 
@@ -136,6 +153,17 @@ def main() -> None:
                 micro_engine(**engine_args(draft=vs.micro_draft(), drop_rate=0.0, **spec)),
                 ignore_eos=False,
                 **micro,
+            ),
+            "micro, 961 video tokens: target alone": _run(micro_engine(), ignore_eos=False, **long),
+            "micro, 961 video tokens: SpecVLM (drop 0.9)": _run(
+                micro_engine(**engine_args(draft=vs.micro_draft(), **spec)),
+                ignore_eos=False,
+                **long,
+            ),
+            "micro, 961 video tokens: naive (drop 0)": _run(
+                micro_engine(**engine_args(draft=vs.micro_draft(), drop_rate=0.0, **spec)),
+                ignore_eos=False,
+                **long,
             ),
             "small: target alone": _run(lambda: _tiny(paths["target"]), batch=tiny_batch, **tiny),
             "small: SpecVLM (drop 0.9)": _run(
@@ -154,7 +182,7 @@ def main() -> None:
         hardware=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (CPU only)",
         versions=dict(vllm=vllm.__version__, torch=torch.__version__),
         tiny_video_tokens=args.frames // 2 * 16,
-        micro_video_tokens=128,
+        micro_video_tokens="129 (8 frames) and 961 (60 frames)",
         tiny_new_tokens=args.tokens,
         micro_new_tokens="up to 16 (the answer)",
         num_speculative_tokens=args.k,

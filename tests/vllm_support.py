@@ -120,8 +120,7 @@ def engine(path: str, architecture: str = ARCHITECTURE, **kwargs):
     from vllm import LLM
 
     register_test_architecture()
-    return LLM(
-        path,
+    options = dict(
         hf_overrides={"architectures": [architecture]},
         trust_remote_code=True,
         enforce_eager=True,
@@ -132,8 +131,8 @@ def engine(path: str, architecture: str = ARCHITECTURE, **kwargs):
         kv_cache_memory_bytes=1 << 27,
         limit_mm_per_prompt={"video": 1, "image": 0},
         seed=0,
-        **kwargs,
     )
+    return LLM(path, **{**options, **kwargs})
 
 
 def video(seed: int, frames: int = 4):
@@ -181,9 +180,12 @@ def micro_draft() -> str:
     return str(EMBEDDED / "draft")
 
 
-def micro_requests(count: int, start: int = 0, types=None) -> list[tuple[dict, str]]:
+def micro_requests(
+    count: int, start: int = 0, types=None, frames: int = 8
+) -> list[tuple[dict, str]]:
     """Held-out micro questions ``[start, start + count)`` (each of ``types``, default every
-    question type, in turn) as (vLLM request, expected answer)."""
+    question type, in turn) on clips of ``frames`` frames (16 video tokens each, plus one) as
+    (vLLM request, expected answer)."""
     from specvlm.micro.clips import QUESTION_TYPES
     from specvlm.micro.data import eval_examples
     from specvlm.micro.processor import build_processor, prompt
@@ -191,7 +193,7 @@ def micro_requests(count: int, start: int = 0, types=None) -> list[tuple[dict, s
     types = tuple(types or QUESTION_TYPES)
     processor = build_processor()
     per_type = -(-(start + count) // len(types))
-    examples = eval_examples(per_type, types)
+    examples = eval_examples(per_type, types, frames=frames)
     # interleave the types: example j of every type, then j + 1, ...
     order = sorted(range(len(examples)), key=lambda i: (i % per_type, i // per_type))
     out = []
