@@ -35,14 +35,6 @@ from specvlm.vllm_plugin import engine_args  # noqa: E402
 from tests import vllm_support as vs  # noqa: E402
 
 
-def _metrics(llm) -> dict:
-    out = {}
-    for metric in llm.get_metrics():
-        if metric.name.startswith("vllm:spec_decode_num_") and hasattr(metric, "value"):
-            out[metric.name.removeprefix("vllm:spec_decode_num_")] = metric.value
-    return out
-
-
 def _tiny_batch(frames: int):
     return lambda start, count: [vs.prompt(start + i, frames=frames) for i in range(count)]
 
@@ -65,7 +57,7 @@ def _serve(llm, levels, repeats: int, tokens: int, batch, ignore_eos: bool = Tru
     for level in levels:
         best = None
         per_token = []  # each request's decode time per token after its first, engine clock
-        before = _metrics(llm)
+        before = vs.spec_decode_counts(llm)
         for r in range(repeats):
             requests = batch(1000 * level + 10 * r, level)
             t0 = time.perf_counter()
@@ -77,7 +69,7 @@ def _serve(llm, levels, repeats: int, tokens: int, batch, ignore_eos: bool = Tru
                 stats, n = o.metrics, len(o.outputs[0].token_ids)
                 if stats is not None and n > 1 and stats.last_token_ts > stats.first_token_ts:
                     per_token.append((stats.last_token_ts - stats.first_token_ts) / (n - 1))
-        after = _metrics(llm)
+        after = vs.spec_decode_counts(llm)
         drafts = after.get("drafts", 0) - before.get("drafts", 0)
         drafted = after.get("draft_tokens", 0) - before.get("draft_tokens", 0)
         accepted = after.get("accepted_tokens", 0) - before.get("accepted_tokens", 0)

@@ -53,7 +53,7 @@ def vllm_run(tmp_path_factory):
         outs = llm.generate(prompts, greedy, use_tqdm=False)
         ours = "worker_cls" in kwargs  # the SpecVLM plugin (not the target alone, not ours)
         stats = llm.collective_rpc("specvlm_stats")[0] if ours else {}
-        extra = {"metrics": _spec_metrics(llm)}  # the greedy batch's
+        extra = {"metrics": vs.spec_decode_counts(llm)}  # the greedy batch's
         if name == "blind_copy":
             sampled = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.8, seed=3)
             extra["sampled"] = llm.generate(prompts, sampled, use_tqdm=False)
@@ -128,7 +128,7 @@ def vllm_run(tmp_path_factory):
                 texts=[o.outputs[0].text.strip() for o in outs],
                 answers=[a for _, a in micro],
                 stats=llm.collective_rpc("specvlm_stats")[0] if kwargs else {},
-                metrics=_spec_metrics(llm),
+                metrics=vs.spec_decode_counts(llm),
             )
         del llm  # before the next engine starts: a late collection would tear down its groups
         gc.collect()
@@ -189,14 +189,6 @@ def _homogeneity_p(a: list, b: list) -> float:
     return float(torch.special.gammaincc(torch.tensor(dof / 2.0), torch.tensor(g / 2.0)))
 
 
-def _spec_metrics(llm) -> dict:
-    found = {}
-    for metric in llm.get_metrics():
-        if metric.name.startswith("vllm:spec_decode_num_"):
-            found[metric.name.removeprefix("vllm:spec_decode_")] = getattr(metric, "value", None)
-    return found
-
-
 def _serve_many(llm, vs, count: int) -> list[dict]:
     """``count`` requests (videos and text), 10 per ``generate``; the stats after each call."""
     from vllm import SamplingParams
@@ -252,7 +244,7 @@ def test_llava_onevision_micro_pair_answers_as_the_target_served_alone(vllm_run)
     assert stats["video_tokens"] == 128 * MICRO_REQUESTS
     assert stats["kept_video_tokens"] == 12 * MICRO_REQUESTS
     metrics = spec["metrics"]
-    assert metrics["num_accepted_tokens"] > 0.2 * metrics["num_draft_tokens"]
+    assert metrics["accepted_tokens"] > 0.2 * metrics["draft_tokens"]
 
 
 @needs_vllm
@@ -301,11 +293,11 @@ def test_an_agreeing_draft_is_accepted_by_vllm(vllm_run):
     rate = {}
     for name in ("blind_copy_whole_video", "blind_copy", "draft_0.9"):
         metrics = vllm_run[name]["metrics"]
-        assert metrics.get("num_drafts", 0) > 0, name
-        rate[name] = metrics["num_accepted_tokens"] / metrics["num_draft_tokens"]
+        assert metrics.get("drafts", 0) > 0, name
+        rate[name] = metrics["accepted_tokens"] / metrics["draft_tokens"]
     assert rate["blind_copy_whole_video"] >= 0.9, rate
     assert rate["blind_copy"] > rate["draft_0.9"], rate
-    assert not vllm_run["target"]["metrics"].get("num_drafts")
+    assert not vllm_run["target"]["metrics"].get("drafts")
 
 
 @needs_vllm
@@ -331,7 +323,7 @@ def test_sampled_requests_are_decoded_by_the_target_alone(vllm_run):
     stats = vllm_run["blind_copy"]["stats_after_draws"]
     assert stats["sampled"] >= DRAWS  # every sampled request, none drafted
     assert stats["proposed_tokens"] == vllm_run["blind_copy"]["stats"]["proposed_tokens"]
-    assert vllm_run["constant"]["metrics"]["num_drafts"] > 0  # the biased run did draft
+    assert vllm_run["constant"]["metrics"]["drafts"] > 0  # the biased run did draft
 
 
 @needs_vllm

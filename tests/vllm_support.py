@@ -174,6 +174,17 @@ def micro_engine(**kwargs):
         del llm
 
 
+def spec_decode_counts(llm) -> dict:
+    """vLLM's speculative-decoding counters so far: ``drafts``, ``draft_tokens``,
+    ``accepted_tokens`` (absent before any draft)."""
+    prefix = "vllm:spec_decode_num_"
+    return {
+        metric.name.removeprefix(prefix): metric.value
+        for metric in llm.get_metrics()
+        if metric.name.startswith(prefix) and hasattr(metric, "value")
+    }
+
+
 def micro_draft() -> str:
     from specvlm.tools.common import EMBEDDED
 

@@ -56,10 +56,8 @@ def _forward(sides: list[Side], feed: list[list[int]], offsets: list[int]) -> to
     longest, width = max(lengths), max(len(f) for f in feed)
     rows = len(sides)
     # inputs, right-padded with each row's last token (never seen, its outputs unused)
-    ids = [
-        side.feedable(f) + [side.feedable(f)[-1]] * (width - len(f))
-        for side, f in zip(sides, feed, strict=True)
-    ]
+    fed = [side.feedable(f) for side, f in zip(sides, feed, strict=True)]
+    ids = [row + [row[-1]] * (width - len(row)) for row in fed]
     embeds = first.embed(torch.tensor(ids, device=first.embed.weight.device)).to(device)
     # positions: each row from its own next position
     steps = torch.arange(width)
