@@ -9,6 +9,7 @@ the loop of :mod:`specvlm.speculation` with both models' attention routed throug
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -63,7 +64,8 @@ def accelerate(
         tree: a :class:`~specvlm.trees.Tree` or a list of top-k rank paths; fixed settings
             default to the default tree (48 nodes, depth 6).
         speculate: ``False``: the target decodes alone (plain decoding, no draft forward);
-            ``True``: always speculate (fixed settings); ``None``: the policy decides.
+            ``True``: always speculate (fixed settings); ``None``: the policy decides. Anything
+            else (``"no"``, ``0``) is refused.
         mass: Stage I share of the total attention mass (``two_stage`` selector), in ``[0, 1]``.
         selector: ``"two_stage"``, ``"attention"``, ``"uniform"``, ``"random"`` or a callable
             ``(scores [Nv], keep, grid) -> indices``.
@@ -145,6 +147,9 @@ class SpeculativeDecoder:
             )
         self.target, self.draft = target, draft
         self._check_vocabularies()
+        self._check_vision_geometry()
+        if speculate is not None and not isinstance(speculate, bool):
+            raise TypeError(f"speculate must be True, False or None, got {speculate!r}")
         self.policy = self._resolve_policy(policy, drop_rate, tree, speculate)
         self.speculate = speculate
         if speculate is False:
@@ -193,7 +198,7 @@ class SpeculativeDecoder:
             speculate=speculate is not False,
             score_video=speculate is not False,
         )
-        self.last_stats: GenerationStats | None = None
+        self._stats = _LastStats()
 
     @staticmethod
     def _resolve_policy(policy, drop_rate, tree, speculate) -> AutoPolicy | None:
@@ -252,6 +257,18 @@ class SpeculativeDecoder:
                 f"vocabulary has only {vocab} tokens"
             )
 
+    def _check_vision_geometry(self) -> None:
+        """The draft must cut a video into the same tokens as the target (pixel patches, merge,
+        frames per token): it is fed the target's processor outputs and its placeholders."""
+        fam = self.family
+        target, draft = fam.vision_geometry(self.target), fam.vision_geometry(self.draft)
+        differ = [f"{k} {target[k]} vs {draft[k]}" for k in target if target[k] != draft.get(k)]
+        if differ:
+            raise ValueError(
+                "target and draft cut videos into different tokens (" + ", ".join(differ) + "); "
+                "the draft must share the target's vision geometry and processor"
+            )
+
     def _check_attention(self, role: str, model) -> None:
         cfg = self.family.text_config(model)
         layer_types = getattr(cfg, "layer_types", None) or []
@@ -276,43 +293,44 @@ class SpeculativeDecoder:
         """
         setup = generation.resolve(self.target, input_ids, generation_config, kwargs)
         run = self._run(setup)
-        self.last_stats = run.stats
+        self._stats.record(run.stats)
         return run.sequence.ids().clone()
 
+    @property
+    def last_stats(self) -> GenerationStats | None:
+        """The :class:`GenerationStats` of this thread's last finished ``generate`` call; in a
+        thread that made none, of the last call any thread finished (None before any)."""
+        return self._stats.get()
+
     def _run(self, setup: GenerationSetup) -> Run:
-        """Choose the settings (the policy), run the loop with both models' attention routed,
-        and put the models back as they were (also on error)."""
+        """Choose the settings (the policy) and run the loop with both models' attention routed
+        (put back as it was afterwards, also on error)."""
         inputs = dict(setup.model_inputs, input_ids=setup.input_ids)
         devices = cuda_devices(self.target, self.draft)
-        snapshots = [(m, self.family.snapshot(m)) for m in (self.target, self.draft)]
         for dev in devices:
             torch.cuda.reset_peak_memory_stats(dev)
         t_start = synchronized_now(devices)
-        try:
-            with (
-                torch.no_grad(),
-                routed_attention(self.family.decoder(self.target)),
-                routed_attention(self.family.decoder(self.draft)),
-            ):
-                choice, calibration = self._choose(setup, inputs)
-                run = Run(
-                    self._settings_for(choice),
-                    self.target,
-                    self.draft,
-                    inputs,
-                    TokenChooser(setup, self.children),
-                    GeneratedSequence(setup),
-                    setup.streamer,
-                    devices,
-                )
-                if choice is not None and choice.speculate:
-                    run.keep_speculating = lambda stats: self.policy.keep_speculating(choice, stats)
-                generate_tokens(run)
-            if run.streamer is not None:
-                run.streamer.end()
-        finally:
-            for model, state in snapshots:
-                self.family.restore(model, state)
+        with (
+            torch.no_grad(),
+            routed_attention(self.family.decoder(self.target)),
+            routed_attention(self.family.decoder(self.draft)),
+        ):
+            choice, calibration = self._choose(setup, inputs)
+            run = Run(
+                self._settings_for(choice),
+                self.target,
+                self.draft,
+                inputs,
+                TokenChooser(setup, self.children),
+                GeneratedSequence(setup),
+                setup.streamer,
+                devices,
+            )
+            if choice is not None and choice.speculate:
+                run.keep_speculating = lambda stats: self.policy.keep_speculating(choice, stats)
+            generate_tokens(run)
+        if run.streamer is not None:
+            run.streamer.end()
         stats = run.stats
         stats.total = synchronized_now(devices) - t_start
         for dev in devices:
@@ -364,6 +382,21 @@ class SpeculativeDecoder:
             stats.reason = "fixed settings" if settings.speculate else "plain decoding requested"
         else:
             stats.predicted_speedup, stats.reason = choice.predicted_speedup, choice.reason
+
+
+class _LastStats:
+    """The stats of the last call, per thread and overall (threads may share a decoder)."""
+
+    def __init__(self):
+        self._local = threading.local()
+        self._latest: GenerationStats | None = None
+
+    def record(self, stats: GenerationStats) -> None:
+        self._local.stats = stats
+        self._latest = stats
+
+    def get(self) -> GenerationStats | None:
+        return getattr(self._local, "stats", None) or self._latest
 
 
 def _as_set(value) -> set[int]:

@@ -7,7 +7,13 @@ duration of a ``with`` block and restores it afterwards (also on error). The nam
 ``AttentionMaskInterface``; ``<base>`` is the model's own implementation (``sdpa``, ``eager``,
 ``flash_attention_2``, ...), which keeps handling every call we do not take over. What a
 forward does is said by the plan set with :func:`attention_plan`, one small frozen dataclass per
-mode:
+mode, held in a context variable: a plan acts only in the thread (context) that set it.
+
+Threads sharing one model: overlapping ``routed_attention`` blocks share one switch (the first
+in switches the config, the last out restores it, exactly once:
+:func:`specvlm.decoder.attention_implementation_set_to`); while it is switched, a forward with no
+plan (another thread's plain ``generate``, a forward outside SpecVLM's steps) runs the model's
+own attention function with the model's own mask, unchanged.
 
 * :class:`BasePlan`: the model's own attention, nothing else.
 * :class:`ScorePlan`: the model's own attention, and on the side the text rows' attention to

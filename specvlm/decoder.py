@@ -19,8 +19,11 @@ lives here and only here:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import inspect
+import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -53,27 +56,45 @@ class DecoderInputs:
 
 
 class _Captured(Exception):
-    pass
+    """Stops the wrapper's forward once the decoder's inputs are recorded."""
+
+
+# The capture in progress in this context: (the decoder it watches, where its inputs go). A hook
+# on a shared decoder acts only for the context that installed it; every other thread's forward
+# (a plain ``generate`` beside ours, another SpecVLM call) passes it untouched.
+_CAPTURE: contextvars.ContextVar[tuple[nn.Module, dict] | None] = contextvars.ContextVar(
+    "specvlm_capture", default=None
+)
+
+
+def _capture_hook(module, args, kwargs=None):
+    # kwargs defaults to None: a forward in another thread that listed this hook just before it
+    # was removed calls it without keywords (its with-kwargs flag is gone with the removal).
+    active = _CAPTURE.get()
+    if active is None or active[0] is not module:
+        return None
+    if args:
+        raise RuntimeError("specvlm expects the text decoder to be called with keywords")
+    active[1].update(kwargs or {})
+    raise _Captured
 
 
 def capture_decoder_inputs(model: nn.Module, decoder: nn.Module, inputs: dict) -> DecoderInputs:
-    """Run ``model(**inputs)`` up to the decoder call and return the decoder's inputs."""
+    """Run ``model(**inputs)`` up to the decoder call and return the decoder's inputs.
+
+    Safe while other threads run the same model: the hook records and stops only this call's
+    forward (:data:`_CAPTURE`)."""
     captured: dict = {}
-
-    def hook(module, args, kwargs):
-        if args:
-            raise RuntimeError("specvlm expects the text decoder to be called with keywords")
-        captured.update(kwargs)
-        raise _Captured
-
     inputs = with_generation_position_ids(model, inputs)
-    handle = decoder.register_forward_pre_hook(hook, with_kwargs=True)
+    token = _CAPTURE.set((decoder, captured))
+    handle = decoder.register_forward_pre_hook(_capture_hook, with_kwargs=True)
     try:
         model(**inputs, use_cache=False)
     except _Captured:
         pass
     finally:
         handle.remove()
+        _CAPTURE.reset(token)
     if "inputs_embeds" not in captured or captured["inputs_embeds"] is None:
         raise RuntimeError(
             f"{type(model).__name__} did not call its text decoder with inputs_embeds; "
@@ -90,7 +111,11 @@ def with_generation_position_ids(model: nn.Module, inputs: dict) -> dict:
     (``_prepare_position_ids_for_generation``) instead of leaving them to the forward; for
     Qwen3-VL inputs without ``mm_token_type_ids`` that gives text positions where a bare forward
     raises. Doing the same keeps the prompt's positions exactly those of ``target.generate``.
-    Older releases, and models whose forward takes no ``position_ids``, are left as they are."""
+    Older releases, and models whose forward takes no ``position_ids``, are left as they are.
+
+    M-RoPE models store the prompt's ``rope_deltas`` on the model as they compute them; that
+    scratch value is put back at once (:func:`_rope_deltas_kept`), so a call leaves the model's
+    state as it found it."""
     prepare = getattr(model, "_prepare_position_ids_for_generation", None)
     if prepare is None or inputs.get("position_ids") is not None:
         return inputs
@@ -99,7 +124,25 @@ def with_generation_position_ids(model: nn.Module, inputs: dict) -> dict:
     input_ids = inputs.get("input_ids")
     if input_ids is None:
         return inputs
-    return dict(inputs, position_ids=prepare(input_ids, dict(inputs)))
+    with _rope_deltas_kept(model):
+        position_ids = prepare(input_ids, dict(inputs))
+    return dict(inputs, position_ids=position_ids)
+
+
+@contextlib.contextmanager
+def _rope_deltas_kept(model: nn.Module) -> Iterator[None]:
+    """Put back the ``rope_deltas`` the block writes on ``model.model`` (Qwen2.5-VL, Qwen3-VL:
+    the M-RoPE offset of the last prompt, which ``generate`` reads back only when it continues
+    from a cache)."""
+    inner = getattr(model, "model", None)
+    if inner is None or not hasattr(inner, "rope_deltas"):
+        yield
+        return
+    before = inner.rope_deltas
+    try:
+        yield
+    finally:
+        inner.rope_deltas = before
 
 
 def cache_argument_name(decoder: nn.Module) -> str:
@@ -140,6 +183,12 @@ def keep_cache_entries(cache, start: int, offsets: list[int]) -> None:
 # -------------------------------------------------------------------------------------------
 # Attention routing: the transformers internals specvlm.attention needs
 # -------------------------------------------------------------------------------------------
+# Decoders switched to a routed implementation (attention_implementation_set_to), and the lock
+# every switch and registration takes.
+_SWITCHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # decoder -> _Switch
+_SWITCHES_LOCK = threading.Lock()
+
+
 def attention_implementation(decoder: nn.Module) -> str:
     """The attention implementation name the decoder runs with (``"sdpa"``, ``"eager"``, ...)."""
     return decoder.config._attn_implementation or "eager"
@@ -163,16 +212,17 @@ def register_attention(name: str, function, mask_like: str) -> None:
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    if name not in ALL_ATTENTION_FUNCTIONS:
-        ALL_ATTENTION_FUNCTIONS.register(name, function)
-    if name not in ALL_MASK_ATTENTION_FUNCTIONS:
-        mask_fn = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(mask_like)
-        if mask_fn is None:
-            raise NotImplementedError(
-                f"attention implementation {mask_like!r} has no attention-mask function in "
-                "transformers; use attn_implementation='sdpa' or 'eager'"
-            )
-        ALL_MASK_ATTENTION_FUNCTIONS.register(name, mask_fn)
+    with _SWITCHES_LOCK:
+        if name not in ALL_MASK_ATTENTION_FUNCTIONS:
+            mask_fn = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(mask_like)
+            if mask_fn is None:
+                raise NotImplementedError(
+                    f"attention implementation {mask_like!r} has no attention-mask function in "
+                    "transformers; use attn_implementation='sdpa' or 'eager'"
+                )
+            ALL_MASK_ATTENTION_FUNCTIONS.register(name, mask_fn)
+        if name not in ALL_ATTENTION_FUNCTIONS:
+            ALL_ATTENTION_FUNCTIONS.register(name, function)
 
 
 def _decoder_configs(decoder: nn.Module) -> list:
@@ -186,19 +236,46 @@ def _decoder_configs(decoder: nn.Module) -> list:
     return list(configs.values())
 
 
+@dataclass
+class _Switch:
+    """A decoder switched to another attention implementation: by how many blocks, to which
+    name, and what each of its configs held before."""
+
+    name: str
+    saved: list  # [(config, implementation before)]
+    holders: int = 0
+
+
 @contextlib.contextmanager
 def attention_implementation_set_to(decoder: nn.Module, name: str) -> Iterator[None]:
-    """Run the decoder's attention layers with implementation ``name`` inside the block; the
-    previous implementation is restored afterwards, also on error."""
-    configs = _decoder_configs(decoder)
-    saved = [cfg._attn_implementation_internal for cfg in configs]
+    """Run the decoder's attention layers with implementation ``name`` inside the block.
+
+    Blocks may overlap (threads sharing one model): the first to enter switches the configs,
+    the last to leave restores what they held before, exactly once, also on error. Overlapping
+    blocks must ask for the same name."""
+    with _SWITCHES_LOCK:
+        switch = _SWITCHES.get(decoder)
+        if switch is None:
+            configs = _decoder_configs(decoder)
+            saved = [(cfg, cfg._attn_implementation_internal) for cfg in configs]
+            switch = _SWITCHES[decoder] = _Switch(name, saved)
+            for cfg in configs:
+                cfg._attn_implementation_internal = name
+        elif switch.name != name:
+            raise RuntimeError(
+                f"the decoder runs attention {switch.name!r} for another call; cannot switch it "
+                f"to {name!r} at the same time"
+            )
+        switch.holders += 1
     try:
-        for cfg in configs:
-            cfg._attn_implementation_internal = name
         yield
     finally:
-        for cfg, impl in zip(configs, saved, strict=True):
-            cfg._attn_implementation_internal = impl
+        with _SWITCHES_LOCK:
+            switch.holders -= 1
+            if switch.holders == 0:
+                del _SWITCHES[decoder]
+                for cfg, impl in switch.saved:
+                    cfg._attn_implementation_internal = impl
 
 
 def decoder_forward(

@@ -34,8 +34,10 @@ every :data:`PROBE_EVERY` calls. The output is never affected: every path is los
 
 from __future__ import annotations
 
+import functools
 import heapq
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -198,9 +200,22 @@ class Choice:
         return self.speculate and self.drop_rate > 0
 
 
+def _locked(method):
+    """The method runs holding the policy's lock (threads share one policy)."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class AutoPolicy:
     """Chooses each call's settings; holds what it has measured and observed (per pair: one
-    policy per :class:`~specvlm.accelerate.SpeculativeDecoder`).
+    policy per :class:`~specvlm.accelerate.SpeculativeDecoder`). Safe to share between threads:
+    choosing (with its calibration), the per-step check and learning from a call each hold the
+    policy's lock, so calls in several threads learn from each other's statistics one at a time.
 
     ``costs``: measured forward costs, ``{(role, device, dtype): ForwardCosts}``; filled on
     demand, or given (tests, or costs measured elsewhere). ``drop_rates``: the candidates.
@@ -211,6 +226,7 @@ class AutoPolicy:
     def __init__(self, drop_rates=DROP_RATES, costs: dict | None = None, learn_timing=True):
         self.drop_rates = tuple(drop_rates)
         self.learn_timing = learn_timing
+        self._lock = threading.RLock()
         self.costs: dict[tuple[str, str, str], ForwardCosts] = dict(costs or {})
         self.acceptance: dict[float, RankAcceptance] = {}
         self.expected_new_tokens: float | None = None
@@ -230,6 +246,7 @@ class AutoPolicy:
         weight = family.lm_head(model).weight
         return role, str(next(family.decoder(model).parameters()).device), str(weight.dtype)
 
+    @_locked
     def calibrate(self, family, target, draft, target_contexts, draft_contexts) -> float:
         """Measure the buckets of these contexts not measured yet; returns the seconds spent."""
         probes = []
@@ -255,6 +272,7 @@ class AutoPolicy:
     # ---------------------------------------------------------------------------------------
     # Choosing
     # ---------------------------------------------------------------------------------------
+    @_locked
     def choose(
         self,
         family,
@@ -365,6 +383,7 @@ class AutoPolicy:
     # ---------------------------------------------------------------------------------------
     # During and after a call
     # ---------------------------------------------------------------------------------------
+    @_locked
     def keep_speculating(self, choice: Choice, stats: GenerationStats) -> bool:
         """After a speculative step: whether the acceptance seen so far still pays."""
         if len(stats.accepted_lengths) < MIN_STEPS:
@@ -374,6 +393,7 @@ class AutoPolicy:
         per_token = choice.step_seconds / tree_tau(choice.tree, rates)
         return per_token <= choice.token_seconds * FALLBACK_MARGIN
 
+    @_locked
     def observe(self, choice: Choice, stats: GenerationStats) -> None:
         """Learn from a finished call: acceptance by rank, tokens per call, how the measured
         forward costs compare with the decode times, the scoring time."""

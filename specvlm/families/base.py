@@ -64,12 +64,10 @@ class Family:
         """Prune family-specific decoder kwargs to the kept sequence positions (bool ``keep``)."""
         return extra
 
-    def snapshot(self, model: nn.Module) -> dict:
-        """Model attributes a forward may change (restored after ``generate``)."""
-        return {}
-
-    def restore(self, model: nn.Module, state: dict) -> None:
-        pass
+    def vision_geometry(self, model: nn.Module) -> dict:
+        """The vision settings that decide how a video becomes tokens (target and draft must
+        agree on them)."""
+        raise NotImplementedError
 
     def video_layout(self, model: nn.Module, input_ids: torch.Tensor, inputs: dict):
         """The :class:`VideoLayout` of a batch-1 prompt, or None without video tokens."""

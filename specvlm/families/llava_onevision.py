@@ -24,6 +24,10 @@ class LlavaOnevisionFamily(Family):
         side = math.ceil((vision.image_size // vision.patch_size) / 2)
         return int(pixels.shape[1]), side, side
 
+    def vision_geometry(self, model):
+        vision = model.config.vision_config
+        return {"image_size": vision.image_size, "patch_size": vision.patch_size}
+
     def num_extra_video_tokens(self) -> int:
         return 1  # the newline token after the frames
 

@@ -44,12 +44,10 @@ class QwenVLFamily(Family):
                 extra["deepstack_visual_embeds"] = [d[kept_visual.to(d.device)] for d in deep]
         return extra
 
-    def snapshot(self, model):
-        return {"rope_deltas": getattr(model.model, "rope_deltas", None)}
-
-    def restore(self, model, state):
-        if hasattr(model.model, "rope_deltas"):
-            model.model.rope_deltas = state["rope_deltas"]
+    def vision_geometry(self, model):
+        vision = model.config.vision_config
+        names = ("patch_size", "temporal_patch_size", "spatial_merge_size")
+        return {name: getattr(vision, name, None) for name in names}
 
 
 QWEN2_5_VL = QwenVLFamily("qwen2_5_vl", "Qwen2.5-VL")
