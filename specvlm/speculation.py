@@ -203,12 +203,14 @@ def kept_positions(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The pruning itself: bool ``[prompt_len]`` (True: the draft sees the position) and the
     kept grid indices (None when nothing is pruned). ``scores``: the target's attention per grid
-    token (zeros where none was measured: Stage II alone then picks the tokens)."""
+    token (zeros where none was measured: Stage II alone then picks the tokens). Scores that are
+    not all finite (a target with NaN or overflowing activations) are not attention: they are
+    treated as unmeasured, which changes what the draft sees, never the output."""
     keep_seq = torch.ones(prompt_len, dtype=torch.bool)
     if layout is None or drop_rate <= 0:
         return keep_seq, None
     keep = selectors.keep_count(layout.num_tokens, drop_rate)
-    if scores is None:
+    if scores is None or not bool(torch.isfinite(scores).all()):
         scores = torch.zeros(layout.num_tokens)
     kept = selectors.run_selector(selector, scores, keep, layout.grid)
     keep_seq[layout.positions] = False
