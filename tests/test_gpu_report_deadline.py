@@ -66,6 +66,40 @@ def test_sigterm_to_the_report_stops_the_step_and_leaves_the_page(tmp_path):
     assert "| env | stopped |" in page.read_text()
 
 
+def _hang_pids(log: Path, began: float) -> list[int]:
+    """The hanging step's pid and its child's, from the line it prints."""
+    while True:
+        lines = log.read_text().splitlines() if log.exists() else []
+        said = [line for line in lines if line.startswith("hanging on purpose")]
+        if said:
+            return [int(p) for p in said[0].split("pids", 1)[1].split()]
+        assert time.monotonic() - began < 20, "the hanging step never started"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_step_dies_with_the_report_even_when_it_is_sigkilled(tmp_path):
+    proc, began = _report(tmp_path, 60.0, "env", ONLY_ENV)
+    step, grandchild = _hang_pids(tmp_path / "env.log", began)
+    proc.kill()
+    proc.wait(timeout=10)
+    try:
+        while _alive(step) and time.monotonic() - began < 20:
+            time.sleep(0.05)
+        assert not _alive(step)
+        assert "| env | running |" in (tmp_path / "REPORT.md").read_text()
+    finally:
+        os.kill(grandchild, signal.SIGKILL)  # the step's own child is not covered
+
+
 def test_run_bounded_stops_a_command_that_ignores_sigterm(tmp_path):
     log = tmp_path / "hang.log"
     began = time.monotonic()

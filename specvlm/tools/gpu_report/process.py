@@ -5,19 +5,33 @@ log file (no pipe that a left-behind grandchild could hold open). At ``seconds -
 whole group gets SIGTERM, then SIGKILL, and past ``seconds`` the runner stops waiting even for
 a process the kernel cannot reap (one stuck in a driver call): the call returns within
 ``seconds`` plus a few milliseconds in every case. Whatever the group left running after a
-normal exit is killed too.
+normal exit is killed too, and on Linux the command (not its own children) gets SIGKILL if
+the report itself dies.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 GRACE = 4.0  # seconds between SIGTERM and the end of the cap, at most
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before ``exec`` (Linux): SIGKILL when the report itself dies, even by a
+    SIGKILL it could not handle, so no step outlives it holding the GPU."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass
@@ -70,6 +84,7 @@ class BoundedRun:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
 
     def finish(self) -> Outcome:

@@ -19,10 +19,10 @@ from specvlm.tools.gpu_report.steps import REPO, SPECS, Context, StepFailed, Ste
 
 HANG_ENV = "SPECVLM_REPORT_HANG"  # test hook: steps (comma-separated) that hang instead of running
 HANG = (  # ignores SIGTERM, and leaves a grandchild holding the log open
-    "import signal, subprocess, sys, time\n"
+    "import os, signal, subprocess, sys, time\n"
     "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3600)'])\n"
-    "print('hanging on purpose (SPECVLM_REPORT_HANG)', flush=True)\n"
+    "kid = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3600)'])\n"
+    "print(f'hanging on purpose (SPECVLM_REPORT_HANG): pids {os.getpid()} {kid.pid}', flush=True)\n"
     "time.sleep(3600)\n"
 )
 NO_CUDA = "no CUDA device here; use --tiny for the CPU run"
