@@ -11,6 +11,7 @@ read ``TRITON_INTERPRET`` once, before the CLI has chosen their backend. ``Tree`
 runner, ``specvlm.tools.gpu_report``, starts its steps within its deadline without it).
 """
 
+import importlib
 import sys
 import types
 
@@ -20,11 +21,10 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    if name in _TREES:
-        from specvlm import trees
-
+    if name in _TREES or name == "trees":
+        trees = importlib.import_module("specvlm.trees")  # binds specvlm.trees too
         globals().update({n: getattr(trees, n) for n in _TREES})
-        return globals()[name]
+        return trees if name == "trees" else globals()[name]
     if name not in ("GenerationStats", "SpeculativeDecoder", "accelerate"):
         raise AttributeError(f"module 'specvlm' has no attribute {name!r}")
     from specvlm.accelerate import GenerationStats, SpeculativeDecoder, accelerate
