@@ -33,13 +33,13 @@ GPU, its driver and the Python, torch, Triton and transformers versions at the t
 
 Time (``budget.py``): one deadline for the whole run, 480 s on a GPU counted from the start of
 ``scripts/gpu_report.sh``; the caps above add up to 440 s, and 10 s are kept for the last page.
-Every step, the Python ones included, runs in a process group of its own, and is stopped
+The report's own process imports neither torch nor pytest and touches no GPU; every step, the
+Python ones included, runs in a process group of its own (and dies with the report), and is stopped
 (SIGTERM, then SIGKILL, then abandoned) when it reaches the smaller of its cap and the time left
 before the deadline; a step with no time left is not started; the pytest steps stop starting
 tests shortly before their cap, so they still write what they measured. ``--tiny`` has its own
 caps, about three times each step's longest time measured on a loaded 2-core machine (620 s in
-all; such a run took 3 minutes, an idle one under 1). ``--budget SECONDS`` sets another total
-(tests).
+all; such a loaded run took about 2 minutes). ``--budget SECONDS`` sets another total (tests).
 
 ``REPORT.md`` is rewritten before and after every step: a step that fails or overruns is
 named at the top with what completed (a partial report), the others still run, and even a kill

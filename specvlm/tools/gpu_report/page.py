@@ -74,7 +74,10 @@ def status_line(records: list[Record]) -> str:
     if not bad:
         return "**Complete**: every step finished within its cap."
     done = ", ".join(r.name for r in records if r.status == "ok") or "none"
-    why = "; ".join(f"`{r.name}` {r.status}: {r.detail[:160]}" for r in bad)
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in bad:  # steps not run for one reason are named together
+        groups.setdefault((r.status, r.detail[:160]), []).append(f"`{r.name}`")
+    why = "; ".join(f"{', '.join(names)} {st}: {dt}" for (st, dt), names in groups.items())
     return f"**Partial report.** {why}. Completed: {done}."
 
 
