@@ -22,14 +22,10 @@ import os
 import platform
 from dataclasses import dataclass
 
-import pytest
 import torch
 
 GRAPH_REPLAYS = 20  # graph replays per timed round, one synchronize at the end
-needs_cuda_graphs = pytest.mark.skipif(
-    not torch.cuda.is_available(),
-    reason="CUDA graphs need a CUDA device: the graph-replay regime is timed on GPUs only",
-)
+NO_CUDA_GRAPHS = "CUDA graphs need a CUDA device: the graph-replay regime is timed on GPUs only"
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,10 @@ import torch
 from _common import (
     GRAPH_REPLAYS,
     MODELS,
+    NO_CUDA_GRAPHS,
     bench_device,
     graph_replayer,
-    needs_cuda_graphs,
+    on_gpu,
     pick_shapes,
     record_metrics,
     synchronized,
@@ -140,7 +141,7 @@ def test_bench_select_triton(benchmark, shape):
     )
 
 
-@needs_cuda_graphs
+@pytest.mark.skipif(not on_gpu(), reason=NO_CUDA_GRAPHS)
 @pytest.mark.parametrize("shape", SELECT_SHAPES, ids=_select_id)
 def test_bench_select_graph(benchmark, shape):
     device = bench_device()
@@ -188,7 +189,7 @@ def test_bench_prune_triton(benchmark, shape):
     )
 
 
-@needs_cuda_graphs
+@pytest.mark.skipif(not on_gpu(), reason=NO_CUDA_GRAPHS)
 @pytest.mark.parametrize("shape", PRUNE_SHAPES, ids=_prune_id)
 def test_bench_prune_graph(benchmark, shape):
     device = bench_device()

@@ -26,10 +26,11 @@ import torch
 from _common import (
     GRAPH_REPLAYS,
     MODELS,
+    NO_CUDA_GRAPHS,
     REPORT_MODELS,
     bench_device,
     graph_replayer,
-    needs_cuda_graphs,
+    on_gpu,
     pick_shapes,
     record_metrics,
     synchronized,
@@ -175,7 +176,7 @@ def test_bench_tree_attention_sdpa(benchmark, shape):
     record_metrics(benchmark, device=device, **_metrics(shape), **_info(shape), impl="sdpa")
 
 
-@needs_cuda_graphs
+@pytest.mark.skipif(not on_gpu(), reason=NO_CUDA_GRAPHS)
 @pytest.mark.parametrize("impl", ["triton", "static"])
 @pytest.mark.parametrize("shape", GRAPH_SHAPES, ids=_shape_id)
 def test_bench_tree_attention_graph(benchmark, shape, impl):
