@@ -6,6 +6,14 @@ Each bench module keeps three shape lists: ``GPU_SHAPES`` (the full sweep), ``RE
 (the models of :data:`REPORT_MODELS` at a few sizes: what ``scripts/gpu_report.sh`` times in
 its budget) and ``CPU_SHAPES``; ``SPECVLM_BENCH_SHAPES=report`` picks the report set on CUDA.
 ``bench/compile_check.py`` compiles every launch of the GPU shapes of :data:`REPORT_MODELS`.
+
+Two timing regimes (``extra_info["regime"]``): ``eager``, the public call from Python with a
+synchronize after each call (what every bench times), and ``graph``, the same call captured once
+in a CUDA graph and replayed :data:`GRAPH_REPLAYS` times back to back before one synchronize
+(``median_us`` is per replay). The graph rows exist for the launch-bound ops (selection and
+prune: 9-11 launches; tree attention at N = 1), whose eager time is mostly host launches;
+``bench/roofline.py`` has an expectation for each regime. Without CUDA there are no graphs: the
+graph rows are skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +23,9 @@ import platform
 from dataclasses import dataclass
 
 import torch
+
+GRAPH_REPLAYS = 20  # graph replays per timed round, one synchronize at the end
+NO_CUDA_GRAPHS = "CUDA graphs need a CUDA device: the graph-replay regime is timed on GPUs only"
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,30 @@ def synchronized(fn, device: torch.device):
     return run
 
 
+def graph_replayer(fn, device: torch.device, replays: int = GRAPH_REPLAYS):
+    """``fn`` (launches only: no host sync) captured once in a CUDA graph, after two warm-up
+    calls on a side stream (compilation, cached launch state); returns a callable that replays
+    the graph ``replays`` times back to back and synchronizes: its time over ``replays`` is one
+    call in the graph-replay regime."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+
+    def replay():
+        for _ in range(replays):
+            graph.replay()
+        torch.cuda.synchronize(device)
+
+    replay.graph = graph  # kept alive with the callable
+    return replay
+
+
 def median_seconds(benchmark) -> float | None:
     stats = getattr(benchmark, "stats", None)
     if stats is None:  # --benchmark-disable
@@ -104,8 +139,18 @@ def median_seconds(benchmark) -> float | None:
     return float(stats.stats.median)
 
 
-def record_metrics(benchmark, *, device, flops: float, bytes_moved: float, **info) -> None:
-    """Store shapes/versions and the derived rates of the last timed run in ``extra_info``."""
+def record_metrics(
+    benchmark,
+    *,
+    device,
+    flops: float,
+    bytes_moved: float,
+    regime: str = "eager",
+    calls: int = 1,
+    **info,
+) -> None:
+    """Store shapes/versions and the derived rates of the last timed run in ``extra_info``;
+    ``calls``: calls per timed round (graph replays), ``median_us`` is per call."""
     import triton
 
     extra = benchmark.extra_info
@@ -116,10 +161,13 @@ def record_metrics(benchmark, *, device, flops: float, bytes_moved: float, **inf
         triton=triton.__version__,
         flops=flops,
         bytes=bytes_moved,
+        regime=regime,
+        calls_per_round=calls,
     )
     seconds = median_seconds(benchmark)
     if seconds is None or seconds <= 0:
         return
+    seconds /= calls
     extra["median_us"] = seconds * 1e6
     extra["gbs"] = bytes_moved / seconds / 1e9
     extra["tflops"] = flops / seconds / 1e12

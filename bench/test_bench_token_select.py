@@ -12,7 +12,10 @@ CPU (Triton interpreter): two tiny smoke shapes.
     PYTHONPATH=. python -m pytest bench/test_bench_token_select.py --benchmark-json=select.json
 
 The Triton side is the public function (shape and dtype validation on the host, no value check
-and no device sync on CUDA, then the selection launches and, for prune, one gather launch).
+and no device sync on CUDA, then the selection launches and, for prune, one gather launch),
+timed in both regimes of ``_common``: eager calls (``..._triton``) and, on CUDA, replays of the
+call captured in a CUDA graph (``..._graph``): with 9-11 short launches the eager time is
+mostly Python issuing them.
 The eager side is ``select_video_tokens_ref`` / ``prune_video_tokens_ref``: fp64 sort +
 cumsum + scatter + index (+ ``gather``), as a PyTorch user would write it.
 
@@ -28,7 +31,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _common import MODELS, bench_device, pick_shapes, record_metrics, synchronized
+from _common import (
+    GRAPH_REPLAYS,
+    MODELS,
+    NO_CUDA_GRAPHS,
+    bench_device,
+    graph_replayer,
+    on_gpu,
+    pick_shapes,
+    record_metrics,
+    synchronized,
+)
 
 from specvlm_kernels import prune_video_tokens, select_video_tokens
 from specvlm_kernels.reference import prune_video_tokens_ref, select_video_tokens_ref
@@ -128,6 +141,26 @@ def test_bench_select_triton(benchmark, shape):
     )
 
 
+@pytest.mark.skipif(not on_gpu(), reason=NO_CUDA_GRAPHS)
+@pytest.mark.parametrize("shape", SELECT_SHAPES, ids=_select_id)
+def test_bench_select_graph(benchmark, shape):
+    device = bench_device()
+    scores, keep, grid, bytes_moved, info = _select_case(shape, device)
+    benchmark.group = f"select-{_select_id(shape)}"
+    call = lambda: select_video_tokens(scores, keep, mass=MASS, grid=grid)
+    benchmark(graph_replayer(call, device))
+    record_metrics(
+        benchmark,
+        device=device,
+        flops=0.0,
+        bytes_moved=bytes_moved,
+        **info,
+        impl="triton",
+        regime="graph",
+        calls=GRAPH_REPLAYS,
+    )
+
+
 @pytest.mark.parametrize("shape", SELECT_SHAPES, ids=_select_id)
 def test_bench_select_eager(benchmark, shape):
     device = bench_device()
@@ -153,6 +186,26 @@ def test_bench_prune_triton(benchmark, shape):
     assert kept.shape == (1, keep, feats.shape[-1])
     record_metrics(
         benchmark, device=device, flops=0.0, bytes_moved=bytes_moved, **info, impl="triton"
+    )
+
+
+@pytest.mark.skipif(not on_gpu(), reason=NO_CUDA_GRAPHS)
+@pytest.mark.parametrize("shape", PRUNE_SHAPES, ids=_prune_id)
+def test_bench_prune_graph(benchmark, shape):
+    device = bench_device()
+    feats, scores, keep, grid, bytes_moved, info = _prune_case(shape, device)
+    benchmark.group = f"prune-{_prune_id(shape)}"
+    call = lambda: prune_video_tokens(feats, scores, keep, mass=MASS, grid=grid)
+    benchmark(graph_replayer(call, device))
+    record_metrics(
+        benchmark,
+        device=device,
+        flops=0.0,
+        bytes_moved=bytes_moved,
+        **info,
+        impl="triton",
+        regime="graph",
+        calls=GRAPH_REPLAYS,
     )
 
 

@@ -2,9 +2,13 @@
 
 CUDA: the attention-layer shapes of the models in ``_common.MODELS`` (llava-ov-0.5b/7b/72b,
 qwen2.5-vl-3b/7b/32b, qwen3-vl-8b), batch 1, prefix lengths L in 2k/8k/32k/64k keys, tree sizes N
-in 1/8/26/48/64, fp16 and bf16 (report set: qwen2.5-vl-7b/3b and llava-ov-72b, 4k/32k/64k,
+in 1/8/26/48/64, fp16 and bf16 (report set: qwen2.5-vl-7b/3b and llava-ov-72b, 8k/32k/64k,
 N 1/8/48, bf16). ``static``: the graph-capturable call (``lengths`` read on the device, K/V in a
 static 64k buffer). CPU (Triton interpreter): two tiny smoke shapes.
+
+Regimes (``_common``): every call is timed eagerly; at N = 1 (decode: two short launches, so
+the eager time is mostly Python launching them) the plain and the static call are also timed as
+replays of a CUDA graph (``..._graph``, CUDA only).
 
     PYTHONPATH=. python -m pytest bench/test_bench_tree_attention.py --benchmark-json=tree.json
 
@@ -19,7 +23,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _common import MODELS, REPORT_MODELS, bench_device, pick_shapes, record_metrics, synchronized
+from _common import (
+    GRAPH_REPLAYS,
+    MODELS,
+    NO_CUDA_GRAPHS,
+    REPORT_MODELS,
+    bench_device,
+    graph_replayer,
+    on_gpu,
+    pick_shapes,
+    record_metrics,
+    synchronized,
+)
 
 from specvlm_kernels.tree_attention import tree_attention
 
@@ -47,7 +62,7 @@ GPU_SHAPES = [
 REPORT_SHAPES = [
     (m, MODELS[m].heads, MODELS[m].kv_heads, MODELS[m].head_dim, length, n, torch.bfloat16)
     for m in REPORT_MODELS
-    for length in (4096, 32768, 65536)
+    for length in (8192, 32768, 65536)
     for n in (1, 8, 48)
 ]
 CPU_SHAPES = [  # interpreter smoke shapes
@@ -55,6 +70,7 @@ CPU_SHAPES = [  # interpreter smoke shapes
     ("smoke-decode", 2, 1, 32, 100, 1, torch.float32),
 ]
 SHAPES = pick_shapes(GPU_SHAPES, REPORT_SHAPES, CPU_SHAPES)
+GRAPH_SHAPES = [s for s in SHAPES if s[5] == 1]  # decode: launch-bound when eager
 
 
 def _shape_id(shape) -> str:
@@ -158,3 +174,22 @@ def test_bench_tree_attention_sdpa(benchmark, shape):
     benchmark(fn)
     assert out.shape == q.shape
     record_metrics(benchmark, device=device, **_metrics(shape), **_info(shape), impl="sdpa")
+
+
+@pytest.mark.skipif(not on_gpu(), reason=NO_CUDA_GRAPHS)
+@pytest.mark.parametrize("impl", ["triton", "static"])
+@pytest.mark.parametrize("shape", GRAPH_SHAPES, ids=_shape_id)
+def test_bench_tree_attention_graph(benchmark, shape, impl):
+    """The plain and the static call at N = 1, captured in a CUDA graph and replayed."""
+    device = bench_device()
+    if impl == "static":
+        q, k, v, mask = _inputs(shape, device, max(STATIC_BUFFER, shape[4]))
+        lengths = torch.full((1,), shape[4], dtype=torch.int32, device=device)
+        call = lambda: tree_attention(q, k, v, mask, lengths=lengths)
+    else:
+        q, k, v, mask = _inputs(shape, device)
+        call = lambda: tree_attention(q, k, v, mask)
+    benchmark.group = f"tree_attention-{_shape_id(shape)}"
+    benchmark(graph_replayer(call, device))
+    info = dict(_info(shape), impl=impl, regime="graph", calls=GRAPH_REPLAYS)
+    record_metrics(benchmark, device=device, **_metrics(shape), **info)

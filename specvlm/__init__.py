@@ -6,19 +6,25 @@ output. The kernels it uses live in :mod:`specvlm_kernels`.
 
 ``accelerate``, ``SpeculativeDecoder`` and ``GenerationStats`` are loaded on first use (PEP 562):
 importing a submodule such as ``specvlm.tools.cli`` must not define the Triton kernels, which
-read ``TRITON_INTERPRET`` once, before the CLI has chosen their backend.
+read ``TRITON_INTERPRET`` once, before the CLI has chosen their backend. ``Tree``, ``chain`` and
+``default_tree`` are too, so importing the package does not import torch (the GPU report's
+runner, ``specvlm.tools.gpu_report``, starts its steps within its deadline without it).
 """
 
+import importlib
 import sys
 import types
 
-from specvlm.trees import Tree, chain, default_tree
-
+_TREES = ("Tree", "chain", "default_tree")
 __all__ = ["GenerationStats", "SpeculativeDecoder", "Tree", "accelerate", "chain", "default_tree"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
+    if name in _TREES or name == "trees":
+        trees = importlib.import_module("specvlm.trees")  # binds specvlm.trees too
+        globals().update({n: getattr(trees, n) for n in _TREES})
+        return trees if name == "trees" else globals()[name]
     if name not in ("GenerationStats", "SpeculativeDecoder", "accelerate"):
         raise AttributeError(f"module 'specvlm' has no attribute {name!r}")
     from specvlm.accelerate import GenerationStats, SpeculativeDecoder, accelerate
