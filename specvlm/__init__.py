@@ -4,21 +4,26 @@
 (LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL); its ``generate`` returns exactly the target's greedy
 output. The kernels it uses live in :mod:`specvlm_kernels`.
 
-``accelerate``, ``SpeculativeDecoder`` and ``GenerationStats`` are loaded on first use (PEP 562):
-importing a submodule such as ``specvlm.tools.cli`` must not define the Triton kernels, which
-read ``TRITON_INTERPRET`` once, before the CLI has chosen their backend.
+Every public name is loaded on first use (PEP 562): importing a submodule such as
+``specvlm.tools.cli`` must not define the Triton kernels, which read ``TRITON_INTERPRET`` once,
+before the CLI has chosen their backend; nor import torch, so that the CLI refuses a wrong
+argument before torch loads (``Tree``, ``chain`` and ``default_tree`` come from
+:mod:`specvlm.trees`, which imports torch).
 """
 
 import sys
 import types
-
-from specvlm.trees import Tree, chain, default_tree
 
 __all__ = ["GenerationStats", "SpeculativeDecoder", "Tree", "accelerate", "chain", "default_tree"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
+    if name in ("Tree", "chain", "default_tree"):
+        from specvlm.trees import Tree, chain, default_tree
+
+        globals().update(Tree=Tree, chain=chain, default_tree=default_tree)
+        return globals()[name]
     if name not in ("GenerationStats", "SpeculativeDecoder", "accelerate"):
         raise AttributeError(f"module 'specvlm' has no attribute {name!r}")
     from specvlm.accelerate import GenerationStats, SpeculativeDecoder, accelerate

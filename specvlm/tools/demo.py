@@ -28,25 +28,21 @@ from transformers import AutoConfig
 import specvlm
 from specvlm.devices import cuda_devices
 from specvlm.micro.data import held_out_clip
-from specvlm.selectors import NAMES
 from specvlm.stats import GenerationStats
+from specvlm.tools.arguments import check_demo_args
 from specvlm.tools.common import (
     ToolError,
-    check_output_file,
     checkpoint_pair,
     describe_sampling,
     inputs_to,
     load_pair,
     per_token_speedup,
-    require_matplotlib,
-    sampling_options,
 )
 from specvlm.tools.comparison import naive_decoder
 from specvlm.tools.timing import time_alternately
-from specvlm.tools.video_input import VideoPrompter, check_video_path, read_video
+from specvlm.tools.video_input import VideoPrompter, read_video
 from specvlm.trees import tree_of_size
 
-FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 STEPS = 5
 
 
@@ -65,56 +61,18 @@ def _progress(step: int, what: str) -> None:
     print(f"[{step}/{STEPS}] {what}", file=sys.stderr, flush=True)
 
 
-def check_args(args) -> dict | None:
-    """Every check that needs no model, in one place (:class:`ToolError` on the first failure);
-    returns the sampling options (None: greedy)."""
-    if args.selector not in NAMES:
-        raise ToolError(f"unknown selector {args.selector!r}; choose one of {', '.join(NAMES)}")
-    if not 0.0 <= args.drop_rate < 1.0:
-        raise ToolError(f"--drop-rate must be in [0, 1), got {args.drop_rate}")
-    if args.max_new_tokens < 1:
-        raise ToolError("--max-new-tokens must be >= 1")
-    if args.repeats < 1:
-        raise ToolError("--repeats must be >= 1")
-    if args.frames < 1:
-        raise ToolError("--frames must be >= 1")
-    if args.tree_size is not None and not 1 <= args.tree_size <= 256:
-        raise ToolError("--tree-size must be in [1, 256]")
-    if args.clip is not None:
-        if args.video is not None:
-            raise ToolError("--clip picks a generated clip: it does nothing with --video")
-        if args.clip < 0:
-            raise ToolError("--clip must be >= 0")
-    sampling = sampling_options(args)
-    if args.seed is not None:
-        if args.seed < 0:
-            raise ToolError("--seed must be >= 0")
-        if sampling is None and args.selector != "random":
-            raise ToolError(
-                "--seed seeds sampling (--temperature/--top-p/--top-k) and the random "
-                "selector: it does nothing in greedy decoding with --selector "
-                f"{args.selector}"
-            )
-    if args.json is not None:
-        check_output_file(args.json, "--json")
-    if args.save_viz is not None:
-        check_output_file(args.save_viz, "--save-viz", FIGURE_SUFFIXES)
-        require_matplotlib("--save-viz")
-    if args.video is not None:
-        check_video_path(args.video)
-    return sampling
-
-
-def run(args) -> DemoResult:
+def run(args, frames: np.ndarray | None = None) -> DemoResult:
     """Run the demo: checks, the clip, the models, the timed runs; returns the result (printed
     and written by :func:`main`). :class:`~specvlm.tools.common.ToolError` for a bad argument
-    or input, always before a model loads."""
-    sampling = check_args(args)
+    or input, always before a model loads. ``frames``: ``--video``'s frames when the caller
+    has read them already (the CLI reads them with its checks, before torch loads)."""
+    sampling = check_demo_args(args)
     target_dir, draft_dir, device = checkpoint_pair(args)
     seed = args.seed or 0
 
     if args.video:  # read before anything is printed: a bad video is the only output
-        frames = read_video(args.video, args.frames)
+        if frames is None:
+            frames = read_video(args.video, args.frames)
         source = f"read {args.frames} frames of {args.video}"
     else:
         clip = args.clip or 0
@@ -363,10 +321,11 @@ def write_outputs(args, result: DemoResult) -> list[str]:
     return written
 
 
-def main(args) -> int:
+def main(args, frames: np.ndarray | None = None) -> int:
+    """``specvlm demo``; ``frames``: ``--video``'s frames if already read (see :func:`run`)."""
     start = time.perf_counter()
     try:
-        result = run(args)
+        result = run(args, frames)
     except ToolError as err:
         print(f"specvlm demo: error: {err}", file=sys.stderr)
         return 2

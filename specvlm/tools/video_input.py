@@ -10,6 +10,9 @@ tokenizer's chat template (loaded with ``AutoTokenizer``), ``<video>`` expanded 
 ``frames x ceil(P/2)^2 + 1`` tokens, and the saved video-processor settings (size, rescale,
 normalize) applied to the frames; frames of another size are resized (bilinear, antialiased) to
 the processor's size.
+
+torch is imported only where the pixels are made: :func:`read_video` (numpy and PyAV) runs
+among the CLI's argument checks, before torch loads.
 """
 
 from __future__ import annotations
@@ -18,15 +21,14 @@ import importlib.util
 import json
 import math
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from specvlm.tools.common import ToolError
+from specvlm.tools.common import InputError, check_video_path
 
-
-class InputError(ToolError):
-    """Bad user input (unreadable video, unsupported checkpoint): one line, no traceback."""
+if TYPE_CHECKING:
+    import torch
 
 
 def sample_frames(video: np.ndarray, count: int) -> np.ndarray:
@@ -38,21 +40,6 @@ def frame_indices(total: int, count: int) -> np.ndarray:
     """The indices of ``count`` frames spread evenly over ``total`` frames, first and last
     included (repeated when ``total < count``)."""
     return np.linspace(0, total - 1, count).round().astype(int)
-
-
-def check_video_path(path: str) -> None:
-    """:class:`InputError` unless ``path`` is a readable file and PyAV is installed: the checks
-    that need no decoding."""
-    if os.path.isdir(path):
-        raise InputError(f"{path} is a directory, not a video file")
-    if not os.path.exists(path):
-        raise InputError(f"video file not found: {path}")
-    if not os.path.isfile(path):
-        raise InputError(f"{path} is not a regular file")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"video file {path} is not readable (permission denied)")
-    if importlib.util.find_spec("av") is None:
-        raise InputError('reading a video file needs PyAV: pip install "specvlm[demo]" (or av)')
 
 
 def _one_line(err: BaseException) -> str:
@@ -225,6 +212,8 @@ class VideoPrompter:
         }
 
     def _pixels(self, frames: np.ndarray) -> torch.Tensor:
+        import torch
+
         cfg = self.video_cfg
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # uint8 TCHW
         size = cfg.get("size") or {}
