@@ -4,11 +4,12 @@
 (LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL); its ``generate`` returns exactly the target's greedy
 output. The kernels it uses live in :mod:`specvlm_kernels`.
 
-``accelerate``, ``SpeculativeDecoder`` and ``GenerationStats`` are loaded on first use (PEP 562):
-importing a submodule such as ``specvlm.tools.cli`` must not define the Triton kernels, which
-read ``TRITON_INTERPRET`` once, before the CLI has chosen their backend. ``Tree``, ``chain`` and
-``default_tree`` are too, so importing the package does not import torch (the GPU report's
-runner, ``specvlm.tools.gpu_report``, starts its steps within its deadline without it).
+Every public name is loaded on first use (PEP 562): importing a submodule such as
+``specvlm.tools.cli`` must not define the Triton kernels, which read ``TRITON_INTERPRET`` once,
+before the CLI has chosen their backend; nor import torch, so that the CLI refuses a wrong
+argument before torch loads and the GPU report's runner (``specvlm.tools.gpu_report``) starts
+its steps within its deadline (``Tree``, ``chain`` and ``default_tree`` come from
+:mod:`specvlm.trees`, which imports torch).
 """
 
 import importlib

@@ -374,6 +374,44 @@ def test_the_multiprocess_engine_serves_the_same_tokens(vllm_run):
 
 
 @needs_vllm
+def test_videos_of_another_size_are_resized_before_the_engine():
+    """The micro pair's processor resizes frames to its 64x64 (bicubic, antialiased; in torch
+    here, without torchvision) in vLLM's input processing, before the engine: a 128x128 and a
+    48x80 video are answered exactly as their 64x64 resizes are, the SpecVLM draft scores every
+    video, and the engine serves on. (With ``do_resize`` false they reached the vision tower at
+    their own size: a shape error inside the engine step, which left the engine unusable.)"""
+    import numpy as np
+    import torch
+    from vllm import SamplingParams
+
+    from specvlm.tools.video_input import resize_video
+    from tests import vllm_support as vs
+
+    def resized(video, height, width, resample=3):
+        frames = torch.from_numpy(video).permute(0, 3, 1, 2).contiguous()
+        return resize_video(frames, height, width, resample).permute(0, 2, 3, 1).numpy()
+
+    ((request, _),) = vs.micro_requests(1)
+    video = request["multi_modal_data"]["video"]
+    big = np.repeat(np.repeat(video, 2, axis=1), 2, axis=2)  # 128x128
+    wide = resized(video, 48, 80, resample=2)  # 48x80
+    videos = [big, resized(big, 64, 64), wide, resized(wide, 64, 64), video]
+    requests = [dict(request, multi_modal_data={"video": v}) for v in videos]
+    answer = SamplingParams(max_tokens=16, temperature=0.0)
+    with vs.micro_engine(**engine_args(draft=vs.micro_draft(), num_speculative_tokens=4)) as llm:
+        outs = llm.generate(requests, answer, use_tqdm=False)
+        tokens = [list(o.outputs[0].token_ids) for o in outs]
+        stats = llm.collective_rpc("specvlm_stats")[0]
+        after = llm.generate([request], answer, use_tqdm=False)[0].outputs[0].token_ids
+    del llm
+    gc.collect()
+    assert tokens[0] == tokens[1] and tokens[2] == tokens[3] and all(tokens)
+    assert stats["scored"] == stats["with_video"] == len(videos)
+    assert stats["video_tokens"] == 128 * len(videos)
+    assert list(after) == tokens[4]  # the engine still serves
+
+
+@needs_vllm
 def test_the_printed_flags_parse_as_vllm_serve_flags(capsys):
     """`specvlm vllm-args` output, split as a shell does, through vLLM's own serve parser: the
     engine arguments are those of engine_args."""

@@ -15,11 +15,10 @@ machine has no torchvision: PyPI's wheels do not load beside the CPU torch 2.13 
   objects that raise ImportError.  The real class is importable from
   ``transformers.models.llava_onevision.video_processing_llava_onevision`` and constructs.
 * Its preprocessing runs without torchvision iff no torchvision op is reached:
-  ``do_convert_rgb=False`` (tvF.grayscale_to_rgb), ``do_resize=False`` (tvF.resize; frames must
-  already be frame_size x frame_size), ``do_center_crop`` off, ``do_normalize=False``
-  (tvF.normalize); ``do_rescale=True`` is plain ``x * (1/255)``.  So pixel values are in
-  [0, 1] (the micro models are trained on exactly that; with torchvision installed the same
-  code path runs, so the numbers should be the same: not verifiable here).
+  ``do_convert_rgb=False`` (tvF.grayscale_to_rgb), ``do_resize`` (tvF.resize: see RESIZE),
+  ``do_center_crop`` off, ``do_normalize=False`` (tvF.normalize); ``do_rescale=True`` is plain
+  ``x * (1/255)``.  So pixel values are in [0, 1] (the micro models are trained on exactly
+  that; with torchvision installed the same code path runs).
 * ``LlavaOnevisionProcessor(...)`` itself cannot be constructed without torchvision, whatever
   video processor is passed (even None): the argument class check looks up
   ``transformers.VideoProcessorMixin`` (5.24: not exported, then the dummy
@@ -33,8 +32,9 @@ machine has no torchvision: PyPI's wheels do not load beside the CPU torch 2.13 
 * Workaround (:func:`torchvision_stand_ins`, a context manager used by the build helpers here,
   never by the library at run time): for the duration of the block, put the real
   ``VideoProcessorMixin`` / ``BaseVideoProcessor`` / ``LlavaOnevisionVideoProcessor`` classes on
-  the top-level ``transformers`` module in place of the dummies, and register the real video
-  processor class for ``LlavaOnevisionConfig`` with ``AutoVideoProcessor.register``; all of it
+  the top-level ``transformers`` module in place of the dummies (the video processor: the real
+  class with its resize done in torch, see RESIZE), and register that video processor class
+  for ``LlavaOnevisionConfig`` with ``AutoVideoProcessor.register``; all of it
   is undone on exit. Nothing happens when torchvision is importable.  Inside it, in both 5.17
   and 5.24: the processor constructs, saves, and
   ``AutoProcessor.from_pretrained(path)`` reloads it (tokenizer: TokenizersBackend; image
@@ -43,6 +43,16 @@ machine has no torchvision: PyPI's wheels do not load beside the CPU torch 2.13 
   saved files are a plain LLaVA-OneVision processor checkpoint (processor_config.json names
   LlavaOnevisionImageProcessor / LlavaOnevisionVideoProcessor), so with torchvision installed
   they should load without specvlm (not verifiable here).
+* RESIZE.  The saved settings once had ``do_resize=False`` (no torchvision op): a video of
+  another size (128x128, 48x80) then went through unchanged, with as many ``<video>`` tokens as
+  a 64x64 one, and failed inside the model (a shape error in the vision tower; served by vLLM,
+  in the engine, which it left unusable).  Now ``do_resize=True`` (``resample`` 3, bicubic,
+  antialiased; the stock processor's defaults): with torchvision the stock class resizes; without
+  it, the class the stand-ins give (:func:`_torch_resize_class`) resizes in torch
+  (``specvlm.tools.video_input.resize_video``), identical to torchvision 0.28's resize on 193
+  cases (sizes, uint8 and float, nearest / bilinear / bicubic; checked with torchvision's
+  Python code, its C++ ops unloaded).  Frames of 64x64 come back unchanged, so the pair's
+  answers on its own clips are the same as before.
 * Output for an 8-frame 64x64 uint8 video with vision image_size 64, patch_size 8
   (num_image_tokens = (64/8)**2 = 64, vision_feature_select_strategy "full"):
   ``pixel_values_videos`` float32 [1, 8, 3, 64, 64] (batch, frames, C, H, W) in [0, 1];
@@ -67,10 +77,11 @@ from specvlm.micro.tokenizer import CHAT_TEMPLATE, build_tokenizer
 FRAME_SIZE = 64
 PATCH_SIZE = 8
 
-# The video / image processor settings that avoid every torchvision op (see FINDINGS).
+# The video / image processor settings that avoid every torchvision op but the resize (see
+# FINDINGS and RESIZE).
 VIDEO_PROCESSOR_SETTINGS = dict(
     do_convert_rgb=False,
-    do_resize=False,
+    do_resize=True,
     do_center_crop=False,
     do_rescale=True,
     rescale_factor=1 / 255,
@@ -84,6 +95,8 @@ def torchvision_available() -> bool:
 
 
 def _real_video_classes():
+    """The real (not dummy) video processor classes; without torchvision, the LLaVA-OneVision
+    one is :func:`_torch_resize_class` of it (its resize done in torch)."""
     # import_module, not `from transformers... import module`: the lazy parent modules hand out
     # dummies for submodules whose backends (torchvision) are missing.
     vpu = importlib.import_module("transformers.video_processing_utils")
@@ -91,11 +104,38 @@ def _real_video_classes():
         "transformers.models.llava_onevision.video_processing_llava_onevision"
     )
 
-    classes = {"LlavaOnevisionVideoProcessor": vmod.LlavaOnevisionVideoProcessor}
+    video_cls = vmod.LlavaOnevisionVideoProcessor
+    if not torchvision_available():
+        video_cls = _torch_resize_class(video_cls)
+    classes = {"LlavaOnevisionVideoProcessor": video_cls}
     for name in ("BaseVideoProcessor", "VideoProcessorMixin"):
         if hasattr(vpu, name):
             classes[name] = getattr(vpu, name)
     return classes
+
+
+_TORCH_RESIZE_CLASSES: dict[type, type] = {}
+
+
+def _torch_resize_class(stock: type) -> type:
+    """``stock`` (transformers' LlavaOnevisionVideoProcessor) with ``resize``, its one
+    torchvision op on the way of the micro pair's settings, done in torch by
+    :func:`specvlm.tools.video_input.resize_video` (the same pixels as torchvision's resize).
+    Same class name, so a saved processor still names the stock class. One class per
+    ``stock``, so that the processor classes compare equal across loads."""
+    if stock not in _TORCH_RESIZE_CLASSES:
+
+        def resize(self, image, size, resample=None, antialias=True, **kwargs):
+            from specvlm.tools.video_input import resize_video
+
+            if not (size.height and size.width):
+                raise ValueError(f"the micro video processor resizes to height x width, got {size}")
+            code = 2 if resample is None else resample  # transformers' default: bilinear
+            return resize_video(image, size.height, size.width, code, antialias=antialias)
+
+        namespace = {"resize": resize, "__module__": __name__, "__qualname__": stock.__name__}
+        _TORCH_RESIZE_CLASSES[stock] = type(stock.__name__, (stock,), namespace)
+    return _TORCH_RESIZE_CLASSES[stock]
 
 
 @contextlib.contextmanager
@@ -104,8 +144,9 @@ def torchvision_stand_ins() -> Iterator[None]:
     when torchvision is missing; everything is put back on exit (nothing happens when torchvision
     is installed).
 
-    Scope: only the build-time helpers here (training script, processor tests) use it, to write
-    and check a *standard* processor checkpoint. The library itself never does: ``specvlm demo``
+    Scope: only the build-time helpers here (training script, processor tests) and the vLLM
+    tests' plugin (tests/vllm_test_plugin) use it, to write, check and serve a *standard*
+    processor checkpoint. The library itself never does: ``specvlm demo``
     builds video inputs from the saved settings (:mod:`specvlm.tools.video_input`) without touching
     transformers.
     """

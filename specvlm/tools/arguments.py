@@ -1,18 +1,31 @@
-"""The options of every ``specvlm`` command.
+"""The options of every ``specvlm`` command, and the checks of their values.
 
 Kept apart from the commands themselves so that the CLI can build its parser without importing
 them: ``demo``, ``bench`` and ``selfcheck`` define the Triton kernels when imported, and the CLI
-chooses their backend (``TRITON_INTERPRET`` on a CPU) first.
+chooses their backend (``TRITON_INTERPRET`` on a CPU) first. The checks (``check_*_args``)
+import neither torch nor transformers either: the CLI refuses a wrong value with them before
+any heavy import (the commands run them again, for callers of their ``main``).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from specvlm.tools.common import METHODS
+from specvlm.names import SELECTORS
+from specvlm.tools.common import (
+    METHODS,
+    ToolError,
+    check_device_name,
+    check_output_dir,
+    check_output_file,
+    check_video_path,
+    require_matplotlib,
+    sampling_options,
+)
 
 DEFAULT_PROMPT = "describe the video ."
 DTYPES = ("float32", "float16", "bfloat16")
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -200,3 +213,88 @@ def _add_pair_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--draft", metavar="DIR", help="draft checkpoint directory (default: embedded)"
     )
+
+
+def _check_seed(args, sampling: dict | None, random_used: bool, what: str) -> None:
+    if args.seed is not None:
+        if args.seed < 0:
+            raise ToolError("--seed must be >= 0")
+        if sampling is None and not random_used:
+            raise ToolError(
+                f"--seed seeds sampling (--temperature/--top-p/--top-k) and the random {what}"
+            )
+
+
+def check_demo_args(args) -> dict | None:
+    """Every check of ``specvlm demo``'s options that needs no model and no decoding
+    (:class:`~specvlm.tools.common.ToolError` on the first failure); returns the sampling
+    options (None: greedy). The pair (:func:`~specvlm.tools.common.check_pair`) and the video
+    (:func:`~specvlm.tools.video_input.read_video`) are checked after it."""
+    if args.selector not in SELECTORS:
+        raise ToolError(f"unknown selector {args.selector!r}; choose one of {', '.join(SELECTORS)}")
+    if not 0.0 <= args.drop_rate < 1.0:
+        raise ToolError(f"--drop-rate must be in [0, 1), got {args.drop_rate}")
+    if args.max_new_tokens < 1:
+        raise ToolError("--max-new-tokens must be >= 1")
+    if args.repeats < 1:
+        raise ToolError("--repeats must be >= 1")
+    if args.frames < 1:
+        raise ToolError("--frames must be >= 1")
+    if args.tree_size is not None and not 1 <= args.tree_size <= 256:
+        raise ToolError("--tree-size must be in [1, 256]")
+    if args.clip is not None:
+        if args.video is not None:
+            raise ToolError("--clip picks a generated clip: it does nothing with --video")
+        if args.clip < 0:
+            raise ToolError("--clip must be >= 0")
+    sampling = sampling_options(args)
+    _check_seed(
+        args,
+        sampling,
+        args.selector == "random",
+        f"selector: it does nothing in greedy decoding with --selector {args.selector}",
+    )
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    if args.save_viz is not None:
+        check_output_file(args.save_viz, "--save-viz", FIGURE_SUFFIXES)
+        require_matplotlib("--save-viz")
+    if args.video is not None:
+        check_video_path(args.video)
+    return sampling
+
+
+def check_bench_args(args) -> tuple[tuple[str, ...], dict | None]:
+    """Every check of ``specvlm bench``'s options that needs no model
+    (:class:`~specvlm.tools.common.ToolError` on the first failure); returns the methods and
+    the sampling options (None: greedy)."""
+    methods = METHODS
+    if args.methods is not None:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods:
+            raise ToolError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    if args.repeats < 1:
+        raise ToolError("--repeats must be >= 1")
+    if args.prompts is not None and args.prompts < 1:
+        raise ToolError(f"--prompts must be >= 1, got {args.prompts}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ToolError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    sampling = sampling_options(args)
+    _check_seed(
+        args,
+        sampling,
+        "random" in methods,
+        "ablation: it does nothing in greedy decoding without the random method",
+    )
+    check_output_dir(args.out, "--out")
+    require_matplotlib("specvlm bench (its plots)")
+    return methods, sampling
+
+
+def check_selfcheck_args(args) -> None:
+    """``specvlm selfcheck``'s options, spelled right (whether the device is there is checked
+    with torch, after)."""
+    check_device_name(args.device)
+    if args.repeats < 1:
+        raise ToolError("--repeats must be >= 1")

@@ -28,17 +28,15 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from specvlm.micro.data import held_out_clip
+from specvlm.tools.arguments import check_bench_args
 from specvlm.tools.common import (
     METHODS,
     ToolError,
-    check_output_dir,
     checkpoint_pair,
     describe_sampling,
     hardware,
     inputs_to,
     load_pair,
-    require_matplotlib,
-    sampling_options,
 )
 from specvlm.tools.comparison import compare, decode_speedup, e2e_speedup
 from specvlm.tools.video_input import VideoPrompter
@@ -453,38 +451,9 @@ class CheckpointWorkload:
         return max(1, min(cap, (limit - max_new_tokens - fixed) // per_frame))
 
 
-def check_args(args) -> tuple[tuple[str, ...], dict | None]:
-    """Every check that needs no model (:class:`ToolError` on the first failure); returns the
-    methods and the sampling options (None: greedy)."""
-    methods = METHODS
-    if args.methods is not None:
-        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown or not methods:
-            raise ToolError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-    if args.repeats < 1:
-        raise ToolError("--repeats must be >= 1")
-    if args.prompts is not None and args.prompts < 1:
-        raise ToolError(f"--prompts must be >= 1, got {args.prompts}")
-    if args.max_new_tokens is not None and args.max_new_tokens < 1:
-        raise ToolError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    sampling = sampling_options(args)
-    if args.seed is not None:
-        if args.seed < 0:
-            raise ToolError("--seed must be >= 0")
-        if sampling is None and "random" not in methods:
-            raise ToolError(
-                "--seed seeds sampling (--temperature/--top-p/--top-k) and the random "
-                "ablation: it does nothing in greedy decoding without the random method"
-            )
-    check_output_dir(args.out, "--out")
-    require_matplotlib("specvlm bench (its plots)")
-    return methods, sampling
-
-
 def main(args) -> int:
     try:
-        methods, sampling = check_args(args)
+        methods, sampling = check_bench_args(args)
         target_dir, draft_dir, device = checkpoint_pair(args)
     except ToolError as err:
         print(f"specvlm bench: error: {err}", file=sys.stderr)

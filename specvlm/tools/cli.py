@@ -3,6 +3,11 @@
 
 The parser is built from :mod:`specvlm.tools.arguments` alone; a command's module (which
 defines the Triton kernels) is imported once the command is chosen and its backend set.
+
+Every argument is checked first, with light imports only (no torch, no transformers): options
+in range, paths, checkpoint directories, the spelling of ``--device``, and ``--video`` read
+(PyAV and numpy). A wrong argument is refused in one line in a fraction of a second; torch,
+transformers and the command's module load only after the checks pass.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import sys
 
 from specvlm.tools import arguments
+from specvlm.tools.common import ToolError, check_pair
 
 DESCRIPTION = """\
 SpecVLM: lossless speculative decoding for video LLMs. A small draft model, shown only the
@@ -95,13 +101,37 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     return parser, commands
 
 
+def _check(args):
+    """Every check of ``args`` that needs no torch (:class:`ToolError` on the first failure);
+    returns what the command reuses (``--video``'s frames for the demo, else None)."""
+    if args.command == "demo":
+        arguments.check_demo_args(args)
+        check_pair(args)
+        if args.video is None:
+            return None
+        from specvlm.tools.video_input import read_video  # numpy and PyAV, no torch
+
+        return read_video(args.video, args.frames)
+    if args.command == "bench":
+        arguments.check_bench_args(args)
+        check_pair(args)
+    elif args.command == "selfcheck":
+        arguments.check_selfcheck_args(args)
+    else:
+        from specvlm.vllm_plugin import engine_args  # light: no vLLM, no torch
+
+        try:
+            engine_args(**_vllm_options(args))
+        except ValueError as err:
+            raise ToolError(str(err)) from err
+    return None
+
+
 def _selfcheck(args) -> int:
-    from specvlm.tools.common import ToolError, parse_device
+    from specvlm.tools.common import parse_device
 
     try:
         device = parse_device(args.device)
-        if args.repeats < 1:
-            raise ToolError("--repeats must be >= 1")
     except ToolError as err:
         print(f"specvlm selfcheck: error: {err}", file=sys.stderr)
         return 2
@@ -111,23 +141,23 @@ def _selfcheck(args) -> int:
     return 0 if run_selfcheck(device, repeats=args.repeats) else 1
 
 
+def _vllm_options(args) -> dict:
+    return dict(
+        draft=args.draft,
+        num_speculative_tokens=args.num_speculative_tokens,
+        drop_rate=args.drop_rate,
+        mass=args.mass,
+        selector=args.selector,
+        draft_sampled=args.draft_sampled,
+    )
+
+
 def _vllm_args(args) -> int:
     import shlex
 
     from specvlm.vllm_plugin import serve_flags
 
-    try:
-        flags = serve_flags(
-            draft=args.draft,
-            num_speculative_tokens=args.num_speculative_tokens,
-            drop_rate=args.drop_rate,
-            mass=args.mass,
-            selector=args.selector,
-            draft_sampled=args.draft_sampled,
-        )
-    except ValueError as err:
-        print(f"specvlm vllm-args: error: {err}", file=sys.stderr)
-        return 2
+    flags = serve_flags(**_vllm_options(args))  # checked by _check
     print(" ".join(shlex.quote(flag) for flag in flags))
     return 0
 
@@ -137,10 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # the command's own usage, not the top-level one
         commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        checked = _check(args)
+    except ToolError as err:
+        print(f"specvlm {args.command}: error: {err}", file=sys.stderr)
+        return 2
     if args.command == "demo":
         from specvlm.tools import demo
 
-        return demo.main(args)
+        return demo.main(args, frames=checked)
     if args.command == "bench":
         from specvlm.tools import bench
 

@@ -1,9 +1,12 @@
 """What the tools share: the one-line error, checkpoint directories and the pair they hold,
-``--device`` and ``--threads``, output paths checked before any work, the sampling options,
-inputs on a device, and speedup ratios.
+``--device`` and ``--threads``, output paths and the video path checked before any work, the
+sampling options, inputs on a device, and speedup ratios.
 
 Nothing here defines the Triton kernels (``specvlm_kernels``): the CLI imports this module
-before it has chosen their backend.
+before it has chosen their backend. Nor does it import torch at module level: the CLI checks
+its arguments with the checks here (:func:`check_pair`, :func:`check_device_name`, the output
+paths, the sampling options) before torch or transformers load, so a wrong argument is refused
+in a fraction of a second. Only the functions that need torch import it.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ import importlib.util
 import json
 import os
 import platform
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from specvlm.names import FAMILIES
 
-from specvlm.families import FAMILIES
+if TYPE_CHECKING:
+    import torch
 
 EMBEDDED = Path(__file__).resolve().parent.parent / "assets" / "micro"
 
@@ -38,6 +44,25 @@ class ToolError(ValueError):
     """A bad argument or input: reported in one line, without a traceback, exit code 2."""
 
 
+class InputError(ToolError):
+    """Bad user input (unreadable video, unsupported checkpoint): one line, no traceback."""
+
+
+def check_video_path(path: str) -> None:
+    """:class:`InputError` unless ``path`` is a readable file and PyAV is installed: the checks
+    that need no decoding."""
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a directory, not a video file")
+    if not os.path.exists(path):
+        raise InputError(f"video file not found: {path}")
+    if not os.path.isfile(path):
+        raise InputError(f"{path} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"video file {path} is not readable (permission denied)")
+    if importlib.util.find_spec("av") is None:
+        raise InputError('reading a video file needs PyAV: pip install "specvlm[demo]" (or av)')
+
+
 def check_checkpoint(path: str, role: str) -> str:
     """``path`` if it is a checkpoint directory of a supported family, else :class:`ToolError`
     (``role``: ``"target"``, ``"draft"``, ``"embedded target"`` or ``"embedded draft"``)."""
@@ -49,16 +74,49 @@ def check_checkpoint(path: str, role: str) -> str:
                 "`python scripts/train_micro.py --out specvlm/assets/micro`"
             )
         raise ToolError(f"--{role} {path} is not a checkpoint directory (no config.json)")
-    with open(cfg_path) as f:
-        model_type = json.load(f).get("model_type")
+    try:
+        with open(cfg_path) as f:
+            config = json.load(f)
+        model_type = config.get("model_type") if isinstance(config, dict) else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ToolError(f"--{role} {path}: cannot read config.json: {_one_line(err)}") from err
     if model_type not in FAMILIES:
-        names = ", ".join(f"{f.display_name} ({t})" for t, f in FAMILIES.items())
+        names = ", ".join(f"{name} ({t})" for t, name in FAMILIES.items())
         raise ToolError(f"--{role} {path} is a {model_type!r} model; supported: {names}")
     return path
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+# what torch.device accepts, roughly: a device type, optionally ":index"
+_DEVICE = re.compile(r"(?P<type>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<index>[0-9]+))?")
+
+
+def check_device_name(name: str | None) -> None:
+    """:class:`ToolError` unless ``--device`` is None (the default), ``cpu`` or ``cuda[:N]``:
+    the spelling only, without torch (whether CUDA is there is :func:`parse_device`'s check)."""
+    if name is None:
+        return
+    match = _DEVICE.fullmatch(name)
+    if match is None:
+        raise ToolError(f"bad --device {name!r}: expected cpu or cuda[:N]")
+    if match["type"] not in ("cpu", "cuda"):
+        raise ToolError(f"bad --device {name!r}: only cpu and cuda[:N] are supported")
+
+
+def check_threads(threads: int | None) -> None:
+    """:class:`ToolError` for a ``--threads`` below 1 (None: the default)."""
+    if threads is not None and threads < 1:
+        raise ToolError("--threads must be >= 1")
+
+
 def parse_device(name: str | None) -> torch.device:
     """The device of ``--device`` (default: ``cuda`` when CUDA is available, else ``cpu``)."""
+    check_device_name(name)
+    import torch
+
     try:
         device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError as err:
@@ -149,18 +207,20 @@ def describe_sampling(options: dict | None, seed: int) -> str:
 def set_threads(device: torch.device, threads: int | None) -> None:
     """On the CPU, one intra-op thread unless told otherwise: small models spend their time in
     per-op overhead, which more threads only increase (both methods run with the same setting)."""
+    check_threads(threads)
+    import torch
+
     if threads is not None:
-        if threads < 1:
-            raise ToolError("--threads must be >= 1")
         torch.set_num_threads(threads)
     elif device.type == "cpu":
         torch.set_num_threads(1)
 
 
-def checkpoint_pair(args) -> tuple[str, str, torch.device]:
-    """``(target_dir, draft_dir, device)`` from ``--target/--draft/--device/--threads`` (the
-    embedded pair by default; sets the thread count); :class:`ToolError` for a bad combination
-    or directory."""
+def check_pair(args) -> tuple[str, str]:
+    """``(target_dir, draft_dir)`` from ``--target/--draft`` (the embedded pair by default),
+    with ``--device`` spelled right and ``--threads`` >= 1: every check of
+    :func:`checkpoint_pair` that needs no torch. :class:`ToolError` for a bad combination or
+    directory."""
     if (args.target is None) != (args.draft is None):
         raise ToolError("give both --target and --draft, or neither (the embedded pair)")
     if args.target is None:
@@ -169,6 +229,16 @@ def checkpoint_pair(args) -> tuple[str, str, torch.device]:
     else:
         target_dir = check_checkpoint(args.target, "target")
         draft_dir = check_checkpoint(args.draft, "draft")
+    check_device_name(args.device)
+    check_threads(args.threads)
+    return target_dir, draft_dir
+
+
+def checkpoint_pair(args) -> tuple[str, str, torch.device]:
+    """``(target_dir, draft_dir, device)`` from ``--target/--draft/--device/--threads`` (the
+    embedded pair by default; sets the thread count); :class:`ToolError` for a bad combination
+    or directory, or a device that is not there."""
+    target_dir, draft_dir = check_pair(args)
     device = parse_device(args.device)
     set_threads(device, args.threads)
     return target_dir, draft_dir, device
@@ -225,6 +295,8 @@ def per_token_speedup(
 def hardware(device: torch.device | None = None) -> str:
     """The machine a run used, in a few words: the GPU's name for a CUDA device, else the CPU
     model and its logical cores (with the torch threads used)."""
+    import torch
+
     if device is not None and device.type == "cuda":
         return torch.cuda.get_device_name(device)
     model = platform.processor() or platform.machine()

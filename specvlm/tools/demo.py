@@ -28,25 +28,21 @@ from transformers import AutoConfig
 import specvlm
 from specvlm.devices import cuda_devices
 from specvlm.micro.data import held_out_clip
-from specvlm.selectors import NAMES
 from specvlm.stats import GenerationStats
+from specvlm.tools.arguments import check_demo_args
 from specvlm.tools.common import (
     ToolError,
-    check_output_file,
     checkpoint_pair,
     describe_sampling,
     inputs_to,
     load_pair,
     per_token_speedup,
-    require_matplotlib,
-    sampling_options,
 )
 from specvlm.tools.comparison import naive_decoder
 from specvlm.tools.timing import time_alternately
-from specvlm.tools.video_input import VideoPrompter, check_video_path, read_video
+from specvlm.tools.video_input import VideoPrompter, read_video
 from specvlm.trees import tree_of_size
 
-FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 STEPS = 5
 
 
@@ -65,73 +61,53 @@ def _progress(step: int, what: str) -> None:
     print(f"[{step}/{STEPS}] {what}", file=sys.stderr, flush=True)
 
 
-def check_args(args) -> dict | None:
-    """Every check that needs no model, in one place (:class:`ToolError` on the first failure);
-    returns the sampling options (None: greedy)."""
-    if args.selector not in NAMES:
-        raise ToolError(f"unknown selector {args.selector!r}; choose one of {', '.join(NAMES)}")
-    if not 0.0 <= args.drop_rate < 1.0:
-        raise ToolError(f"--drop-rate must be in [0, 1), got {args.drop_rate}")
-    if args.max_new_tokens < 1:
-        raise ToolError("--max-new-tokens must be >= 1")
-    if args.repeats < 1:
-        raise ToolError("--repeats must be >= 1")
-    if args.frames < 1:
-        raise ToolError("--frames must be >= 1")
-    if args.tree_size is not None and not 1 <= args.tree_size <= 256:
-        raise ToolError("--tree-size must be in [1, 256]")
-    if args.clip is not None:
-        if args.video is not None:
-            raise ToolError("--clip picks a generated clip: it does nothing with --video")
-        if args.clip < 0:
-            raise ToolError("--clip must be >= 0")
-    sampling = sampling_options(args)
-    if args.seed is not None:
-        if args.seed < 0:
-            raise ToolError("--seed must be >= 0")
-        if sampling is None and args.selector != "random":
-            raise ToolError(
-                "--seed seeds sampling (--temperature/--top-p/--top-k) and the random "
-                "selector: it does nothing in greedy decoding with --selector "
-                f"{args.selector}"
-            )
-    if args.json is not None:
-        check_output_file(args.json, "--json")
-    if args.save_viz is not None:
-        check_output_file(args.save_viz, "--save-viz", FIGURE_SUFFIXES)
-        require_matplotlib("--save-viz")
-    if args.video is not None:
-        check_video_path(args.video)
-    return sampling
+@dataclass
+class _Prepared:
+    """What :func:`_prepare` checked and made, before any model loads."""
+
+    sampling: dict | None
+    target_dir: str
+    draft_dir: str
+    device: torch.device
+    frames: np.ndarray
+    source: str
+    prompter: VideoPrompter
+    cpu_inputs: dict
 
 
-def run(args) -> DemoResult:
-    """Run the demo: checks, the clip, the models, the timed runs; returns the result (printed
-    and written by :func:`main`). :class:`~specvlm.tools.common.ToolError` for a bad argument
-    or input, always before a model loads."""
-    sampling = check_args(args)
+def _prepare(args, frames: np.ndarray | None) -> _Prepared:
+    """Every check, the frames and the prompt's inputs on the CPU (:class:`ToolError` for a bad
+    argument or input; nothing is printed before)."""
+    sampling = check_demo_args(args)
     target_dir, draft_dir, device = checkpoint_pair(args)
-    seed = args.seed or 0
-
     if args.video:  # read before anything is printed: a bad video is the only output
-        frames = read_video(args.video, args.frames)
+        if frames is None:
+            frames = read_video(args.video, args.frames)
         source = f"read {args.frames} frames of {args.video}"
     else:
         clip = args.clip or 0
         frames = held_out_clip(clip, frames=args.frames)
         source = f"made held-out clip {clip} ({args.frames} frames)"
-
     try:  # the prompt needs the config and the processor files only, not the weights
         prompter = VideoPrompter(target_dir, AutoConfig.from_pretrained(target_dir))
         cpu_inputs = prompter(frames, args.prompt)
     except OSError as err:
         raise ToolError(" ".join(str(err).split())) from err
+    return _Prepared(sampling, target_dir, draft_dir, device, frames, source, prompter, cpu_inputs)
 
-    _progress(1, source)
-    _progress(2, f"loading {target_dir} and {draft_dir}")
+
+def run(args, frames: np.ndarray | None = None) -> DemoResult:
+    """Run the demo: checks, the clip, the models, the timed runs; returns the result (printed
+    and written by :func:`main`). :class:`~specvlm.tools.common.ToolError` for a bad argument
+    or input, always before a model loads. ``frames``: ``--video``'s frames when the caller
+    has read them already (the CLI reads them with its checks, before torch loads)."""
+    prep = _prepare(args, frames)
+    sampling, device, seed = prep.sampling, prep.device, args.seed or 0
+    _progress(1, prep.source)
+    _progress(2, f"loading {prep.target_dir} and {prep.draft_dir}")
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    target, draft = load_pair(target_dir, draft_dir, device, dtype)
-    inputs = inputs_to(cpu_inputs, device, dtype)
+    target, draft = load_pair(prep.target_dir, prep.draft_dir, device, dtype)
+    inputs = inputs_to(prep.cpu_inputs, device, dtype)
 
     size = args.tree_size or (4 if device.type == "cpu" else 48)
     sd = specvlm.accelerate(
@@ -175,32 +151,42 @@ def run(args) -> DemoResult:
             args.repeats,
             devices,
         )
+    _progress(5, "done")
+    record = _record(args, prep, timings, sd.last_stats, naive.last_stats, inputs, size)
+    return DemoResult(record, prep.frames, sd.last_stats, sd.mass)
+
+
+def _record(args, prep: _Prepared, timings: dict, stats, naive_stats, inputs, size) -> dict:
+    """The printed and saved results of the timed runs."""
     (ref_outs, ref_t), (sd_outs, sd_t) = timings["target"], timings["specvlm"]
     naive_outs, naive_t = timings["naive_sd"]
     ref, out = ref_outs[0], sd_outs[0]
-    stats, naive_stats = sd.last_stats, naive.last_stats
-    _progress(5, "done")
-
+    sampling, seed = prep.sampling, args.seed or 0
     prompt_len = inputs["input_ids"].shape[1]
-    tok = prompter.tokenizer
+    tok = prep.prompter.tokenizer
     speculated = bool(stats.accepted_lengths)  # a first token that ends the answer: no step
     if sampling:  # a sample of the target's distribution: equality is not expected
         identical = None
     else:
         identical = all(o.tolist() == ref.tolist() for o in ref_outs + sd_outs + naive_outs)
-    record = {
+
+    def decode_speedup(method_t):  # no decoding step without speculation
+        if not speculated:
+            return None
+        return per_token_speedup(
+            ref_t.decode_s, ref_t.new_tokens - 1, method_t.decode_s, method_t.new_tokens - 1
+        )
+
+    def e2e_speedup(method_t):
+        return per_token_speedup(ref_t.e2e_s, ref_t.new_tokens, method_t.e2e_s, method_t.new_tokens)
+
+    return {
         "mode": "sample" if sampling else "greedy",
         "identical": identical,
         "speculated": speculated,
         "mean_accepted_length": stats.mean_accepted_length if speculated else None,
-        "decode_speedup": per_token_speedup(
-            ref_t.decode_s, ref_t.new_tokens - 1, sd_t.decode_s, sd_t.new_tokens - 1
-        )
-        if speculated
-        else None,
-        "e2e_speedup": per_token_speedup(
-            ref_t.e2e_s, ref_t.new_tokens, sd_t.e2e_s, sd_t.new_tokens
-        ),
+        "decode_speedup": decode_speedup(sd_t),
+        "e2e_speedup": e2e_speedup(sd_t),
         "video_tokens": stats.video_tokens,
         "kept_video_tokens": stats.kept_video_tokens if speculated else None,
         "text": tok.decode(out[0, prompt_len:], skip_special_tokens=True).strip(),
@@ -224,23 +210,16 @@ def run(args) -> DemoResult:
         "target_ttft_s": ref_t.ttft_s,
         "specvlm_ttft_s": sd_t.ttft_s,
         "naive_mean_accepted_length": naive_stats.mean_accepted_length if speculated else None,
-        "naive_decode_speedup": per_token_speedup(
-            ref_t.decode_s, ref_t.new_tokens - 1, naive_t.decode_s, naive_t.new_tokens - 1
-        )
-        if speculated
-        else None,
-        "naive_e2e_speedup": per_token_speedup(
-            ref_t.e2e_s, ref_t.new_tokens, naive_t.e2e_s, naive_t.new_tokens
-        ),
+        "naive_decode_speedup": decode_speedup(naive_t),
+        "naive_e2e_speedup": e2e_speedup(naive_t),
         "naive_decode_s": naive_t.decode_s,
         "naive_e2e_s": naive_t.e2e_s,
         "naive_ttft_s": naive_t.ttft_s,
         "repeats": args.repeats,
-        "device": str(device),
-        "target": target_dir,
-        "draft": draft_dir,
+        "device": str(prep.device),
+        "target": prep.target_dir,
+        "draft": prep.draft_dir,
     }
-    return DemoResult(record, frames, stats, sd.mass)
 
 
 def print_record(rec: dict) -> None:
@@ -363,10 +342,11 @@ def write_outputs(args, result: DemoResult) -> list[str]:
     return written
 
 
-def main(args) -> int:
+def main(args, frames: np.ndarray | None = None) -> int:
+    """``specvlm demo``; ``frames``: ``--video``'s frames if already read (see :func:`run`)."""
     start = time.perf_counter()
     try:
-        result = run(args)
+        result = run(args, frames)
     except ToolError as err:
         print(f"specvlm demo: error: {err}", file=sys.stderr)
         return 2

@@ -8,8 +8,12 @@ cannot build any video processor, so for LLaVA-OneVision checkpoints this module
 processor does, from the checkpoint's own files and without patching transformers: the
 tokenizer's chat template (loaded with ``AutoTokenizer``), ``<video>`` expanded to
 ``frames x ceil(P/2)^2 + 1`` tokens, and the saved video-processor settings (size, rescale,
-normalize) applied to the frames; frames of another size are resized (bilinear, antialiased) to
-the processor's size.
+normalize) applied to the frames; frames of another size are resized to the processor's size
+as its ``resize`` would (:func:`resize_video`: torchvision's antialiased resize, in torch), or
+refused in one line where the processor does not resize (``do_resize`` false).
+
+torch is imported only where the pixels are made: :func:`read_video` (numpy and PyAV) runs
+among the CLI's argument checks, before torch loads.
 """
 
 from __future__ import annotations
@@ -18,15 +22,15 @@ import importlib.util
 import json
 import math
 import os
+import platform
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from specvlm.tools.common import ToolError
+from specvlm.tools.common import InputError, check_video_path
 
-
-class InputError(ToolError):
-    """Bad user input (unreadable video, unsupported checkpoint): one line, no traceback."""
+if TYPE_CHECKING:
+    import torch
 
 
 def sample_frames(video: np.ndarray, count: int) -> np.ndarray:
@@ -38,21 +42,6 @@ def frame_indices(total: int, count: int) -> np.ndarray:
     """The indices of ``count`` frames spread evenly over ``total`` frames, first and last
     included (repeated when ``total < count``)."""
     return np.linspace(0, total - 1, count).round().astype(int)
-
-
-def check_video_path(path: str) -> None:
-    """:class:`InputError` unless ``path`` is a readable file and PyAV is installed: the checks
-    that need no decoding."""
-    if os.path.isdir(path):
-        raise InputError(f"{path} is a directory, not a video file")
-    if not os.path.exists(path):
-        raise InputError(f"video file not found: {path}")
-    if not os.path.isfile(path):
-        raise InputError(f"{path} is not a regular file")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"video file {path} is not readable (permission denied)")
-    if importlib.util.find_spec("av") is None:
-        raise InputError('reading a video file needs PyAV: pip install "specvlm[demo]" (or av)')
 
 
 def _one_line(err: BaseException) -> str:
@@ -165,6 +154,62 @@ def _video_processor_config(path: str) -> dict:
     raise InputError(f"{path} has no video processor settings (video_preprocessor_config.json)")
 
 
+# PIL resampling codes (a processor's saved "resample") -> torch.nn.functional.interpolate modes,
+# as transformers maps them to torchvision's (NEAREST is torchvision's NEAREST_EXACT)
+RESAMPLE_MODES = {0: "nearest-exact", 2: "bilinear", 3: "bicubic"}
+
+
+def resize_video(video: torch.Tensor, height: int, width: int, resample=3, antialias=True):
+    """``video`` ``[..., C, H, W]`` resized to ``height x width`` in plain torch, pixel for
+    pixel as transformers' torchvision video processors resize it
+    (``torchvision.transforms.v2.functional.resize``): frames already of that size come back
+    unchanged; bilinear and bicubic are antialiased; uint8 frames are resized natively on the
+    CPU where torchvision does so (bicubic, and bilinear with AVX2 or better), else through
+    float32, clamped (bicubic) and rounded; float frames stay float. ``resample``: a PIL code
+    (0 nearest, 2 bilinear, 3 bicubic; the processors' ``resample``). :class:`InputError` for
+    another code. Checked against torchvision 0.28 (docs/serving.md)."""
+    import torch
+
+    mode = RESAMPLE_MODES.get(int(resample))
+    if mode is None:
+        names = ", ".join(f"{code} ({name})" for code, name in RESAMPLE_MODES.items())
+        raise InputError(f"resample {resample} is not supported without torchvision; use {names}")
+    shape = video.shape
+    channels, old_h, old_w = shape[-3:]
+    if (old_h, old_w) == (height, width):
+        return video
+    if video.numel() == 0:
+        return video.new_empty(shape[:-3] + (channels, height, width))
+    smooth = mode in ("bilinear", "bicubic")
+    if video.dtype in (torch.float32, torch.float64):
+        native = True
+    elif video.dtype == torch.uint8 and not smooth:
+        native = True
+    elif video.dtype == torch.uint8 and video.device.type == "cpu":
+        native = mode == "bicubic" or (
+            torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+            or platform.machine() in ("aarch64", "arm64")
+        )
+    else:  # through float32
+        native = False
+    x = video.reshape(-1, channels, old_h, old_w)
+    x = x if native else x.to(torch.float32)
+    x = torch.nn.functional.interpolate(
+        x,
+        size=(height, width),
+        mode=mode,
+        align_corners=False if smooth else None,
+        antialias=antialias and smooth,
+    )
+    if not native:
+        if mode == "bicubic" and video.dtype == torch.uint8:
+            x = x.clamp_(0, 255)
+        if not video.dtype.is_floating_point:
+            x = x.round_()
+        x = x.to(video.dtype)
+    return x.reshape(shape[:-3] + (channels, height, width))
+
+
 def _torchvision_works() -> bool:
     """Whether torchvision imports (a torchvision built for another torch fails to register its
     ops, e.g. with the CPU torch 2.13 wheel): transformers' video processors need it."""
@@ -225,18 +270,21 @@ class VideoPrompter:
         }
 
     def _pixels(self, frames: np.ndarray) -> torch.Tensor:
+        import torch
+
         cfg = self.video_cfg
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # uint8 TCHW
+        # uint8 TCHW, contiguous as the processor makes it (the resize kernels depend on it)
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
         size = cfg.get("size") or {}
         height, width = size.get("height"), size.get("width")
-        if height and (height, width) != tuple(x.shape[-2:]):  # the model needs this size
-            x = (
-                torch.nn.functional.interpolate(
-                    x.float(), size=(height, width), mode="bilinear", antialias=True
+        if height and width and (height, width) != tuple(x.shape[-2:]):  # the model's size
+            if not cfg.get("do_resize", True):
+                raise InputError(
+                    f"the video's frames are {x.shape[-2]}x{x.shape[-1]} (height x width); "
+                    f"{self.path} takes {height}x{width} frames and its video processor does "
+                    "not resize them (do_resize false)"
                 )
-                .round()
-                .clamp(0, 255)
-            )
+            x = resize_video(x, height, width, cfg.get("resample", 3))
         if cfg.get("do_rescale", True):
             x = x * cfg.get("rescale_factor", 1 / 255)
         x = x.float()

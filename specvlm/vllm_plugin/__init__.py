@@ -80,15 +80,15 @@ def engine_args(
 def validated_settings(*, drop_rate, mass, selector, draft_sampled) -> dict:
     """The pruning and sampling settings, checked (``ValueError`` in one line), as stored in
     ``additional_config["specvlm"]``; the proposer checks a hand-written config the same way."""
-    from specvlm import selectors  # light: no vLLM, no transformers model
+    from specvlm.names import SELECTORS  # light: imports nothing (specvlm.selectors: torch)
 
     number = (int, float)
     if isinstance(drop_rate, bool) or not isinstance(drop_rate, number) or not 0 <= drop_rate < 1:
         raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
     if isinstance(mass, bool) or not isinstance(mass, number) or not 0 < mass <= 1:
         raise ValueError(f"mass must be in (0, 1], got {mass!r}")
-    if selector not in selectors.NAMES:
-        raise ValueError(f"selector must be one of {', '.join(selectors.NAMES)}, got {selector!r}")
+    if selector not in SELECTORS:
+        raise ValueError(f"selector must be one of {', '.join(SELECTORS)}, got {selector!r}")
     if not isinstance(draft_sampled, bool):
         raise ValueError(f"draft_sampled must be True or False, got {draft_sampled!r}")
     return {

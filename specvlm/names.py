@@ -1,0 +1,17 @@
+"""The names the command line and the vLLM options check, without importing torch.
+
+A wrong ``--selector`` or an unsupported checkpoint is refused before torch loads (about a
+second, more on a busy machine): these names are kept here, in a module that imports nothing.
+They must equal the library's own (``specvlm.selectors.NAMES`` and the families'
+``model_type`` / ``display_name``), which tests/test_cli_light.py checks.
+"""
+
+# the built-in selectors of specvlm.selectors, in its order
+SELECTORS = ("two_stage", "attention", "uniform", "random")
+
+# model_type -> display name of every family in specvlm.families.FAMILIES, in its order
+FAMILIES = {
+    "llava_onevision": "LLaVA-OneVision",
+    "qwen2_5_vl": "Qwen2.5-VL",
+    "qwen3_vl": "Qwen3-VL",
+}
