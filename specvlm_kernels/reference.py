@@ -19,6 +19,7 @@ __all__ = [
     "select_video_tokens_ref",
     "prune_video_tokens_ref",
     "stage1_count_ref",
+    "readable_scores",
     "frame_quotas_ref",
     "spatial_priority",
     "spread_pick",
@@ -46,6 +47,11 @@ def video_attention_scores_ref(
     ``q`` ``[B, Hq, Lq, D]``, ``k`` ``[B, Hk, Lk, D]``; query row ``i`` sits at key position
     ``q_offset + i`` and sees keys ``0 .. q_offset + i``. Returns fp32 ``[B, video_end -
     video_start]``: ``mean_h mean_i softmax_j(scale * q[h, i] . k[h // G, j])`` over the span.
+
+    A row pays exactly 0 to the keys it does not see. Non-finite inputs propagate as in
+    attention (and as in the kernels), through the keys a row sees: a row with a NaN or ``+inf``
+    score on a visible key (or only ``-inf`` ones) has NaN weights on every key it sees, so the
+    video keys it sees get NaN; a ``-inf`` score weighs 0.
     """
     b, hq, lq, d = q.shape
     hk, lk = k.shape[1], k.shape[2]
@@ -56,8 +62,8 @@ def video_attention_scores_ref(
     s = torch.einsum("bhid,bhjd->bhij", q.to(acc), kf) * scale
     row_pos = torch.arange(lq, device=q.device) + q_offset
     col_pos = torch.arange(lk, device=q.device)
-    s = s.masked_fill(col_pos[None, :] > row_pos[:, None], float("-inf"))
-    p = torch.softmax(s, dim=-1)
+    hidden = col_pos[None, :] > row_pos[:, None]
+    p = torch.softmax(s.masked_fill(hidden, float("-inf")), dim=-1).masked_fill(hidden, 0.0)
     return p[..., video_start:video_end].mean(dim=(1, 2))
 
 
@@ -79,6 +85,12 @@ def tree_attention_ref(
     nodes. Every node sees the ``L - N`` prefix keys; among the nodes, node ``i`` sees node
     ``j`` iff ``tree_mask[(b,) i, j]`` (``None``: ``j <= i``). A node that sees no key at all
     gets a zero output. Returns ``[B, Hq, N, D]`` in ``q.dtype``.
+
+    Non-finite inputs propagate as in attention (and as in the kernel): a NaN score of a visible
+    key, or a ``+inf`` one, makes the row NaN; a ``-inf`` score weighs 0; ``P @ V`` runs over
+    all ``L`` keys, so a NaN or infinite value in ``v`` reaches every row of its KV head
+    (``0 * nan``). A row whose scores are all ``-inf`` (no visible key, or only ``-inf`` ones)
+    has weights 0 (the online softmax's empty sum), not NaN.
 
     ``lengths`` (integer ``[B]`` or ``[]``): row ``b`` uses only its first ``lengths[b]`` keys
     (clamped to ``[N, L]``), i.e. the same op on ``k[b, :, :lengths[b]]``.
@@ -115,7 +127,10 @@ def tree_attention_ref(
     vf = v.to(acc).repeat_interleave(group, dim=1)
     s = torch.einsum("bhid,bhjd->bhij", q.to(acc), kf) * scale
     s = s.masked_fill(~visible, float("-inf"))
-    p = torch.softmax(s, dim=-1).nan_to_num(0.0)  # rows that see nothing: all -inf -> NaN -> 0
+    # rows whose scores are all -inf (e.g. that see no key): weights 0, not softmax's NaN;
+    # NaN anywhere else propagates
+    empty = (s == float("-inf")).all(dim=-1, keepdim=True)
+    p = torch.softmax(s.masked_fill(empty, 0.0), dim=-1).masked_fill(empty, 0.0)
     return torch.einsum("bhij,bhjd->bhid", p, vf).to(q.dtype)
 
 
@@ -181,11 +196,20 @@ def spatial_priority(height: int, width: int) -> torch.Tensor:
     return prio.reshape(-1)
 
 
+def readable_scores(scores: torch.Tensor) -> torch.Tensor:
+    """The scores as the selection reads them: a negative, infinite or NaN score counts as 0
+    (the public functions reject such scores; unchecked, the kernels read them so)."""
+    return torch.where(
+        torch.isfinite(scores) & (scores >= 0), scores, torch.zeros((), dtype=scores.dtype)
+    )
+
+
 def stage1_count_ref(scores: torch.Tensor, keep: int, mass: float) -> torch.Tensor:
     """Stage-I size per row, int64 ``[B]``: the smallest ``m`` such that the ``m`` highest
     scores (ties: lower index first) sum to at least ``mass * scores.sum()``, capped at
-    ``keep``; 0 when ``mass * sum <= 0``. Sums are fp64."""
-    s = scores.double()
+    ``keep``; 0 when ``mass * sum <= 0``. Sums are fp64. Scores are read by
+    :func:`readable_scores`."""
+    s = readable_scores(scores).double()
     total = s.sum(dim=-1, keepdim=True)
     target = mass * total
     ordered = torch.sort(s, dim=-1, descending=True, stable=True).values
@@ -235,8 +259,9 @@ def select_video_tokens_ref(
     ``r = keep - m`` slots among the unselected tokens. Without ``grid``: :func:`spread_pick`
     over the unselected tokens in index order. With ``grid=(T, H, W)``: :func:`frame_quotas_ref`
     splits ``r`` over the frames, and each frame takes its quota from its unselected tokens in
-    :func:`spatial_priority` order.
+    :func:`spatial_priority` order. Scores are read by :func:`readable_scores`.
     """
+    scores = readable_scores(scores)
     nb, nv = scores.shape
     device = scores.device
     m = stage1_count_ref(scores, keep, mass)

@@ -106,9 +106,11 @@ def _attend_block(
         if CAUSAL:
             tree_ok = tree_col[None, :] <= node[:, None]
         else:
+            # int32 gather offsets (the mask is [N, N]): fewer registers than int64 ones
+            col = tree_col.to(tl.int32)
             mask_load_mask = row_valid[:, None] & (key_in_split & is_tree_key)[None, :]
             bits = tl.load(
-                mask_base + node[:, None] * stride_mi + tree_col[None, :] * stride_mj,
+                mask_base + node[:, None] * stride_mi + col[None, :] * stride_mj,
                 mask=mask_load_mask,
                 other=0,
             )
@@ -182,6 +184,7 @@ def _tree_attn_split_kernel(
     DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    BLOCK_T: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -232,7 +235,9 @@ def _tree_attn_split_kernel(
     lo = pid_s.to(tl.int64) * keys_per_split
     hi = tl.minimum(lo + keys_per_split, length)  # < lo for an empty split: no iterations
     # Blocks wholly inside the prefix need no tree mask; the rest (at most the tree span plus
-    # one block) apply it.
+    # one block) apply it, in blocks of BLOCK_T keys (half of BLOCK_N on the GPU: the mask
+    # gather's layout makes Triton keep the softmax of those blocks in two layouts, which
+    # spilled registers at 64 x 64 x 128 under Triton 3.6; docs/kernels/tree_attention.md).
     n_prefix_blocks = tl.maximum(tl.minimum(hi, prefix_len) - lo, 0) // BLOCK_N
     mid = lo + n_prefix_blocks * BLOCK_N
     for start in range(lo, mid, BLOCK_N):
@@ -264,7 +269,7 @@ def _tree_attn_split_kernel(
             DOT_PRECISION,
             BLOCK_N,
         )
-    for start in range(mid, hi, BLOCK_N):
+    for start in range(mid, hi, BLOCK_T):
         m_i, l_i, acc = _attend_block(
             q,
             m_i,
@@ -291,7 +296,7 @@ def _tree_attn_split_kernel(
             CAUSAL,
             DOT_F32,
             DOT_PRECISION,
-            BLOCK_N,
+            BLOCK_T,
         )
 
     # Rows that saw no key (empty split, or a node with an all-False row and no prefix) have
@@ -394,11 +399,13 @@ def _config(q: torch.Tensor, m_rows: int, head_dim: int) -> dict:
     """Tile sizes and warps (a fixed heuristic: autotuning does not run under the interpreter).
 
     GPU, fp16/bf16: row tiles of 16..64 rows (16..32 for D > 128), 64-key blocks (a 64 x 128
-    K tile is 16 KiB), 8 warps for row tiles above 16 rows (sm_90 builds of the 64 x 64 x 128
-    tile spill registers with 4, and of 64 x 64 x 256 even with 8). GPU, fp32: the exact-fp32
-    ("ieee") dots run on FMA units and hold both operands in registers, so 16-row tiles,
-    16-key blocks, 8 warps (32-key blocks spilled on sm_80). Interpreter: 32-key blocks, so the
-    short test sequences still span several blocks.
+    K tile is 16 KiB) over the prefix and 32-key blocks (``BLOCK_T``) where the tree mask
+    applies (64-key masked blocks of 64-row tiles spilled registers under Triton 3.6's ptxas),
+    8 warps for row tiles above 16 rows (sm_90 builds of the 64 x 64 x 128 tile spill
+    registers with 4, and of 64 x 64 x 256 even with 8). GPU, fp32: the exact-fp32 ("ieee")
+    dots run on FMA units and hold both operands in registers, so 16-row tiles, 16-key blocks,
+    8 warps (32-key blocks spilled on sm_80). Interpreter: 32-key blocks and 16-key masked
+    blocks, so the short test sequences still span several blocks of both kinds.
     """
     on_gpu = gpu_config(q.device)
     block_d = max(16, triton.next_power_of_2(head_dim))
@@ -407,7 +414,19 @@ def _config(q: torch.Tensor, m_rows: int, head_dim: int) -> dict:
     block_m = min(max(16, triton.next_power_of_2(m_rows)), max_m)
     block_n = (64 if wide else 16) if on_gpu else 32
     num_warps = 4 if wide and block_m == 16 else 8
-    return {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_D": block_d, "num_warps": num_warps}
+    return {
+        "BLOCK_M": block_m,
+        "BLOCK_N": block_n,
+        "BLOCK_T": _tree_block(block_n),
+        "BLOCK_D": block_d,
+        "num_warps": num_warps,
+    }
+
+
+def _tree_block(block_n: int) -> int:
+    """Keys per block where the tree mask applies: half a prefix block, at least 16
+    (``tl.dot``'s minimum)."""
+    return max(16, block_n // 2)
 
 
 MAX_SPLITS = 64
@@ -482,7 +501,7 @@ def _tree_attention_triton(
     m_rows = group * n
     cfg = _config(q, m_rows, d)
     if block_n is not None:
-        cfg["BLOCK_N"] = block_n
+        cfg["BLOCK_N"], cfg["BLOCK_T"] = block_n, _tree_block(block_n)
     m_blocks = triton.cdiv(m_rows, cfg["BLOCK_M"])
     if num_splits is None:
         num_splits = _choose_splits(

@@ -35,3 +35,24 @@ def assert_matches_reference(
     err = max_abs_err(out, exact)
     allowed = atol + (2.0 * max_abs_err(baseline, exact) if baseline is not None else 0.0)
     assert err <= allowed, f"{name}: max abs error {err:.3g} > allowed {allowed:.3g}"
+
+
+def assert_agrees_on_nonfinite(
+    out: torch.Tensor, exact: torch.Tensor, *, atol: float, rtol: float = 0.0, name: str = "output"
+) -> None:
+    """``out`` has NaN, ``+inf`` and ``-inf`` exactly where ``exact`` has them, and is within
+    ``atol + rtol * |exact|`` of it everywhere else (for inputs holding NaN or infinities)."""
+    assert out.shape == exact.shape, f"{name}: shape {tuple(out.shape)} != {tuple(exact.shape)}"
+    out, exact = out.double(), exact.double()
+    for what, pick in (
+        ("NaN", torch.isnan),
+        ("+inf", lambda x: x == float("inf")),
+        ("-inf", lambda x: x == float("-inf")),
+    ):
+        got, want = pick(out), pick(exact)
+        diff = (got != want).nonzero().tolist()
+        assert not diff, f"{name}: {what} differs at {diff[:8]} ({len(diff)} elements)"
+    finite = torch.isfinite(exact)
+    err = (out[finite] - exact[finite]).abs()
+    allowed = atol + rtol * exact[finite].abs()
+    assert bool((err <= allowed).all()), f"{name}: max abs error {err.max().item():.3g}"
