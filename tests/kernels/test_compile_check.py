@@ -26,8 +26,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs" / "kernels.md"
-# The Triton versions CI runs the suite under (the GPU machines' and the newest).
-SUPPORTED = ("3.6.0", "3.9.0")
+# The Triton versions CI checks: the GPU machines' (3.6.0) and the newest (3.9.0) with the test
+# suites, 3.7.1 (torch 2.13's CUDA build) and 3.8.0 with scripts/compile_check_tritons.sh.
+SUPPORTED = ("3.6.0", "3.7.1", "3.8.0", "3.9.0")
 KERNELS = (
     "_row_lse_kernel",
     "_lse_merge_kernel",
