@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import functools
 import inspect
 import threading
@@ -68,10 +69,11 @@ _CAPTURE: contextvars.ContextVar[tuple[nn.Module, dict] | None] = contextvars.Co
 
 
 def _capture_hook(module, args, kwargs=None):
-    # kwargs defaults to None: a forward in another thread that listed this hook just before it
-    # was removed calls it without keywords (its with-kwargs flag is gone with the removal).
+    # A forward that listed this hook just before its capture removed it calls it without
+    # keywords (the with-kwargs flag goes with the removal): such a stale call is never the
+    # running capture's own, whose hook stays registered until its forward has returned.
     active = _CAPTURE.get()
-    if active is None or active[0] is not module:
+    if kwargs is None or active is None or active[0] is not module:
         return None
     if args:
         raise RuntimeError("specvlm expects the text decoder to be called with keywords")
@@ -113,9 +115,9 @@ def with_generation_position_ids(model: nn.Module, inputs: dict) -> dict:
     raises. Doing the same keeps the prompt's positions exactly those of ``target.generate``.
     Older releases, and models whose forward takes no ``position_ids``, are left as they are.
 
-    M-RoPE models store the prompt's ``rope_deltas`` on the model as they compute them; that
-    scratch value is put back at once (:func:`_rope_deltas_kept`), so a call leaves the model's
-    state as it found it."""
+    M-RoPE models store the prompt's ``rope_deltas`` on the model as they compute the positions:
+    they are computed on a scratch copy (:func:`_scratch_copy`), so the model itself is never
+    written (threads may be generating with it)."""
     prepare = getattr(model, "_prepare_position_ids_for_generation", None)
     if prepare is None or inputs.get("position_ids") is not None:
         return inputs
@@ -124,25 +126,21 @@ def with_generation_position_ids(model: nn.Module, inputs: dict) -> dict:
     input_ids = inputs.get("input_ids")
     if input_ids is None:
         return inputs
-    with _rope_deltas_kept(model):
-        position_ids = prepare(input_ids, dict(inputs))
+    position_ids = _scratch_copy(model)._prepare_position_ids_for_generation(
+        input_ids, dict(inputs)
+    )
     return dict(inputs, position_ids=position_ids)
 
 
-@contextlib.contextmanager
-def _rope_deltas_kept(model: nn.Module) -> Iterator[None]:
-    """Put back the ``rope_deltas`` the block writes on ``model.model`` (Qwen2.5-VL, Qwen3-VL:
-    the M-RoPE offset of the last prompt, which ``generate`` reads back only when it continues
-    from a cache)."""
-    inner = getattr(model, "model", None)
-    if inner is None or not hasattr(inner, "rope_deltas"):
-        yield
-        return
-    before = inner.rope_deltas
-    try:
-        yield
-    finally:
-        inner.rope_deltas = before
+def _scratch_copy(model: nn.Module) -> nn.Module:
+    """A shallow copy of ``model`` whose inner model (``model.model``, where Qwen2.5-VL and
+    Qwen3-VL keep ``rope_deltas``) is a shallow copy too: weights, configs and every other
+    submodule are shared, and an attribute a method writes lands on the copies."""
+    outer = copy.copy(model)
+    inner = model._modules.get("model")
+    if inner is not None:
+        outer._modules = dict(model._modules, model=copy.copy(inner))
+    return outer
 
 
 def cache_argument_name(decoder: nn.Module) -> str:
@@ -266,7 +264,7 @@ def attention_implementation_set_to(decoder: nn.Module, name: str) -> Iterator[N
                 f"the decoder runs attention {switch.name!r} for another call; cannot switch it "
                 f"to {name!r} at the same time"
             )
-        switch.holders += 1
+        switch.holders += 1  # nothing between this and the try below can raise
     try:
         yield
     finally:

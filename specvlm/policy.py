@@ -200,6 +200,18 @@ class Choice:
         return self.speculate and self.drop_rate > 0
 
 
+@dataclass(frozen=True)
+class _CallShape:
+    """What a call is predicted to be: tokens to decode after the first, its video tokens, the
+    draft's prompt length per drop rate, and both caches' lengths at mid-generation."""
+
+    decode: float
+    video_tokens: int
+    prompts: dict  # drop rate -> the draft's prompt length
+    ctx_t: int
+    ctx_d: dict  # drop rate -> the draft's cache length
+
+
 def _locked(method):
     """The method runs holding the policy's lock (threads share one policy)."""
 
@@ -226,7 +238,8 @@ class AutoPolicy:
     def __init__(self, drop_rates=DROP_RATES, costs: dict | None = None, learn_timing=True):
         self.drop_rates = tuple(drop_rates)
         self.learn_timing = learn_timing
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # the policy's state
+        self._calibrating = threading.Lock()  # one calibration at a time
         self.costs: dict[tuple[str, str, str], ForwardCosts] = dict(costs or {})
         self.acceptance: dict[float, RankAcceptance] = {}
         self.expected_new_tokens: float | None = None
@@ -246,9 +259,27 @@ class AutoPolicy:
         weight = family.lm_head(model).weight
         return role, str(next(family.decoder(model).parameters()).device), str(weight.dtype)
 
-    @_locked
     def calibrate(self, family, target, draft, target_contexts, draft_contexts) -> float:
-        """Measure the buckets of these contexts not measured yet; returns the seconds spent."""
+        """Measure the buckets of these contexts not measured yet; returns the seconds spent.
+        One calibration at a time (a second caller waits, then finds its buckets measured);
+        the rest of the policy (other calls' choices, per-step checks, learning) goes on
+        meanwhile."""
+        with self._calibrating:
+            with self._lock:
+                probes = self._missing(family, target, draft, target_contexts, draft_contexts)
+            if not probes:
+                return 0.0
+            t0 = time.perf_counter()
+            measured = calibration.measure(family, probes)
+            with self._lock:
+                for probe in probes:
+                    costs = self.costs[self._key(probe.role, family, probe.model)]
+                    for bucket in probe.buckets:
+                        prefill, row = measured[(probe.role, bucket)]
+                        costs.forward[bucket], costs.prefill[bucket] = row, prefill
+            return time.perf_counter() - t0
+
+    def _missing(self, family, target, draft, target_contexts, draft_contexts) -> list[Probe]:
         probes = []
         for role, model, contexts, widths in (
             ("target", target, target_contexts, calibration.TARGET_WIDTHS),
@@ -258,21 +289,11 @@ class AutoPolicy:
             missing = sorted({context_bucket(c) for c in contexts} - set(costs.forward))
             if missing:
                 probes.append(Probe(role, model, tuple(missing), widths))
-        if not probes:
-            return 0.0
-        t0 = time.perf_counter()
-        measured = calibration.measure(family, probes)
-        for probe in probes:
-            costs = self.costs[self._key(probe.role, family, probe.model)]
-            for bucket in probe.buckets:
-                prefill, row = measured[(probe.role, bucket)]
-                costs.forward[bucket], costs.prefill[bucket] = row, prefill
-        return time.perf_counter() - t0
+        return probes
 
     # ---------------------------------------------------------------------------------------
     # Choosing
     # ---------------------------------------------------------------------------------------
-    @_locked
     def choose(
         self,
         family,
@@ -286,6 +307,16 @@ class AutoPolicy:
         speculate: bool | None = None,
     ) -> tuple[Choice, float]:
         """The settings of the next call, and the seconds spent calibrating for it."""
+        with self._lock:
+            shape = self._shape(prompt_len, video_tokens, max_new_tokens)
+        spent = self.calibrate(family, target, draft, [shape.ctx_t], list(shape.ctx_d.values()))
+        with self._lock:
+            tgt = self.costs[self._key("target", family, target)]
+            drf = self.costs[self._key("draft", family, draft)]
+            ranks = max(1, min(MAX_RANKS, max_rank + 1))
+            return self._choose(shape, tgt, drf, ranks, max_new_tokens, speculate), spent
+
+    def _shape(self, prompt_len: int, video_tokens: int, max_new_tokens: int) -> _CallShape:
         new = self.expected_new_tokens or max_new_tokens
         new = max(1.0, min(float(new), float(max_new_tokens)))
         decode = max(new - 1.0, 1.0)  # tokens after the first (the prefill gives the first)
@@ -294,71 +325,73 @@ class AutoPolicy:
         prompts = {d: text + keep_count(video_tokens, d) for d in drops}  # the draft's
         ctx_t = int(prompt_len + decode / 2)  # caches at mid-generation
         ctx_d = {d: int(p + decode / 2) for d, p in prompts.items()}
-        spent = self.calibrate(family, target, draft, [ctx_t], list(ctx_d.values()))
-        tgt = self.costs[self._key("target", family, target)]
-        drf = self.costs[self._key("draft", family, draft)]
-        ranks = max(1, min(MAX_RANKS, max_rank + 1))
+        return _CallShape(decode, video_tokens, prompts, ctx_t, ctx_d)
 
-        raw_token = tgt.seconds(1, ctx_t)
+    def _choose(self, shape, tgt, drf, ranks, max_new_tokens, speculate) -> Choice:
+        raw_token = tgt.seconds(1, shape.ctx_t)
         token = raw_token * self._factor(self._plain_factors)
-        plain = decode * token
+        plain = shape.decode * token
         if speculate is False or max_new_tokens <= 1:
             why = "plain decoding requested" if speculate is False else "one new token"
-            return Choice(False, 0.0, None, 1.0, why, 0.0, token, 0.0, raw_token), spent
-
-        # The fastest speculation: every drop rate, its best tree; the prompt work it adds
-        # (the draft's prefill, its video encoding, the scoring the pruning needs) counts too.
-        spec_factor = self._factor(self._spec_factors)
-        encoding = self.draft_video_seconds * video_tokens
-        best, best_total = None, None
-        for d in drops:
-            rates, untried = self._rates(d, ranks)
-            p = best_tree(rates, tgt, drf, ctx_t, ctx_d[d], decode)
-            p.drop_rate, p.untried = d, untried
-            total = p.seconds * spec_factor + drf.prefill_seconds(prompts[d]) + encoding
-            total += self.scoring_seconds if d > 0 else 0.0
-            margin = 1.0 - EXPLORE_GAIN if untried else 1.0
-            if best is None or total < best_total * margin:
-                best, best_total = p, total
-        spec_decode = best.seconds * spec_factor
+            return Choice(False, 0.0, None, 1.0, why, 0.0, token, 0.0, raw_token)
+        best, best_total, spec_factor = self._best_speculation(shape, tgt, drf, ranks)
         chosen = Choice(
             True,
             best.drop_rate,
             best.tree,
-            plain / spec_decode,
+            plain / (best.seconds * spec_factor),
             "",
             best.step * spec_factor,
             token,
             best.step,
             raw_token,
-            drf.prefill_seconds(prompts[best.drop_rate]),
-            video_tokens,
+            drf.prefill_seconds(shape.prompts[best.drop_rate]),
+            shape.video_tokens,
         )
         if speculate is True:
-            return replace(chosen, reason="speculation requested"), spent
+            return replace(chosen, reason="speculation requested")
         if best_total < plain:
             self.plain_calls = 0
             why = f"predicted {plain / best_total:.2f}x faster than plain decoding"
             if best.untried:
                 why += f" (drop rate {best.drop_rate:g} untried: trying it)"
-            return replace(chosen, reason=why), spent
+            return replace(chosen, reason=why)
 
         # Plain decoding is predicted faster. When the measured forward costs alone would let
         # speculation pay with the prior's acceptance, it is the acceptance (or the overheads)
         # seen so far that does not: speculation is tried again now and then.
-        hopeful = best_tree(PRIOR[:ranks], tgt, drf, ctx_t, ctx_d[0.0], decode)
-        hopeful = hopeful.seconds + drf.prefill_seconds(prompts[0.0]) < decode * raw_token
+        hopeful = best_tree(PRIOR[:ranks], tgt, drf, shape.ctx_t, shape.ctx_d[0.0], shape.decode)
+        hopeful = (
+            hopeful.seconds + drf.prefill_seconds(shape.prompts[0.0]) < shape.decode * raw_token
+        )
         self.plain_calls += 1
         if hopeful and self.plain_calls >= PROBE_EVERY:
             self.plain_calls = 0
-            return replace(chosen, reason="probing: speculation has not paid lately"), spent
+            return replace(chosen, reason="probing: speculation has not paid lately")
         why = (
             "the acceptance seen so far does not pay for drafting"
             if hopeful
             else "the draft is too slow next to the target for speculation to pay"
         )
-        plain_choice = Choice(False, 0.0, None, 1.0, why, 0.0, token, 0.0, raw_token)
-        return plain_choice, spent
+        return Choice(False, 0.0, None, 1.0, why, 0.0, token, 0.0, raw_token)
+
+    def _best_speculation(self, shape, tgt, drf, ranks) -> tuple[TreeChoice, float, float]:
+        """The fastest speculation: every drop rate, its best tree; the prompt work it adds
+        (the draft's prefill, its video encoding, the scoring the pruning needs) counts too.
+        Returns it, its predicted total seconds and the decode-time correction factor."""
+        spec_factor = self._factor(self._spec_factors)
+        encoding = self.draft_video_seconds * shape.video_tokens
+        best, best_total = None, None
+        for d in shape.prompts:
+            rates, untried = self._rates(d, ranks)
+            p = best_tree(rates, tgt, drf, shape.ctx_t, shape.ctx_d[d], shape.decode)
+            p.drop_rate, p.untried = d, untried
+            total = p.seconds * spec_factor + drf.prefill_seconds(shape.prompts[d]) + encoding
+            total += self.scoring_seconds if d > 0 else 0.0
+            margin = 1.0 - EXPLORE_GAIN if untried else 1.0
+            if best is None or total < best_total * margin:
+                best, best_total = p, total
+        return best, best_total, spec_factor
 
     def _rates(self, drop_rate: float, ranks: int) -> tuple[tuple[float, ...], bool]:
         """Acceptance rates by rank at ``drop_rate``, and whether that rate is untried (then:

@@ -13,15 +13,7 @@ from tests import tiny_models as tm
 NEW = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with tm.single_threaded():
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _reference_kernels(monkeypatch):
-    monkeypatch.setenv("SPECVLM_KERNELS_BACKEND", "reference")
+pytestmark = pytest.mark.usefixtures("one_thread", "reference_kernels")
 
 
 @pytest.mark.parametrize("value", ["no", "yes", 0, 1, 0.0, "False"])
@@ -96,8 +88,15 @@ def test_draft_with_other_vision_geometry_refused_before_any_work(vision, named)
         specvlm.accelerate((target, draft))
 
 
-def test_llava_draft_with_other_image_size_refused():
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda cfg: setattr(cfg.vision_config, "image_size", 64), "image_size 32 vs 64"),
+        (lambda cfg: setattr(cfg, "vision_feature_select_strategy", "default"), "select_strategy"),
+    ],
+)
+def test_llava_draft_with_other_vision_geometry_refused(edit, named):
     target, draft = tm.make_pair("llava_onevision")
-    draft.config.vision_config.image_size *= 2
-    with pytest.raises(ValueError, match="image_size"):
+    edit(draft.config)
+    with pytest.raises(ValueError, match=f"cut videos into different tokens.*{named}"):
         specvlm.accelerate((target, draft))

@@ -25,6 +25,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 import specvlm
+from specvlm import decoder as decoder_module
 from specvlm.decoder import attention_implementation_set_to
 from specvlm.families import family_of
 from tests import tiny_models as tm
@@ -33,15 +34,7 @@ NEW = 10
 WAIT = 60.0  # seconds an event may take before a test fails (never reached when it works)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with tm.single_threaded():
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _reference_kernels(monkeypatch):
-    monkeypatch.setenv("SPECVLM_KERNELS_BACKEND", "reference")
+pytestmark = pytest.mark.usefixtures("one_thread", "reference_kernels")
 
 
 @pytest.fixture(scope="module", params=tm.FAMILIES)
@@ -80,6 +73,12 @@ def model_state(model):
     return sorted(_impls(decoder)), hooks
 
 
+def rope_deltas(model):
+    """The M-RoPE offset Qwen models keep on the model (``generate`` reads it back when it
+    continues from a cache); None for LLaVA-OneVision."""
+    return getattr(model.model, "rope_deltas", None)
+
+
 def _impls(decoder):
     return {m.config._attn_implementation for m in decoder.modules() if hasattr(m, "config")}
 
@@ -107,6 +106,7 @@ def test_a_call_that_outlives_another_keeps_its_routing(family):
     sd = specvlm.accelerate((target, draft), drop_rate=0.0)
     pause_a, pause_b = PauseAtFirstToken(), PauseAtFirstToken()
     before = model_state(target), model_state(draft)
+    deltas = _mark_rope_deltas(target)
 
     def call(prompt, pause):
         criteria = StoppingCriteriaList([pause])
@@ -123,6 +123,16 @@ def test_a_call_that_outlives_another_keeps_its_routing(family):
         assert b.result(WAIT) == refs[1]
     assert sd.last_stats.mean_accepted_length > 2  # B's tree was mostly accepted
     assert (model_state(target), model_state(draft)) == before
+    assert rope_deltas(target) is deltas  # overlapping calls leave the M-RoPE state as it was
+
+
+def _mark_rope_deltas(model):
+    """Give a Qwen model a recognisable ``rope_deltas`` (a later ``generate`` continuing from a
+    cache would read it) and return it."""
+    if not hasattr(model.model, "rope_deltas"):
+        return None
+    model.model.rope_deltas = torch.tensor([[123]])
+    return model.model.rope_deltas
 
 
 def test_plain_generate_while_a_call_captures_the_decoder_inputs(family):
@@ -242,3 +252,78 @@ def test_a_switch_restores_on_error_and_refuses_a_second_name():
                     pass
             raise ValueError("inside")
     assert _impls(decoder) == {"sdpa"}
+
+
+def test_a_stale_capture_hook_never_acts():
+    """A forward that listed another capture's hook just before it was removed calls it without
+    keywords: even inside a capture of the same decoder, that call must pass through (it used
+    to record nothing and stop the forward)."""
+    target, _, _, _ = setup("qwen2_5_vl")
+    decoder = family_of(target, "t").decoder(target)
+    token = decoder_module._CAPTURE.set((decoder, {}))
+    try:
+        assert decoder_module._capture_hook(decoder, (), None) is None
+        with pytest.raises(decoder_module._Captured):
+            decoder_module._capture_hook(decoder, (), {"inputs_embeds": None})
+    finally:
+        decoder_module._CAPTURE.reset(token)
+
+
+def test_one_model_as_target_and_draft_from_threads():
+    target, _, prompts, refs = setup("qwen3_vl")
+    sd = specvlm.accelerate((target, target), drop_rate=0.5)
+    before = model_state(target)
+    with ThreadPoolExecutor(3) as pool:
+        jobs = [pool.submit(greedy, sd.generate, prompts[i % 3]) for i in range(6)]
+        assert [job.result(WAIT) for job in jobs] == [refs[i % 3] for i in range(6)]
+    assert model_state(target) == before
+
+
+class CallInside(StoppingCriteria):
+    """Stopping criteria that, at the first token, make another ``generate`` call in the same
+    thread (re-entering while the outer call is inside SpecVLM's loop)."""
+
+    def __init__(self, call):
+        self.call, self.result = call, None
+
+    def __call__(self, input_ids, scores, **kwargs):
+        if self.result is None:
+            self.result = self.call()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+
+@pytest.mark.parametrize("inner", ["sd", "target"])
+def test_generate_re_entered_from_a_callback(inner):
+    target, draft, prompts, refs = setup("llava_onevision")
+    sd = specvlm.accelerate((target, draft), drop_rate=0.5)
+    inside = CallInside(
+        lambda: greedy(sd.generate if inner == "sd" else target.generate, prompts[1])
+    )
+    out = greedy(sd.generate, prompts[0], stopping_criteria=StoppingCriteriaList([inside]))
+    assert out == refs[0] and inside.result == refs[1]
+    assert model_state(target)[0] == ["sdpa"]
+
+
+def test_an_error_in_one_call_leaves_the_others_routed():
+    """B raises (its selector fails) while A is paused inside its loop: A goes on routed and
+    correct, and the models are put back once A is done."""
+    target, _, prompts, refs = setup("qwen2_5_vl")
+    draft = tm.make_copy_draft(target)
+    sd = specvlm.accelerate((target, draft), drop_rate=0.0)
+
+    def broken(scores, keep, grid):
+        raise RuntimeError("selector failure")
+
+    failing = specvlm.accelerate((target, draft), drop_rate=0.5, selector=broken)
+    pause = PauseAtFirstToken()
+    before = model_state(target), model_state(draft)
+    with ThreadPoolExecutor(1) as pool:
+        a = pool.submit(greedy, sd.generate, prompts[0], stopping_criteria=[pause])
+        assert pause.reached.wait(WAIT)
+        with pytest.raises(RuntimeError, match="selector failure"):
+            greedy(failing.generate, prompts[1])
+        assert model_state(target)[0] == ["specvlm:sdpa"]  # A still holds the switch
+        pause.go.set()
+        assert a.result(WAIT) == refs[0]
+    assert sd.last_stats is not None and sd.last_stats.mean_accepted_length > 2
+    assert (model_state(target), model_state(draft)) == before

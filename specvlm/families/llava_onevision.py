@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 
 from specvlm.families.base import Family
+from specvlm.names import FAMILIES
 
 
 class LlavaOnevisionFamily(Family):
     model_type = "llava_onevision"
-    display_name = "LLaVA-OneVision"
+    display_name = FAMILIES[model_type]
     mrope = False
 
     def video_grid(self, model, inputs):
@@ -26,7 +27,12 @@ class LlavaOnevisionFamily(Family):
 
     def vision_geometry(self, model):
         vision = model.config.vision_config
-        return {"image_size": vision.image_size, "patch_size": vision.patch_size}
+        return {
+            "image_size": vision.image_size,
+            "patch_size": vision.patch_size,
+            # "default" drops the first patch feature, "full" keeps it: another token count
+            "vision_feature_select_strategy": model.config.vision_feature_select_strategy,
+        }
 
     def num_extra_video_tokens(self) -> int:
         return 1  # the newline token after the frames

@@ -11,6 +11,7 @@ the kept tokens.
 from __future__ import annotations
 
 from specvlm.families.base import Family
+from specvlm.names import FAMILIES
 
 
 class QwenVLFamily(Family):
@@ -50,7 +51,7 @@ class QwenVLFamily(Family):
         return {name: getattr(vision, name, None) for name in names}
 
 
-QWEN2_5_VL = QwenVLFamily("qwen2_5_vl", "Qwen2.5-VL")
-QWEN3_VL = QwenVLFamily("qwen3_vl", "Qwen3-VL")
+QWEN2_5_VL = QwenVLFamily("qwen2_5_vl", FAMILIES["qwen2_5_vl"])
+QWEN3_VL = QwenVLFamily("qwen3_vl", FAMILIES["qwen3_vl"])
 
 __all__ = ["QWEN2_5_VL", "QWEN3_VL"]
