@@ -2,8 +2,8 @@
 
 A wrong ``--selector`` or an unsupported checkpoint is refused before torch loads (about a
 second, more on a busy machine): these names are kept here, in a module that imports nothing.
-They must equal the library's own (``specvlm.selectors.NAMES`` and the families'
-``model_type`` / ``display_name``), which tests/test_cli_light.py checks.
+The library takes them from here (``specvlm.selectors.NAMES``, the families' display names);
+tests/test_cli_light.py checks that they list exactly what it defines.
 """
 
 # the built-in selectors of specvlm.selectors, in its order

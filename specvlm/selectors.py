@@ -13,6 +13,7 @@ from decimal import ROUND_FLOOR, Decimal
 
 import torch
 
+from specvlm import names
 from specvlm_kernels import select_video_tokens
 
 Selector = Callable[[torch.Tensor, int, tuple[int, int, int]], torch.Tensor]
@@ -54,7 +55,7 @@ BUILT_IN: dict[str, Callable[[float, int], Selector]] = {
     "uniform": lambda mass, seed: uniform,
     "random": lambda mass, seed: random_selector(seed),
 }
-NAMES = tuple(BUILT_IN)
+NAMES = names.SELECTORS  # the one list of names (the CLI checks it without importing torch)
 
 
 def resolve(selector, *, mass: float, seed: int) -> Selector:

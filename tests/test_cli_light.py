@@ -133,5 +133,5 @@ def test_the_light_names_are_the_librarys():
     from specvlm import names, selectors
     from specvlm.families import FAMILIES
 
-    assert names.SELECTORS == selectors.NAMES
+    assert names.SELECTORS == selectors.NAMES == tuple(selectors.BUILT_IN)
     assert names.FAMILIES == {t: f.display_name for t, f in FAMILIES.items()}
