@@ -132,6 +132,13 @@ def graph_replayer(fn, device: torch.device, replays: int = GRAPH_REPLAYS):
     return replay
 
 
+def bench_graph_replays(benchmark, call, device: torch.device, **metrics) -> None:
+    """Time ``call`` in the graph-replay regime (:func:`graph_replayer`) and record its metrics
+    (``flops``, ``bytes_moved`` and the row's info) as one call of that regime."""
+    benchmark(graph_replayer(call, device))
+    record_metrics(benchmark, device=device, regime="graph", calls=GRAPH_REPLAYS, **metrics)
+
+
 def median_seconds(benchmark) -> float | None:
     stats = getattr(benchmark, "stats", None)
     if stats is None:  # --benchmark-disable

@@ -32,11 +32,10 @@ from __future__ import annotations
 import pytest
 import torch
 from _common import (
-    GRAPH_REPLAYS,
     MODELS,
     NO_CUDA_GRAPHS,
     bench_device,
-    graph_replayer,
+    bench_graph_replays,
     on_gpu,
     pick_shapes,
     record_metrics,
@@ -148,17 +147,8 @@ def test_bench_select_graph(benchmark, shape):
     scores, keep, grid, bytes_moved, info = _select_case(shape, device)
     benchmark.group = f"select-{_select_id(shape)}"
     call = lambda: select_video_tokens(scores, keep, mass=MASS, grid=grid)
-    benchmark(graph_replayer(call, device))
-    record_metrics(
-        benchmark,
-        device=device,
-        flops=0.0,
-        bytes_moved=bytes_moved,
-        **info,
-        impl="triton",
-        regime="graph",
-        calls=GRAPH_REPLAYS,
-    )
+    metrics = dict(flops=0.0, bytes_moved=bytes_moved, impl="triton", **info)
+    bench_graph_replays(benchmark, call, device, **metrics)
 
 
 @pytest.mark.parametrize("shape", SELECT_SHAPES, ids=_select_id)
@@ -196,17 +186,8 @@ def test_bench_prune_graph(benchmark, shape):
     feats, scores, keep, grid, bytes_moved, info = _prune_case(shape, device)
     benchmark.group = f"prune-{_prune_id(shape)}"
     call = lambda: prune_video_tokens(feats, scores, keep, mass=MASS, grid=grid)
-    benchmark(graph_replayer(call, device))
-    record_metrics(
-        benchmark,
-        device=device,
-        flops=0.0,
-        bytes_moved=bytes_moved,
-        **info,
-        impl="triton",
-        regime="graph",
-        calls=GRAPH_REPLAYS,
-    )
+    metrics = dict(flops=0.0, bytes_moved=bytes_moved, impl="triton", **info)
+    bench_graph_replays(benchmark, call, device, **metrics)
 
 
 @pytest.mark.parametrize("shape", PRUNE_SHAPES, ids=_prune_id)

@@ -24,12 +24,11 @@ from __future__ import annotations
 import pytest
 import torch
 from _common import (
-    GRAPH_REPLAYS,
     MODELS,
     NO_CUDA_GRAPHS,
     REPORT_MODELS,
     bench_device,
-    graph_replayer,
+    bench_graph_replays,
     on_gpu,
     pick_shapes,
     record_metrics,
@@ -190,6 +189,4 @@ def test_bench_tree_attention_graph(benchmark, shape, impl):
         q, k, v, mask = _inputs(shape, device)
         call = lambda: tree_attention(q, k, v, mask)
     benchmark.group = f"tree_attention-{_shape_id(shape)}"
-    benchmark(graph_replayer(call, device))
-    info = dict(_info(shape), impl=impl, regime="graph", calls=GRAPH_REPLAYS)
-    record_metrics(benchmark, device=device, **_metrics(shape), **info)
+    bench_graph_replays(benchmark, call, device, **_metrics(shape), **_info(shape), impl=impl)

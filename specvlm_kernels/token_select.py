@@ -767,6 +767,9 @@ def _select_config(
         "BLOCK_F": block_f,
         "BLOCK_P": block_p,
         "num_warps": 8 if on_gpu and block >= 512 else 4,
+        # the grid walk: with 8 warps ptxas 12.8 / 12.9 (Triton 3.7, 3.8) cap it at 64
+        # registers and it spills; with 4 it takes 80-116 (docs/kernels.md)
+        "walk_warps": 4,
     }
 
 
@@ -891,7 +894,7 @@ def _launch_select(
             BLOCK_T=cfg["BLOCK_T"],
             BLOCK_F=cfg["BLOCK_F"],
             BLOCK_P=cfg["BLOCK_P"],
-            num_warps=4,  # 8 warps cap it at 64 registers under ptxas 12.8-12.9 (spills)
+            num_warps=cfg["walk_warps"],
         )
     return out
 

@@ -20,6 +20,14 @@ from pathlib import Path
 MODULES = {"env": "environment", "e2e": "e2e", "decoders": "decoders", "perf_model": "perf"}
 
 
+def step_device(tiny: bool):
+    """The device a step measures on: the current CUDA device, or the CPU with ``--tiny`` (or
+    without CUDA)."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() and not tiny else "cpu")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=sorted(MODULES))

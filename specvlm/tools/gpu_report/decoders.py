@@ -9,6 +9,8 @@ import json
 import time
 from pathlib import Path
 
+from specvlm.tools.gpu_report.child import step_device
+
 # Text-decoder configurations of the real models (from their Hugging Face config.json files):
 # (hidden, intermediate, layers, heads, kv heads, vocab, tied embeddings).
 DECODERS = {
@@ -132,7 +134,7 @@ def _rows(name: str, spec: tuple, model, times: dict, context: int, dtype) -> li
 def run(out: Path, tiny: bool) -> tuple[str, list[str]]:
     import torch
 
-    device = torch.device("cuda" if torch.cuda.is_available() and not tiny else "cpu")
+    device = step_device(tiny)
     if device.type == "cpu":
         torch.set_num_threads(1)  # tiny models: far faster on one thread (CONTRIBUTING.md)
     specs = TINY_DECODERS if tiny else DECODERS

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from specvlm.tools.gpu_report.child import step_device
+
 KEEP = (
     "method",
     "new_tokens",
@@ -50,7 +52,7 @@ def run(out: Path, tiny: bool) -> tuple[str, list[str]]:
     from specvlm.tools.bench import CheckpointWorkload
     from specvlm.tools.common import EMBEDDED
 
-    device = torch.device("cuda" if torch.cuda.is_available() and not tiny else "cpu")
+    device = step_device(tiny)
     if device.type == "cpu":
         torch.set_num_threads(1)
     workload = CheckpointWorkload(
