@@ -15,6 +15,9 @@ else
     export TRITON_INTERPRET=1
 fi
 # Triton 3.6's interpreter with numpy 2.3 warns on every one-element array it turns into an int.
+# Left to the main environment: the README's commands (tests/test_readme.py: they build and run
+# .venv, not this environment) and the vLLM plugin (its own .venv-vllm).
 python -m pytest tests bench --benchmark-disable -q -p no:cacheprovider \
-    --ignore=tests/test_vllm_plugin.py -W ignore::DeprecationWarning "$@"
+    --ignore=tests/test_vllm_plugin.py --ignore=tests/test_readme.py \
+    -W ignore::DeprecationWarning "$@"
 bash scripts/gpu_report.sh --tiny --out "${TMPDIR:-/tmp}/specvlm-gpu-report-tiny-gpu-image"
