@@ -396,7 +396,8 @@ class _LastStats:
         self._latest = stats
 
     def get(self) -> GenerationStats | None:
-        return getattr(self._local, "stats", None) or self._latest
+        mine = getattr(self._local, "stats", None)
+        return mine if mine is not None else self._latest
 
 
 def _as_set(value) -> set[int]:
