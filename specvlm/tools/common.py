@@ -79,15 +79,18 @@ def check_checkpoint(path: str, role: str) -> str:
             config = json.load(f)
         model_type = config.get("model_type") if isinstance(config, dict) else None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ToolError(f"--{role} {path}: cannot read config.json: {_one_line(err)}") from err
+        raise ToolError(f"--{role} {path}: cannot read config.json: {one_line(err)}") from err
     if model_type not in FAMILIES:
         names = ", ".join(f"{name} ({t})" for t, name in FAMILIES.items())
         raise ToolError(f"--{role} {path} is a {model_type!r} model; supported: {names}")
     return path
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
+def one_line(err: BaseException) -> str:
+    """An error's message on one line; for an OS error (PyAV's too) its text without the errno
+    and the call name ("Invalid data found when processing input")."""
+    text = getattr(err, "strerror", None) or str(err)
+    return " ".join(str(text).split()) or type(err).__name__
 
 
 # what torch.device accepts, roughly: a device type, optionally ":index"

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from specvlm.tools.common import InputError, check_video_path
+from specvlm.tools.common import InputError, check_video_path, one_line
 
 if TYPE_CHECKING:
     import torch
@@ -42,13 +42,6 @@ def frame_indices(total: int, count: int) -> np.ndarray:
     """The indices of ``count`` frames spread evenly over ``total`` frames, first and last
     included (repeated when ``total < count``)."""
     return np.linspace(0, total - 1, count).round().astype(int)
-
-
-def _one_line(err: BaseException) -> str:
-    """PyAV's message without its errno and call name ("Invalid data found when processing
-    input"), on one line."""
-    text = getattr(err, "strerror", None) or str(err)
-    return " ".join(str(text).split()) or type(err).__name__
 
 
 def read_video(path: str, frames: int | None = None) -> np.ndarray:
@@ -88,7 +81,7 @@ def read_video(path: str, frames: int | None = None) -> np.ndarray:
     except InputError:
         raise
     except Exception as err:  # PyAV raises many types for broken files
-        raise InputError(f"cannot decode video {path}: {_one_line(err)}") from err
+        raise InputError(f"cannot decode video {path}: {one_line(err)}") from err
 
 
 def _count_frames(container) -> int:
@@ -120,7 +113,7 @@ def _decode_picked(path: str, wanted: set[int] | None) -> tuple[dict[int, np.nda
         except av.error.FFmpegError as err:
             where = f"after frame {decoded}" if decoded else "at its first frame"
             raise InputError(
-                f"cannot decode video {path} {where}: {_one_line(err)} (damaged or truncated?)"
+                f"cannot decode video {path} {where}: {one_line(err)} (damaged or truncated?)"
             ) from err
     return kept, decoded
 
