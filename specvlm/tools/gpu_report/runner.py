@@ -100,18 +100,18 @@ def run_step(spec: StepSpec, rec: Record, ctx: Context, cap: float) -> None:
     rec.files = _files(spec, ctx.out)
 
 
-def blocked(spec: StepSpec, records: dict[str, Record], ctx: Context) -> str:
-    """Why ``spec`` cannot run now ("" if it can); a skipped prerequisite skips it."""
+def blocked(spec: StepSpec, records: dict[str, Record], ctx: Context) -> tuple[str, str]:
+    """``(status, why)`` when ``spec`` cannot run now (``("", "")`` if it can): "skipped" after
+    a skipped prerequisite, else "not run"."""
     for step, name in spec.needs:
         if records[step].status == "skipped":
-            records[spec.name].status = "skipped"
-            return f"needs {step}, skipped"
+            return "skipped", f"needs {step}, skipped"
         if not (ctx.out / name).exists():
-            return f"needs {name} from {step} ({records[step].status})"
+            return "not run", f"needs {name} from {step} ({records[step].status})"
     left = ctx.deadline.left()
     if ctx.deadline.cap(spec.name) < budgets.MIN_STEP:
-        return f"out of time: {max(left, 0.0):.0f} s left of the run's budget"
-    return ""
+        return "not run", f"out of time: {max(left, 0.0):.0f} s left of the run's budget"
+    return "", ""
 
 
 def _after_env(ctx: Context, rec: Record) -> bool:
@@ -132,10 +132,9 @@ def run_all(specs, records: dict[str, Record], ctx: Context, show) -> int:
         rec = records[spec.name]
         if rec.status != "pending":
             continue
-        reason = blocked(spec, records, ctx)
-        if reason:
-            rec.status = "skipped" if rec.status == "skipped" else "not run"
-            rec.detail = reason
+        status, reason = blocked(spec, records, ctx)
+        if status:
+            rec.status, rec.detail = status, reason
         else:
             cap = ctx.deadline.cap(spec.name)
             rec.status, rec.cap = "running", cap
