@@ -27,7 +27,7 @@ os.environ.setdefault("SPECVLM_KERNELS_BACKEND", "reference")
 
 import specvlm  # noqa: E402
 from tests import tiny_models as tm  # noqa: E402
-from tests.test_threads import _mixed_worker, model_state, setup  # noqa: E402
+from tests.test_threads import mixed_worker, model_state, setup  # noqa: E402
 
 CONFIGS = {
     "drop 0.5": lambda target, draft: ((target, draft), {"drop_rate": 0.5}),
@@ -45,7 +45,7 @@ def soak(family: str, config: str, threads: int, rounds: int) -> dict:
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         jobs = [
-            pool.submit(_mixed_worker, sd, target, prompts, refs, seed, rounds)
+            pool.submit(mixed_worker, sd, target, prompts, refs, seed, rounds)
             for seed in range(threads)
         ]
         outcomes = [o for job in jobs for o in job.result()]

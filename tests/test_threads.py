@@ -168,7 +168,7 @@ def test_plain_generate_while_a_call_captures_the_decoder_inputs(family):
     assert model_state(target)[1] == 0
 
 
-def _mixed_worker(sd, target, prompts, refs, seed, rounds):
+def mixed_worker(sd, target, prompts, refs, seed, rounds):
     rng = random.Random(seed)
     outcomes = []
     for _ in range(rounds):
@@ -193,7 +193,7 @@ def test_threads_mixing_speculative_and_plain_generate(family, policy):
     sd = specvlm.accelerate((target, draft), **kwargs)
     before = model_state(target), model_state(draft)
     with ThreadPoolExecutor(4) as pool:
-        jobs = [pool.submit(_mixed_worker, sd, target, prompts, refs, s, 8) for s in range(4)]
+        jobs = [pool.submit(mixed_worker, sd, target, prompts, refs, s, 8) for s in range(4)]
         outcomes = [o for job in jobs for o in job.result(600)]
     errors = [o for o in outcomes if o[3] is not None]
     wrong = [o for o in outcomes if o[3] is None and not o[2]]
