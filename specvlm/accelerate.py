@@ -45,6 +45,7 @@ def accelerate(
     min_draft_confidence: float = 0.0,
     seed: int = 0,
     children: str = "top_k",
+    capture="auto",
 ) -> SpeculativeDecoder:
     """Wrap ``(target, draft)`` for lossless speculative decoding with verifier-guided pruning.
 
@@ -83,6 +84,12 @@ def accelerate(
             replacement from its processed distribution, verified by recursive rejection
             sampling). Both are lossless; greedy decoding always uses the top-k. Measured in
             ``docs/design.md`` ("Sampling").
+        capture: how the draft's forwards run after its prefill (:mod:`specvlm.capture`):
+            ``True``: captured steps (a static cache and a compiled forward per width bucket;
+            CUDA graphs on a GPU), a clear error where the draft cannot be captured;
+            ``False``: eager transformers code; ``"auto"`` (default): captured where it pays
+            on this hardware (:func:`specvlm.capture.capture_pays`). Never changes the output;
+            ``last_stats.captured`` says what a call ran.
     """
     if isinstance(models, nn.Module) or not isinstance(models, Sequence) or len(models) != 2:
         raise TypeError("accelerate expects a pair (target, draft) of models")
@@ -99,6 +106,7 @@ def accelerate(
         min_draft_confidence=min_draft_confidence,
         seed=seed,
         children=children,
+        capture=capture,
     )
 
 
@@ -137,6 +145,7 @@ class SpeculativeDecoder:
         children="top_k",
         policy="auto",
         speculate=None,
+        capture="auto",
     ):
         self.family: Family = family_of(target, "target")
         draft_family = family_of(draft, "draft")
@@ -188,6 +197,9 @@ class SpeculativeDecoder:
         for role, model in (("target", target), ("draft", draft)):
             self._check_attention(role, model)
         self._check_tree_ranks()
+        if not (capture is True or capture is False or capture == "auto"):
+            raise ValueError(f"capture must be True, False or 'auto', got {capture!r}")
+        self.capture = capture
         self.settings = Settings(
             self.family,
             self.drop_rate or 0.0,

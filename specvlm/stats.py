@@ -40,6 +40,7 @@ class GenerationStats:
     tree_size: int = 0  # nodes of that tree
     tree_depth: int = 0
     scored_video: bool = True  # whether the target prefill scored the video tokens
+    captured: bool = False  # whether the draft's forwards ran as captured steps (capture=)
     plain_tokens: int = 0  # tokens decoded by the target alone, one forward each
     plain_decode: float = 0.0  # seconds of that plain decoding (part of ``decode``)
     fallback_step: int | None = None  # speculation stopped after this many steps (policy)
