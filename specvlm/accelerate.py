@@ -9,8 +9,9 @@ the loop of :mod:`specvlm.speculation` with both models' attention routed throug
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import torch
@@ -18,6 +19,8 @@ from torch import nn
 
 from specvlm import generation, selectors
 from specvlm.attention import routed_attention
+from specvlm.capture import DraftCapture, StaticSide, capture_decision
+from specvlm.capture.steps import captured_draft
 from specvlm.choice import CHILDREN, TokenChooser
 from specvlm.devices import cuda_devices, synchronized_now
 from specvlm.families import Family, family_of
@@ -199,7 +202,13 @@ class SpeculativeDecoder:
         self._check_tree_ranks()
         if not (capture is True or capture is False or capture == "auto"):
             raise ValueError(f"capture must be True, False or 'auto', got {capture!r}")
+        draft_decoder = self.family.decoder(draft)
+        if capture is True and speculate is not False:
+            capture_decision(True, draft_decoder)  # raises where it cannot capture
         self.capture = capture
+        self._draft_capture = DraftCapture(
+            draft_decoder, self.family.lm_head(draft), draft.get_input_embeddings()
+        )
         self.settings = Settings(
             self.family,
             self.drop_rate or 0.0,
@@ -340,7 +349,8 @@ class SpeculativeDecoder:
             )
             if choice is not None and choice.speculate:
                 run.keep_speculating = lambda stats: self.policy.keep_speculating(choice, stats)
-            generate_tokens(run)
+            with self._captured_steps(run, setup):
+                generate_tokens(run)
         if run.streamer is not None:
             run.streamer.end()
         stats = run.stats
@@ -353,6 +363,26 @@ class SpeculativeDecoder:
         if choice is not None:
             self.policy.observe(choice, stats)
         return run
+
+    @contextlib.contextmanager
+    def _captured_steps(self, run: Run, setup: GenerationSetup) -> Iterator[None]:
+        """The draft's captured steps for this call, where ``capture=`` says so
+        (:mod:`specvlm.capture`); ``stats.captured`` says whether they ran."""
+        capture, run.stats.capture_reason = capture_decision(
+            self.capture, self.family.decoder(self.draft)
+        )
+        if not (capture and run.settings.speculate):
+            yield
+            return
+        tree = run.settings.tree
+        with captured_draft(
+            self._draft_capture, setup.prompt_length, setup.max_new_tokens, tree
+        ) as adopt:
+            run.adopt_draft = adopt
+            try:
+                yield
+            finally:
+                run.stats.captured = isinstance(run.draft, StaticSide)
 
     def _choose(self, setup: GenerationSetup, inputs: dict) -> tuple[Choice | None, float]:
         """The policy's choice for this call (None with fixed settings), and the seconds spent

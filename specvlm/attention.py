@@ -27,6 +27,9 @@ own attention function with the model's own mask, unchanged.
   once per forward.
 * :class:`MaskedPlan`: an explicit bool mask ``[1, 1, Q, K]`` through SDPA (the draft's
   level-by-level tree expansion, where the queries are only part of the tree in the cache).
+
+Inside a compiled forward (:mod:`specvlm.capture`'s captured draft steps) no plan is read: the
+model's own attention runs with the explicit ``[1, 1, Q, K]`` mask the step passes.
 """
 
 from __future__ import annotations
@@ -132,6 +135,12 @@ def _sdpa_with_mask(query, key, value, mask, scaling):
 
 def _make_routed(base: str):
     def routed(module, query, key, value, attention_mask, **kwargs):
+        if torch.compiler.is_compiling():
+            # a captured step (specvlm.capture): the model's own attention with the explicit
+            # mask it is given (plans are context variables, which compiled code cannot read)
+            return model_attention_function(base, module)(
+                module, query, key, value, attention_mask, **kwargs
+            )
         plan = _PLAN.get()
         scaling = kwargs.get("scaling")
         if isinstance(plan, ScorePlan):

@@ -179,6 +179,70 @@ def keep_cache_entries(cache, start: int, offsets: list[int]) -> None:
 
 
 # -------------------------------------------------------------------------------------------
+# Static caches: the transformers internals specvlm.capture needs
+# -------------------------------------------------------------------------------------------
+# A transformers ``StaticCache`` holds per layer preallocated ``keys`` / ``values``
+# ``[1, kv_heads, capacity, head_dim]`` and a 0-d ``cumulative_length`` tensor where the next
+# forward writes (the same in 5.17 and 5.25, read from both sources). The layers' tensors are
+# marked as static addresses when allocated, so a compiled forward (or a CUDA graph) reads and
+# writes them in place. We own the length: it is set before every forward
+# (:func:`set_static_cache_length`) and compaction moves entries in place
+# (:func:`keep_static_cache_entries`).
+
+
+def new_static_cache(config, capacity: int):
+    from transformers import StaticCache
+
+    return StaticCache(config=config, max_cache_len=capacity)
+
+
+def fill_static_cache(static, dynamic) -> int:
+    """Copy a prefilled ``DynamicCache`` into an empty ``StaticCache`` of at least its length
+    (allocating the static layers like the prefill's: device, dtype, heads); returns the
+    length."""
+    length = cache_length(dynamic)
+    if len(static.layers) != len(dynamic.layers):
+        raise ValueError(
+            f"the static cache has {len(static.layers)} layers, the prefill {len(dynamic.layers)}"
+        )
+    for into, layer in zip(static.layers, dynamic.layers, strict=True):
+        if not into.is_initialized:
+            into.lazy_initialization(layer.keys, layer.values)
+        if length > into.max_cache_len:
+            raise ValueError(f"a prompt of {length} entries does not fit {into.max_cache_len}")
+        into.keys[..., :length, :].copy_(layer.keys)
+        into.values[..., :length, :].copy_(layer.values)
+    set_static_cache_length(static, length)
+    return length
+
+
+def set_static_cache_length(static, length: int) -> None:
+    """The next forward writes at entry ``length`` (entries past it are never attended: the
+    masks of :mod:`specvlm.capture` do not show them)."""
+    for layer in static.layers:
+        layer.cumulative_length.fill_(length)
+
+
+def keep_static_cache_entries(static, start: int, offsets: list[int]) -> None:
+    """:func:`keep_cache_entries` for a ``StaticCache``: the kept entries move down in place,
+    the buffers keep their size and address; the caller sets the new length."""
+    if offsets == list(range(len(offsets))):
+        return
+    for layer in static.layers:
+        keys, values = layer.keys, layer.values
+        src = torch.tensor(offsets, device=keys.device) + start
+        dst = slice(start, start + len(offsets))
+        keys[..., dst, :] = keys.index_select(-2, src)
+        values[..., dst, :] = values.index_select(-2, src)
+
+
+def static_cache_tensors(static) -> list[torch.Tensor]:
+    """Every buffer of the cache (for its memory footprint, and to release it)."""
+    layers = [layer for layer in static.layers if layer.is_initialized]
+    return [t for layer in layers for t in (layer.keys, layer.values)]
+
+
+# -------------------------------------------------------------------------------------------
 # Attention routing: the transformers internals specvlm.attention needs
 # -------------------------------------------------------------------------------------------
 # Decoders switched to a routed implementation (attention_implementation_set_to), and the lock

@@ -6,7 +6,8 @@
    fp32 buffer (when the video is to be pruned). The last logits give the first new token.
 2. :func:`prune`: the selector picks ``keep`` grid tokens (:func:`~specvlm.selectors.keep_count`).
 3. :func:`prefill_draft`: the draft prefills the text and the kept video tokens only, with
-   positions from :mod:`specvlm.positions` (1-D compacted or original; M-RoPE: original 3-D).
+   positions from :mod:`specvlm.positions` (1-D compacted or original; M-RoPE: original 3-D);
+   with captured steps (:mod:`specvlm.capture`) its cache then moves into a static one.
 4. :func:`speculate`, until generation is finished: **draft** (the draft expands the tree
    level by level, :mod:`specvlm.drafting`) -> **verify** (the target scores every node in one
    forward and the token chooser accepts a path, :mod:`specvlm.verify`) -> **commit** (both
@@ -71,6 +72,9 @@ class Run:
     stats: GenerationStats = field(default_factory=GenerationStats)
     # asked after every speculative step; False: go on with plain decoding (None: never)
     keep_speculating: Callable[[GenerationStats], bool] | None = None
+    # the draft's captured steps (specvlm.capture): makes the side the loop drafts with from
+    # the draft's prefilled side (None: the eager side itself)
+    adopt_draft: Callable[[Side], Side] | None = None
     target: Side | None = None  # set by prefill_target
     draft: Side | None = None  # set by prefill_draft
     layout: VideoLayout | None = None  # where the video tokens are (None: no video)
@@ -231,6 +235,10 @@ def prefill_draft(run: Run, keep_seq: torch.Tensor) -> None:
     )
     run.stats.draft_forwards += 1
     run.stats.draft_prefill = run.now() - t0
+    if run.adopt_draft is not None:
+        t0 = run.now()
+        run.draft = run.adopt_draft(run.draft)
+        run.stats.capture_setup = run.now() - t0
 
 
 def draft_prefill(

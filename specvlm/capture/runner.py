@@ -1,0 +1,91 @@
+"""One static draft cache and its compiled forwards, one per width bucket."""
+
+from __future__ import annotations
+
+import time
+import types
+
+import torch
+from torch import nn
+
+from specvlm.decoder import cache_argument_name, new_static_cache, static_cache_tensors
+
+
+def _draft_step(decoder, head, embed, cache, cache_name, ids, position_ids, mask, device):
+    """The function compiled per width: embed, decode over the static cache, project."""
+    out = decoder(
+        inputs_embeds=embed(ids).to(device),
+        position_ids=position_ids,
+        attention_mask=mask,
+        use_cache=True,
+        **{cache_name: cache},
+    )
+    hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
+    return head(hidden.to(head.weight.device))
+
+
+def _own_code_copy(function: types.FunctionType) -> types.FunctionType:
+    """``function`` with a code object of its own. torch.compile keeps its graphs per code
+    object, at most a few (8) before falling back to eager: one code object per (runner,
+    width) holds exactly one graph, however many runners and widths a process uses."""
+    return types.FunctionType(
+        function.__code__.replace(),
+        function.__globals__,
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+
+
+class CapturedForward:
+    """A static cache of ``capacity`` entries for ``decoder`` and a compiled forward per width
+    (compiled on its first use: :meth:`compile` times it). Used by one call at a time
+    (:class:`specvlm.capture.pool.DraftCapture` hands it out)."""
+
+    def __init__(self, decoder: nn.Module, head: nn.Module, embed: nn.Module, capacity: int):
+        self.decoder, self.head, self.embed = decoder, head, embed
+        self.capacity = capacity
+        self.device = next(decoder.parameters()).device
+        self.dtype = embed.weight.dtype
+        self.cache = new_static_cache(decoder.config, capacity)
+        self._cache_name = cache_argument_name(decoder)
+        self._compiled: dict[int, object] = {}
+        self.compile_seconds = 0.0
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The widths compiled so far."""
+        return tuple(sorted(self._compiled))
+
+    def memory_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in static_cache_tensors(self.cache))
+
+    def __call__(self, ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor):
+        """Logits ``[1, width, V]`` of the ``[1, width]`` ids; the cache gets their entries."""
+        width = ids.shape[1]
+        step = self._compiled.get(width)
+        if step is None:
+            return self._first_call(ids, position_ids, mask)
+        logits = step(*self._fixed(), ids, position_ids, mask, self.device)
+        # a CUDA graph's output lives in its memory pool, overwritten by the next replay
+        return logits.clone() if self.device.type == "cuda" else logits
+
+    def _fixed(self) -> tuple:
+        return self.decoder, self.head, self.embed, self.cache, self._cache_name
+
+    def _first_call(self, ids, position_ids, mask):
+        width = ids.shape[1]
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        step = torch.compile(_own_code_copy(_draft_step), dynamic=False, fullgraph=True, mode=mode)
+        t0 = time.perf_counter()
+        try:
+            logits = step(*self._fixed(), ids, position_ids, mask, self.device)
+        except Exception as error:
+            raise RuntimeError(
+                f"the draft's forward of width {width} could not be captured "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                "pass capture=False"
+            ) from error
+        self.compile_seconds += time.perf_counter() - t0
+        self._compiled[width] = step
+        return logits.clone() if self.device.type == "cuda" else logits

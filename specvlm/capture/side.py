@@ -1,0 +1,103 @@
+"""The draft's :class:`~specvlm.side.Side` on captured steps: the same ``step`` / ``keep`` /
+``length`` contract, run on a :class:`~specvlm.capture.runner.CapturedForward`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from specvlm import positions
+from specvlm.attention import AttentionPlan, BasePlan, MaskedPlan
+from specvlm.capture.buckets import width_bucket
+from specvlm.capture.runner import CapturedForward
+from specvlm.decoder import fill_static_cache, keep_static_cache_entries, set_static_cache_length
+from specvlm.side import PLACEHOLDER_ID, Side
+
+
+@dataclass
+class StaticSide(Side):
+    """A draft side whose forwards are captured steps. Made by :meth:`adopt` from the side the
+    eager prefill returned; ``cache`` is the runner's static cache."""
+
+    runner: CapturedForward | None = None
+    filled: int = 0  # entries of the static cache in use
+
+    @classmethod
+    def adopt(cls, side: Side, runner: CapturedForward) -> StaticSide:
+        """The prefilled ``side``'s cache copied into ``runner``'s; positions and vocabulary
+        settings carried over."""
+        filled = fill_static_cache(runner.cache, side.cache)
+        return cls(
+            side.decoder,
+            side.lm_head,
+            side.embed,
+            runner.cache,
+            side.next_pos,
+            side.mrope,
+            side.device,
+            logits_width=side.logits_width,
+            known_ids=side.known_ids,
+            forwards=side.forwards,
+            runner=runner,
+            filled=filled,
+        )
+
+    @property
+    def length(self) -> int:
+        return self.filled
+
+    def step(
+        self,
+        tokens: list[int],
+        offsets: torch.Tensor,
+        plan: AttentionPlan,
+        attention_mask: torch.Tensor,
+        logits_rows: slice,
+        start: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`Side.step`, padded to the width bucket; ``plan`` (a :class:`BasePlan` or a
+        :class:`MaskedPlan`) becomes the explicit mask (``attention_mask`` is not needed)."""
+        n = len(tokens)
+        width = width_bucket(n)
+        if self.filled + width > self.runner.capacity:
+            raise RuntimeError(
+                f"the static draft cache ({self.runner.capacity} entries) cannot take {width} "
+                f"more after {self.filled}"
+            )
+        fed = self.feedable(tokens) + [PLACEHOLDER_ID] * (width - n)
+        ids = torch.tensor([fed], device=self.embed.weight.device)
+        padded = torch.cat([offsets, offsets[-1:].expand(width - n)])
+        start = self.next_pos if start is None else start
+        pos = positions.decode_positions(self.mrope, start, padded, self.device)
+        mask = step_mask(plan, self.filled, n, width, self.runner)
+        set_static_cache_length(self.cache, self.filled)
+        logits = self.runner(ids, pos, mask)
+        self.filled += n
+        self.forwards += 1
+        return self.present(logits[:, :n][:, logits_rows])
+
+    def keep(self, start: int, offsets: list[int]) -> None:
+        keep_static_cache_entries(self.cache, start, offsets)
+        self.filled = start + len(offsets)
+
+
+def step_mask(
+    plan: AttentionPlan, filled: int, n: int, width: int, runner: CapturedForward
+) -> torch.Tensor:
+    """Additive ``[1, 1, width, capacity]``: 0 where a row sees a key, the dtype's minimum
+    elsewhere. Row ``i < n`` sees what ``plan`` says over the ``filled`` cached entries and the
+    ``n`` new ones; padding rows see entry 0 only; nothing sees entries past ``filled + n``
+    (padding, or stale entries left by compaction)."""
+    visible = torch.zeros(width, runner.capacity, dtype=torch.bool, device=runner.device)
+    if isinstance(plan, MaskedPlan):
+        visible[:n, : filled + n] = plan.mask[0, 0].to(runner.device)
+    elif isinstance(plan, BasePlan):
+        visible[:n, :filled] = True
+        causal = torch.ones(n, n, dtype=torch.bool, device=runner.device).tril()
+        visible[:n, filled : filled + n] = causal
+    else:
+        raise TypeError(f"captured draft steps take a BasePlan or a MaskedPlan, not {plan!r}")
+    visible[n:, 0] = True
+    mask = torch.zeros(1, 1, width, runner.capacity, dtype=runner.dtype, device=runner.device)
+    return mask.masked_fill_(~visible, torch.finfo(runner.dtype).min)

@@ -1,0 +1,217 @@
+"""Captured draft steps (``capture=``, :mod:`specvlm.capture`): the static side computes what
+the eager side computes, the output is the target's with capture on (all three families, greedy
+and sampling, padded vocabularies, long runs, calls with different inputs), runners are reused,
+kept apart between concurrent calls and released with the decoder. Compiling costs seconds per
+width on a CPU: one decoder per family is shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+
+import specvlm
+from specvlm.attention import BasePlan, MaskedPlan, routed_attention
+from specvlm.capture import DraftCapture, StaticSide, capture_decision, check_capturable
+from specvlm.capture.buckets import capacity_bucket, width_bucket
+from specvlm.capture.steps import entries_needed, tree_widths
+from specvlm.speculation import draft_prefill
+from specvlm.trees import Tree
+from tests import tiny_models as tm
+
+pytestmark = pytest.mark.usefixtures("one_thread", "reference_kernels")
+
+NEW = 24
+TREE = [[0], [1], [0, 0], [0, 1], [1, 0], [0, 0, 0]]  # levels of 2, 3, 1 nodes
+_PAIRS: dict = {}
+_DECODERS: dict = {}
+
+
+def pair(family):
+    if family not in _PAIRS:
+        _PAIRS[family] = tm.make_pair(family, seed=0)
+    return _PAIRS[family]
+
+
+def captured_decoder(family, copy_draft: bool):
+    """One capture=True decoder per (family, draft) for the module: compiled once."""
+    key = (family, copy_draft)
+    if key not in _DECODERS:
+        target, draft = pair(family)
+        draft = tm.make_copy_draft(target) if copy_draft else draft
+        _DECODERS[key] = specvlm.accelerate((target, draft), drop_rate=0.5, tree=TREE, capture=True)
+    return _DECODERS[key]
+
+
+# -------------------------------------------------------------------------------------------
+# Buckets and decisions (no compiling)
+# -------------------------------------------------------------------------------------------
+def test_buckets():
+    assert [width_bucket(n) for n in (1, 2, 3, 4, 5, 9, 16, 17)] == [1, 2, 4, 4, 8, 16, 16, 32]
+    assert capacity_bucket(1) == 256 and capacity_bucket(256) == 256
+    assert capacity_bucket(257) == 512 and capacity_bucket(5000) == 8192
+    with pytest.raises(ValueError):
+        width_bucket(0)
+    tree = Tree.from_paths(TREE)
+    assert tree_widths(tree) == (1, 2, 4)  # chains of 1-2, levels of 2 and 3 (the last unfed)
+    assert entries_needed(100, 20, tree) == 100 + 20 + 6 + 4
+
+
+def test_capture_option_checked():
+    target, draft = pair("llava_onevision")
+    for bad in ("yes", 1, None, "on"):
+        with pytest.raises(ValueError, match="capture must be"):
+            specvlm.accelerate((target, draft), capture=bad)
+
+
+def test_auto_is_eager_on_cpu_and_says_why():
+    target, draft = pair("llava_onevision")
+    sd = specvlm.accelerate((target, draft), drop_rate=0.5, tree=TREE)
+    inputs = tm.make_inputs("llava_onevision", target, seed=3)
+    sd.generate(**inputs, max_new_tokens=4)
+    assert sd.last_stats.captured is False
+    assert sd.last_stats.capture_reason.startswith("auto: eager on cpu")
+    decoder = draft.model.language_model
+    assert capture_decision(False, decoder) == (False, "capture=False")
+    assert capture_decision(True, decoder) == (True, "capture=True")
+
+
+def test_capture_true_refused_where_no_explicit_mask(monkeypatch):
+    target, draft = pair("llava_onevision")
+    cfg = draft.model.language_model.config
+    monkeypatch.setattr(cfg, "_attn_implementation_internal", "flash_attention_2")
+    assert "flash_attention_2" in check_capturable(draft.model.language_model)
+    with pytest.raises(NotImplementedError, match="capture=True: the draft runs attention"):
+        specvlm.accelerate((target, draft), capture=True)
+    sd = specvlm.accelerate((target, draft), drop_rate=0.5, tree=TREE)  # auto: eager, no error
+    assert capture_decision("auto", draft.model.language_model)[0] is False
+    assert sd.capture == "auto"
+
+
+def test_runners_kept_apart_reused_and_keyed_by_dtype():
+    _, draft = pair("qwen2_5_vl")
+    draft = tm.make_pair("qwen2_5_vl", seed=5)[1]
+    fam_decoder = draft.model.language_model
+    capture = DraftCapture(fam_decoder, draft.lm_head, draft.get_input_embeddings())
+    with capture.runner(300) as a, capture.runner(300) as b:
+        assert a is not b and a.capacity == b.capacity == 512  # two calls never share a cache
+    with capture.runner(400) as c:
+        assert c in (a, b)  # given back, then reused
+    draft.to(torch.float64)  # the model moved to another dtype: new runners
+    with capture.runner(300) as d:
+        assert d not in (a, b) and d.dtype == torch.float64
+    assert capture.runners == 3
+
+
+# -------------------------------------------------------------------------------------------
+# The static side against the eager side
+# -------------------------------------------------------------------------------------------
+def test_static_side_computes_the_eager_logits():
+    family = "qwen3_vl"  # M-RoPE, q/k norms, deepstack in the prefill
+    target, draft = pair(family)
+    fam = specvlm.families.family_of(draft, "draft")
+    inputs = tm.make_inputs(family, target, seed=5)
+    keep = torch.ones(inputs["input_ids"].shape[1], dtype=torch.bool)
+    keep[3:9] = False
+    vocab = target.lm_head.weight.shape[0]
+    with torch.no_grad(), routed_attention(fam.decoder(draft)):  # as the loop runs
+        eager = draft_prefill(fam, draft, inputs, keep, "original", vocab)
+        capture = DraftCapture(fam.decoder(draft), fam.lm_head(draft), draft.get_input_embeddings())
+        with capture.runner(eager.length + 64) as runner:
+            static = StaticSide.adopt(
+                draft_prefill(fam, draft, inputs, keep, "original", vocab), runner
+            )
+            assert static.length == eager.length
+            _same_steps(eager, static)
+            assert static.forwards == eager.forwards
+
+
+def _same_steps(eager, static):
+    """Chain, masked level, compaction, chain again: the logits agree to fp32 rounding."""
+    base = eager.length
+
+    def both(tokens, offsets, plan, rows, start=None):
+        outs = []
+        for side in (eager, static):
+            mask = torch.ones(1, side.length + len(tokens), dtype=torch.long)
+            outs.append(side.step(tokens, offsets, plan, mask, rows, start=start))
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
+        assert eager.length == static.length
+
+    both([5, 7], torch.arange(2), BasePlan(), slice(None))
+    level = torch.ones(1, 1, 3, base + 2 + 3, dtype=torch.bool)
+    level[0, 0, :, base + 2 :] = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 1]], dtype=torch.bool)
+    both([9, 11, 13], torch.tensor([2, 3, 3]), MaskedPlan(level), slice(None))
+    for side in (eager, static):
+        side.keep(base, [0, 1, 3])  # the chain, and the level's second node
+    both([17], torch.tensor([0]), BasePlan(), slice(0, 1), start=eager.next_pos + 4)
+
+
+# -------------------------------------------------------------------------------------------
+# End to end: the target's output, the eager run's acceptance
+# -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", tm.FAMILIES)
+def test_greedy_identical_with_capture(family):
+    target, draft = pair(family)
+    eager = specvlm.accelerate((target, draft), drop_rate=0.5, tree=TREE, capture=False)
+    for copy_draft, seed, new in ((False, 1, NEW), (True, 2, 90), (True, 4, NEW)):
+        sd = captured_decoder(family, copy_draft)
+        if copy_draft:
+            eager = specvlm.accelerate((target, sd.draft), drop_rate=0.5, tree=TREE, capture=False)
+        inputs = tm.make_inputs(family, target, seed=seed)
+        with torch.no_grad():
+            ref = target.generate(**inputs, max_new_tokens=new, do_sample=False)
+        assert sd.generate(**inputs, max_new_tokens=new).tolist() == ref.tolist()
+        stats = sd.last_stats
+        assert stats.captured and stats.capture_reason == "capture=True"
+        assert eager.generate(**inputs, max_new_tokens=new).tolist() == ref.tolist()
+        # the same proposals: the same acceptance step by step, the same forwards
+        assert stats.accepted_lengths == eager.last_stats.accepted_lengths
+        assert stats.draft_forwards == eager.last_stats.draft_forwards
+    assert captured_decoder(family, True)._draft_capture.runners == 1  # reused across calls
+    assert max(captured_decoder(family, True).last_stats.accepted_lengths) > 2
+
+
+def test_sampling_with_capture_matches_eager_draws():
+    """With the same generator, captured and eager drafts draw the same sample here (their
+    draft probabilities agree to rounding); the sampler's exactness is tested per step in
+    test_sampler.py, independently of how the draft computed its probabilities."""
+    family = "qwen2_5_vl"
+    target, _ = pair(family)
+    sd = captured_decoder(family, True)
+    eager = specvlm.accelerate((target, sd.draft), drop_rate=0.5, tree=TREE, capture=False)
+    inputs = tm.make_inputs(family, target, seed=6)
+    options = dict(max_new_tokens=NEW, do_sample=True, temperature=1.3, top_k=20)
+    outs = [
+        decoder.generate(**inputs, **options, generator=torch.Generator().manual_seed(0))
+        for decoder in (sd, eager)
+    ]
+    assert sd.last_stats.captured and not eager.last_stats.captured
+    assert outs[0].tolist() == outs[1].tolist()
+
+
+def test_padded_draft_vocabulary_with_capture():
+    family = "llava_onevision"
+    target = pair(family)[0]
+    small = tm.make_pair(family, seed=0)[1]
+    small.resize_token_embeddings(tm.VOCAB_SIZE + 40)
+    inputs = tm.make_inputs(family, target, seed=14)
+    with torch.no_grad():
+        ref = target.generate(**inputs, do_sample=False, max_new_tokens=NEW)
+    sd = specvlm.accelerate((target, small), drop_rate=0.5, tree=TREE, capture=True)
+    assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref.tolist()
+    assert sd.last_stats.captured
+
+
+def test_static_caches_released_with_the_decoder():
+    family = "llava_onevision"
+    target, draft = pair(family)
+    sd = specvlm.accelerate((target, draft), drop_rate=0.5, tree=[[0]], capture=True)
+    sd.generate(**tm.make_inputs(family, target, seed=8), max_new_tokens=6)
+    assert sd.last_stats.captured and sd._draft_capture.memory_bytes() > 0
+    keys = [weakref.ref(t) for r in sd._draft_capture._free.values() for x in r for t in [x.cache]]
+    del sd
+    gc.collect()
+    assert all(k() is None for k in keys)
