@@ -215,3 +215,12 @@ def test_main_prints_the_assumptions_and_both_regimes(capsys):
     assert "eager: 123.0 us (given on the command line)" in out
     assert "Default regime: draft captured, target eager" in out
     assert out.count("both captured: naive / SpecVLM") == 2  # layer split, tensor parallel
+
+
+def test_main_takes_the_detailed_tables_regimes_from_mix(capsys):
+    main(["--mix", "both captured"])
+    out = capsys.readouterr().out
+    assert "device_map=auto (layer split), both captured" in out
+    sc = Scenario("llava-ov-72b", "llava-ov-7b", 4, 1, 4096)
+    p = project(with_mix(sc, MIXES[2]))
+    assert f"| {p.naive_decode_speedup:.2f}x / {p.decode_speedup:.2f}x |" in out

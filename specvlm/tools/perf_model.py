@@ -580,7 +580,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eager-us", type=float, help="eager fixed cost per layer (us)")
     parser.add_argument("--captured-us", type=float, help="captured fixed cost per layer (us)")
     parser.add_argument("--report", help="a GPU report's perf_model.json: its fitted costs")
+    names = [m[0] for m in MIXES]
+    parser.add_argument(
+        "--mix", choices=names, default=DEFAULT_MIX[0], help="the regimes of the detailed tables"
+    )
     args = parser.parse_args(argv)
+    mix = MIXES[names.index(args.mix)]
     gpu, sources = calibrated_gpu(args.report, args.eager_us, args.captured_us)
     print("Fixed costs (per layer and forward):\n")
     print("\n".join(fixed_costs.describe(gpu, sources, fixed_costs.cpu_record())))
@@ -590,14 +595,15 @@ def main(argv: list[str] | None = None) -> None:
         print(regime_table(gpu, video=(4096, 16384, 65536), tensor_parallel=tp))
     print("\ngoals (issue 24, 16k video tokens, tau 3.9, layer split)\n")
     print("\n".join(goal_lines(gpu)))
-    print(f"\nthe automatic policy's tree (tau 3.9 with the default tree), {DEFAULT_MIX[0]}\n")
-    print(policy_table(gpu))
+    print(f"\nthe automatic policy's tree (tau 3.9 with the default tree), {mix[0]}\n")
+    print(policy_table(gpu, mix=mix))
     for tp in (False, True):
-        print(f"\n{'tensor parallel' if tp else 'device_map=auto (layer split)'}\n")
-        print(table(gpu, tensor_parallel=tp))
+        print(f"\n{'tensor parallel' if tp else 'device_map=auto (layer split)'}, {mix[0]}\n")
+        print(table(gpu, tensor_parallel=tp, mix=mix))
         for target, draft, tg, dg, _ in PAIRS:
             for tau in (2.0, 3.0, 3.9):
                 sc = Scenario(target, draft, tg, dg, 0, tau=tau, tensor_parallel=tp)
+                sc = with_mix(sc, mix)
                 print(
                     f"break-even video tokens (SpecVLM vs target), {target}/{draft}, tau {tau}: "
                     f"{break_even_video_tokens(sc, gpu)}"
