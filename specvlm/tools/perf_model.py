@@ -11,7 +11,7 @@ Three ways of decoding the same prompt (``prompt = text + video`` tokens, ``new`
   scores the video tokens (two extra passes over the text rows' ``QK^T``).
 
 A forward's cost comes from a *cost source*: either the roofline of a GPU (:class:`Roofline`:
-``max(bytes / bandwidth, flops / tensor_rate) + layers * launch``, the weights and the KV cache
+``max(bytes / bandwidth, flops / tensor_rate) + layers * fixed``, the weights and the KV cache
 read once per forward, ``2 * params * tokens`` GEMM flops plus attention flops; datasheet peaks
 times achievable fractions, 80% of HBM and 60% of dense 16-bit tensor throughput on H100s), or
 times measured on real hardware (:class:`Measured`, e.g. :class:`specvlm.calibration.ForwardCosts`
@@ -19,6 +19,10 @@ tables, the automatic policy's own measurements). A model too big for one GPU is
 ``gpus`` GPUs either as transformers' ``device_map="auto"`` does (layers in sequence: one GPU
 works at a time, so rates do *not* add up; the published code ran this way) or with tensor
 parallelism (``tensor_parallel=True``: rates add up, plus an all-reduce per layer).
+``fixed`` is the cost per layer of the forward's regime (:mod:`specvlm.tools.fixed_costs`):
+``"eager"`` transformers code or ``"captured"`` (static cache, CUDA-graph replay), chosen per
+side (:data:`MIXES`; default :data:`DEFAULT_MIX`, draft captured and target eager, what the
+library runs on a GPU); the target alone runs in the target's regime, prefills eagerly.
 
 Inputs that are *not* modelled but given: tau of each method (mean tokens per verification), the
 tree and the drop rate. So the model answers "given these taus, what speed and memory?", and
