@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import replace
 
 import pytest
 
+from specvlm.tools.fixed_costs import describe
 from specvlm.tools.perf_model import (
+    DEFAULT_MIX,
+    GOALS,
     H100,
+    MIXES,
     MODELS,
     PAIRS,
     Scenario,
     break_even_video_tokens,
+    calibrated_gpu,
     forward_seconds,
+    goal_lines,
+    level_widths,
+    main,
     project,
     project_policy_tree,
     rates_for_tau,
+    regime_table,
     table,
     tau_ratio_to_win,
+    with_mix,
 )
+from specvlm.trees import tree_of_size
 
 
 def test_single_token_decode_is_weight_bandwidth_bound():
@@ -134,3 +147,80 @@ def test_the_policy_tree_is_at_least_as_fast_as_the_default_tree(tp):
         # weighs the default tree among others (48 nodes, depth 6)
         assert q.decode_speedup >= p.decode_speedup * 0.999
         assert q.naive_decode_speedup >= p.naive_decode_speedup * 0.999
+
+
+# ------------------------------------------------------------------------------------------
+# Two regimes of fixed cost per layer and forward (issue 24)
+# ------------------------------------------------------------------------------------------
+def test_a_forwards_fixed_cost_is_its_regimes_per_layer():
+    m = MODELS["qwen2.5-vl-7b"]
+    eager = forward_seconds(m, H100, 1, 4096, regime="eager")
+    captured = forward_seconds(m, H100, 1, 4096, regime="captured")
+    assert eager - captured == pytest.approx(m.layers * (H100.eager_us - H100.captured_us) * 1e-6)
+    assert forward_seconds(m, H100, 1, 4096) == captured  # the roofline's default: captured
+    with pytest.raises(ValueError):
+        forward_seconds(m, H100, 1, 4096, regime="compiled")
+
+
+def test_the_baseline_is_the_target_in_its_own_regime_and_the_draft_its_own():
+    s = Scenario("llava-ov-72b", "llava-ov-7b", 4, 1, 16384)
+    assert (s.draft_regime, s.target_regime) == DEFAULT_MIX[1:3] == ("captured", "eager")
+    eager, default, captured = (project(with_mix(s, mix)) for mix in MIXES)
+    assert default.ar_decode_s == pytest.approx(eager.ar_decode_s)  # the target: eager in both
+    assert captured.ar_decode_s < default.ar_decode_s
+    # the draft's six forwards per step lose their eager cost: the step gets cheaper
+    draft = MODELS["llava-ov-7b"]
+    forwards = len(level_widths(tree_of_size(48, 6)))  # the pending token + 5 levels
+    saved = forwards * draft.layers * (H100.eager_us - H100.captured_us) * 1e-6
+    assert eager.sd_step_s - default.sd_step_s == pytest.approx(saved)
+    # SpecVLM is fastest per token with both sides captured, whatever the speedup column says
+    assert captured.sd_decode_s < default.sd_decode_s < eager.sd_decode_s
+    assert default.prefill_s == captured.prefill_s  # prefills run eagerly in every mix
+
+
+def test_regime_table_has_every_mix_and_says_which_is_the_default():
+    rows = regime_table(video=(4096,)).splitlines()
+    assert len(rows) == 2 + len(PAIRS)
+    assert rows[0].count("naive / SpecVLM") == len(MIXES) and "target eager (default)" in rows[0]
+
+
+def test_goal_lines_say_met_or_missed_by_the_projected_speedup():
+    lines = goal_lines()
+    assert len(lines) == len(GOALS) * len(MIXES)
+    slow = replace(H100, eager_us=H100.captured_us)  # eager as cheap as captured: no gain
+    for line in goal_lines(slow):
+        got, goal = (float(x) for x in re.findall(r"([\d.]+)x", line))
+        assert line.endswith("met" if got >= goal else "missed")
+
+
+def test_calibrated_gpu_takes_a_reports_costs_and_overrides_win(tmp_path):
+    fit = {"fitted": {"eager_us": 210.0, "captured_us": 11.0}, "captured_measured": True}
+    path = tmp_path / "perf_model.json"
+    path.write_text(json.dumps(fit))
+    gpu, sources = calibrated_gpu(str(path), None, None)
+    assert (gpu.eager_us, gpu.captured_us) == (210.0, 11.0)
+    assert "GPU report" in sources["eager"] and "GPU report" in sources["captured"]
+    gpu, sources = calibrated_gpu(str(path), 250.0, None)
+    assert gpu.eager_us == 250.0 and sources["eager"] == "given on the command line"
+    path.write_text(json.dumps(dict(fit, captured_measured=False)))  # a partial report
+    gpu, sources = calibrated_gpu(str(path), None, None)
+    assert gpu.captured_us == H100.captured_us and "captured" not in sources
+    text = "\n".join(describe(gpu, sources))
+    assert "eager: 210.0 us (fitted" in text and "captured: 8.0 us (assumed" in text
+
+
+def test_main_prints_the_assumptions_and_both_regimes(capsys):
+    main(["--eager-us", "123"])
+    out = capsys.readouterr().out
+    assert "eager: 123.0 us (given on the command line)" in out
+    assert "Default regime: draft captured, target eager" in out
+    assert out.count("both captured: naive / SpecVLM") == 2  # layer split, tensor parallel
+
+
+def test_main_takes_the_detailed_tables_regimes_from_mix(capsys):
+    main(["--mix", "both captured"])
+    out = capsys.readouterr().out
+    assert "device_map=auto (layer split), both captured" in out
+    sc = Scenario("llava-ov-72b", "llava-ov-7b", 4, 1, 4096)
+    p = project(with_mix(sc, MIXES[2]))
+    assert f"| {p.naive_decode_speedup:.2f}x / {p.decode_speedup:.2f}x |" in out

@@ -11,7 +11,7 @@ Three ways of decoding the same prompt (``prompt = text + video`` tokens, ``new`
   scores the video tokens (two extra passes over the text rows' ``QK^T``).
 
 A forward's cost comes from a *cost source*: either the roofline of a GPU (:class:`Roofline`:
-``max(bytes / bandwidth, flops / tensor_rate) + layers * launch``, the weights and the KV cache
+``max(bytes / bandwidth, flops / tensor_rate) + layers * fixed``, the weights and the KV cache
 read once per forward, ``2 * params * tokens`` GEMM flops plus attention flops; datasheet peaks
 times achievable fractions, 80% of HBM and 60% of dense 16-bit tensor throughput on H100s), or
 times measured on real hardware (:class:`Measured`, e.g. :class:`specvlm.calibration.ForwardCosts`
@@ -19,6 +19,10 @@ tables, the automatic policy's own measurements). A model too big for one GPU is
 ``gpus`` GPUs either as transformers' ``device_map="auto"`` does (layers in sequence: one GPU
 works at a time, so rates do *not* add up; the published code ran this way) or with tensor
 parallelism (``tensor_parallel=True``: rates add up, plus an all-reduce per layer).
+``fixed`` is the cost per layer of the forward's regime (:mod:`specvlm.tools.fixed_costs`):
+``"eager"`` transformers code or ``"captured"`` (static cache, CUDA-graph replay), chosen per
+side (:data:`MIXES`; default :data:`DEFAULT_MIX`, draft captured and target eager, what the
+library runs on a GPU); the target alone runs in the target's regime, prefills eagerly.
 
 Inputs that are *not* modelled but given: tau of each method (mean tokens per verification), the
 tree and the drop rate. So the model answers "given these taus, what speed and memory?", and
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from specvlm.tools.fixed_costs import CAPTURED, CAPTURED_US, EAGER, EAGER_US, check_regime
 from specvlm.trees import Tree, tree_of_size
 
 
@@ -42,8 +47,15 @@ class Gpu:
     tc_tflops: float  # datasheet dense 16-bit tensor TFLOP/s
     bw_fraction: float = 0.80
     tc_fraction: float = 0.60
-    launch_us: float = 8.0  # per layer and forward: kernel launches, norms, small ops
+    # Fixed cost per layer and forward, by regime (fixed_costs.py: where each number comes from):
+    captured_us: float = CAPTURED_US  # a captured forward: CUDA-graph replay
+    eager_us: float = EAGER_US  # eager transformers code: each op issued from Python
     allreduce_us: float = 12.0  # per layer and forward, with tensor parallelism (gpus > 1)
+
+    def fixed_us(self, regime: str) -> float:
+        """Fixed cost per layer and forward of ``regime`` (``"eager"`` or ``"captured"``)."""
+        check_regime(regime)
+        return self.eager_us if regime == EAGER else self.captured_us
 
     @property
     def bandwidth(self) -> float:  # bytes/s
@@ -94,9 +106,11 @@ def forward_seconds(
     gpus: int = 1,
     prefill: bool = False,
     tensor_parallel: bool = False,
+    regime: str = CAPTURED,
 ) -> float:
     """One forward of ``tokens`` new tokens over ``context`` cached ones (``prefill``: the
-    tokens attend causally to each other and the context) on ``gpus`` GPUs."""
+    tokens attend causally to each other and the context) on ``gpus`` GPUs, its fixed cost per
+    layer that of ``regime`` (``"captured"``: a CUDA-graph replay; ``"eager"``)."""
     kv_bytes = model.kv_bytes_per_token() * (context + tokens)
     gemm = 2.0 * model.params * tokens
     attn_pairs = tokens * context + (tokens * (tokens + 1) / 2 if prefill else tokens * tokens)
@@ -105,7 +119,7 @@ def forward_seconds(
     mem = (model.weight_bytes + kv_bytes) / (gpu.bandwidth * width)
     comp = (gemm + attn) / (gpu.flops * width)
     sync = gpu.allreduce_us if tensor_parallel and gpus > 1 else 0.0
-    fixed = model.layers * (gpu.launch_us + sync) * 1e-6
+    fixed = model.layers * (gpu.fixed_us(regime) + sync) * 1e-6
     return max(mem, comp) + fixed
 
 
@@ -120,6 +134,7 @@ class Roofline:
     gpu: Gpu = H100
     gpus: int = 1
     tensor_parallel: bool = False
+    regime: str = CAPTURED  # of the decode forwards; prefills run eagerly (the library's)
 
     def forward(self, tokens: int, context: int) -> float:
         return forward_seconds(
@@ -129,6 +144,7 @@ class Roofline:
             context,
             gpus=self.gpus,
             tensor_parallel=self.tensor_parallel,
+            regime=self.regime,
         )
 
     def prefill(self, tokens: int) -> float:
@@ -140,6 +156,7 @@ class Roofline:
             gpus=self.gpus,
             prefill=True,
             tensor_parallel=self.tensor_parallel,
+            regime=EAGER,
         )
 
     seconds = forward  # the name the automatic policy's cost tables use
@@ -203,10 +220,34 @@ class Scenario:
     tree_depth: int = 6
     text_rows: int = 64  # query rows of the scores (text after the video)
     tensor_parallel: bool = False  # False: device_map="auto" layer split (as published)
+    # How each side's decode forwards run (the target alone's too: the baseline is the target
+    # in its own regime); the default is what the library ships on a GPU (DEFAULT_MIX).
+    draft_regime: str = CAPTURED
+    target_regime: str = EAGER
 
     @property
     def naive_tau(self) -> float:
         return self.tau if self.tau_naive is None else self.tau_naive
+
+    def sides(self, gpu: Gpu) -> tuple[Roofline, Roofline]:
+        """``(target, draft)`` cost sources: the roofline in each side's regime."""
+        target = Roofline(
+            MODELS[self.target], gpu, self.target_gpus, self.tensor_parallel, self.target_regime
+        )
+        return target, Roofline(MODELS[self.draft], gpu, self.draft_gpus, regime=self.draft_regime)
+
+
+# Regime mixes a projection can take: (name, draft regime, target regime, what runs this way).
+MIXES = (
+    ("both eager", EAGER, EAGER, "capture=False"),
+    ("draft captured, target eager", CAPTURED, EAGER, "the library's default on a GPU"),
+    ("both captured", CAPTURED, CAPTURED, "the goal: the target's verification captured too"),
+)
+DEFAULT_MIX = MIXES[1]  # accelerate(capture="auto") on a GPU; the target's verify stays eager
+
+
+def with_mix(s: Scenario, mix: tuple) -> Scenario:
+    return replace(s, draft_regime=mix[1], target_regime=mix[2])
 
 
 @dataclass(frozen=True)
@@ -259,8 +300,7 @@ class Projection:
 def project(s: Scenario, gpu: Gpu = H100) -> Projection:
     """Decode, end-to-end time and memory of the target alone, naive SD and SpecVLM."""
     tgt_m, drf_m = MODELS[s.target], MODELS[s.draft]
-    target = Roofline(tgt_m, gpu, s.target_gpus, s.tensor_parallel)
-    draft = Roofline(drf_m, gpu, s.draft_gpus)
+    target, draft = s.sides(gpu)
     tree = tree_of_size(s.tree_nodes, s.tree_depth)
     prompt = s.text_tokens + s.video_tokens
     kept = s.text_tokens + int(s.video_tokens * (1.0 - s.drop_rate))
@@ -269,7 +309,8 @@ def project(s: Scenario, gpu: Gpu = H100) -> Projection:
     score_flops = tgt_m.layers * 2.0 * tgt_m.heads * s.text_rows * (prompt + s.video_tokens)
     score_flops *= tgt_m.head_dim * 2.0
     width = s.target_gpus if s.tensor_parallel else 1
-    scoring = score_flops / (gpu.flops * width) + tgt_m.layers * gpu.launch_us * 2e-6
+    # two kernel launches per layer (not a decoder layer's few dozen ops): a launch each
+    scoring = score_flops / (gpu.flops * width) + tgt_m.layers * gpu.captured_us * 2e-6
     draft_prefill, naive_draft_prefill = draft.prefill(kept), draft.prefill(prompt)
 
     decode = s.new_tokens - 1  # the first token comes from the prefill
@@ -374,8 +415,7 @@ def project_policy_tree(s: Scenario, gpu: Gpu = H100) -> PolicyTree:
     rank derived from the method's tau with the default tree (:func:`rates_for_tau`)."""
     from specvlm.policy import best_tree
 
-    target = Roofline(MODELS[s.target], gpu, s.target_gpus, s.tensor_parallel)
-    draft = Roofline(MODELS[s.draft], gpu, s.draft_gpus)
+    target, draft = s.sides(gpu)
     prompt = s.text_tokens + s.video_tokens
     kept = s.text_tokens + int(s.video_tokens * (1.0 - s.drop_rate))
     decode = s.new_tokens - 1
@@ -390,7 +430,9 @@ def project_policy_tree(s: Scenario, gpu: Gpu = H100) -> PolicyTree:
     return PolicyTree(sd.tree, naive.tree, ar / sd.seconds, ar / naive.seconds)
 
 
-def policy_table(gpu: Gpu = H100, video=(16384,), tau: float = 3.9, pairs=None) -> str:
+def policy_table(
+    gpu: Gpu = H100, video=(16384,), tau: float = 3.9, pairs=None, mix: tuple = DEFAULT_MIX
+) -> str:
     """The policy's trees against the default tree, layer split and tensor parallel."""
     lines = [
         "| target / draft (GPUs) | split | video tokens | default tree: naive / SpecVLM "
@@ -401,6 +443,7 @@ def policy_table(gpu: Gpu = H100, video=(16384,), tau: float = 3.9, pairs=None) 
         for tp in (False, True):
             for n in video:
                 sc = Scenario(target, draft, tg, dg, n, tau=tau, tensor_parallel=tp)
+                sc = with_mix(sc, mix)
                 p, q = project(sc, gpu), project_policy_tree(sc, gpu)
                 lines.append(
                     f"| {target} / {draft} ({tg}+{dg}) | {'tensor' if tp else 'layers'} | {n} "
@@ -426,6 +469,7 @@ def table(
     taus=(3.9,),
     tensor_parallel: bool = False,
     pairs=PAIRS,
+    mix: tuple = DEFAULT_MIX,
 ) -> str:
     """Naive SD beside SpecVLM for every pair, video length and tau (naive SD at the same tau:
     the published finding that the draft is insensitive to pruning; the last column says how
@@ -441,6 +485,7 @@ def table(
         for n in video:
             for tau in taus:
                 sc = Scenario(target, draft, tg, dg, n, tau=tau, tensor_parallel=tensor_parallel)
+                sc = with_mix(sc, mix)
                 p, r = project(sc, gpu), tau_ratio_to_win(sc, gpu)
                 lines.append(
                     f"| {target} / {draft} ({tg}+{dg}) | {n} | {tau} "
@@ -453,6 +498,50 @@ def table(
                     f"| {r.decode:.2f} / {r.e2e:.2f} | {published} |"
                 )
     return "\n".join(lines)
+
+
+def regime_table(
+    gpu: Gpu = H100, video=(16384,), tau: float = 3.9, tensor_parallel: bool = False, pairs=PAIRS
+) -> str:
+    """Every regime mix (:data:`MIXES`) side by side: decode speedups of naive SD and SpecVLM
+    over the target alone *in the same target regime*, and SpecVLM's milliseconds per token
+    (the absolute speed: an eager target makes the baseline slower, not SpecVLM faster)."""
+    head = " | ".join(
+        f"{name}{' (default)' if (name, d, t, w) == DEFAULT_MIX else ''}: naive / SpecVLM "
+        "(SpecVLM ms/token)"
+        for name, d, t, w in MIXES
+    )
+    lines = [f"| target / draft (GPUs) | video tokens | {head} |", "|---|---" + "|---" * 3 + "|"]
+    for target, draft, tg, dg, _ in pairs:
+        for n in video:
+            sc = Scenario(target, draft, tg, dg, n, tau=tau, tensor_parallel=tensor_parallel)
+            cells = []
+            for mix in MIXES:
+                p = project(with_mix(sc, mix), gpu)
+                per_token = p.sd_decode_s / (sc.new_tokens - 1) * 1e3
+                cells.append(
+                    f"{p.naive_decode_speedup:.2f}x / {p.decode_speedup:.2f}x ({per_token:.1f})"
+                )
+            lines.append(f"| {target} / {draft} ({tg}+{dg}) | {n} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+# Issue 24's goals: SpecVLM's projected decode speedup, tau 3.9, layer split, 16k video tokens.
+GOALS = (("llava-ov-72b", "llava-ov-7b", 4, 1, 2.7), ("qwen2.5-vl-32b", "qwen2.5-vl-7b", 2, 1, 2.1))
+
+
+def goal_lines(gpu: Gpu = H100, video: int = 16384, tau: float = 3.9) -> list[str]:
+    """Each goal in each regime mix: the projected SpecVLM decode speedup, met or missed."""
+    lines = []
+    for target, draft, tg, dg, goal in GOALS:
+        for mix in MIXES:
+            sc = with_mix(Scenario(target, draft, tg, dg, video, tau=tau), mix)
+            got = project(sc, gpu).decode_speedup
+            lines.append(
+                f"* {target} / {draft}, {mix[0]}: {got:.2f}x against >= {goal}x: "
+                f"{'met' if got >= goal else 'missed'}"
+            )
+    return lines
 
 
 # -------------------------------------------------------------------------------------------
@@ -485,20 +574,68 @@ def predict_measured_decode(run: dict, target, draft, overheads: Overheads = Ove
     return total
 
 
-def _print_tables() -> None:
-    print("\nthe automatic policy's tree (tau 3.9 with the default tree)\n")
-    print(policy_table())
+def main(argv: list[str] | None = None) -> None:
+    """Print the tables of ``docs/performance.md``."""
+    import argparse
+
+    from specvlm.tools import fixed_costs
+
+    parser = argparse.ArgumentParser(description="projected speedups of real pairs on H100s")
+    parser.add_argument("--eager-us", type=float, help="eager fixed cost per layer (us)")
+    parser.add_argument("--captured-us", type=float, help="captured fixed cost per layer (us)")
+    parser.add_argument("--report", help="a GPU report's perf_model.json: its fitted costs")
+    names = [m[0] for m in MIXES]
+    parser.add_argument(
+        "--mix", choices=names, default=DEFAULT_MIX[0], help="the regimes of the detailed tables"
+    )
+    args = parser.parse_args(argv)
+    mix = MIXES[names.index(args.mix)]
+    gpu, sources = calibrated_gpu(args.report, args.eager_us, args.captured_us)
+    print("Fixed costs (per layer and forward):\n")
+    print("\n".join(fixed_costs.describe(gpu, sources, fixed_costs.cpu_record())))
+    print(f"\nDefault regime: {DEFAULT_MIX[0]} ({DEFAULT_MIX[3]}).")
     for tp in (False, True):
-        print(f"\n{'tensor parallel' if tp else 'device_map=auto (layer split)'}\n")
-        print(table(tensor_parallel=tp))
+        print(f"\nregimes, {'tensor parallel' if tp else 'layer split'}, tau 3.9\n")
+        print(regime_table(gpu, video=(4096, 16384, 65536), tensor_parallel=tp))
+    print("\ngoals (issue 24, 16k video tokens, tau 3.9, layer split)\n")
+    print("\n".join(goal_lines(gpu)))
+    print(f"\nthe automatic policy's tree (tau 3.9 with the default tree), {mix[0]}\n")
+    print(policy_table(gpu, mix=mix))
+    for tp in (False, True):
+        print(f"\n{'tensor parallel' if tp else 'device_map=auto (layer split)'}, {mix[0]}\n")
+        print(table(gpu, tensor_parallel=tp, mix=mix))
         for target, draft, tg, dg, _ in PAIRS:
             for tau in (2.0, 3.0, 3.9):
                 sc = Scenario(target, draft, tg, dg, 0, tau=tau, tensor_parallel=tp)
+                sc = with_mix(sc, mix)
                 print(
                     f"break-even video tokens (SpecVLM vs target), {target}/{draft}, tau {tau}: "
-                    f"{break_even_video_tokens(sc)}"
+                    f"{break_even_video_tokens(sc, gpu)}"
                 )
 
 
+def calibrated_gpu(
+    report: str | None, eager_us: float | None, captured_us: float | None, base: Gpu = H100
+) -> tuple[Gpu, dict[str, str]]:
+    """``base`` with its fixed costs from a GPU report and the overrides (overrides win), and
+    the source of each cost that is not the default assumption."""
+    from specvlm.tools.fixed_costs import report_costs
+
+    sources: dict[str, str] = {}
+    costs: dict[str, float] = {}
+    if report:
+        for regime, us in report_costs(report).items():
+            costs[regime], sources[regime] = us, f"fitted to the GPU report {report}"
+    for regime, us in ((EAGER, eager_us), (CAPTURED, captured_us)):
+        if us is not None:
+            costs[regime], sources[regime] = us, "given on the command line"
+    gpu = replace(
+        base,
+        eager_us=costs.get(EAGER, base.eager_us),
+        captured_us=costs.get(CAPTURED, base.captured_us),
+    )
+    return gpu, sources
+
+
 if __name__ == "__main__":
-    _print_tables()
+    main()

@@ -48,7 +48,7 @@ def batch_forward_seconds(model: Llm, gpu: Gpu, gpus: int, batch: int, tokens: i
     mem = (model.weight_bytes + kv) / (gpu.bandwidth * gpus)
     comp = (gemm + attn) / (gpu.flops * gpus)
     sync = gpu.allreduce_us if gpus > 1 else 0.0
-    return max(mem, comp) + model.layers * (gpu.launch_us + sync) * 1e-6
+    return max(mem, comp) + model.layers * (gpu.captured_us + sync) * 1e-6
 
 
 def tokens_per_step(acceptance: float, k: int) -> float:

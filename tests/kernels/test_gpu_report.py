@@ -30,17 +30,19 @@ def _rows(gpu):
                     context=context,
                     tokens=tokens,
                 )
-                row["seconds"] = forward_seconds(perf.llm(row), gpu, tokens, context)
+                row["seconds"] = forward_seconds(
+                    perf.llm(row), gpu, tokens, context, regime="eager"
+                )
                 rows.append(row)
     return rows
 
 
 def test_fit_recovers_the_fractions_of_synthetic_forwards():
-    truth = replace(H100, bw_fraction=0.65, tc_fraction=0.4, launch_us=0.5 * 1.25**10)
-    fitted, loss = perf.fit_gpu(_rows(truth), H100)
+    truth = replace(H100, bw_fraction=0.65, tc_fraction=0.4, eager_us=0.5 * 1.25**10)
+    fitted, loss, captured = perf.fit_gpu(_rows(truth), H100)
     assert abs(fitted.bw_fraction - 0.65) < 1e-9
-    assert abs(fitted.launch_us - truth.launch_us) < 1e-9
-    assert loss < 1e-12
+    assert abs(fitted.eager_us - truth.eager_us) < 1e-9
+    assert loss < 1e-12 and not captured  # no captured rows: none fitted
 
 
 def test_datasheet_gpu_by_name():

@@ -23,16 +23,19 @@ GPU, its driver and the Python, torch, Triton and transformers versions at the t
 5. ``bench_table`` (15 s): the benches' table and roofline plot (``bench/report.py``).
 6. ``e2e`` (45 s): the embedded micro pair end to end (the target's ``generate``, naive
    speculative decoding, SpecVLM) with :func:`specvlm.tools.comparison.compare`.
-7. ``decoders`` (55 s): per-forward times of random-weight text decoders built from the real
-   configs of Qwen2.5-VL-7B / -3B and LLaVA-OV-7B / -0.5B (no network), through the library's
-   own decoder call and cache: verification of 1 / 8 / 48 nodes and draft steps at 4k / 16k /
-   64k tokens of context (tiny configs and contexts with ``--tiny``).
+7. ``decoders`` (65 s): per-forward times of random-weight text decoders built from the real
+   configs of Qwen2.5-VL-7B / -3B and LLaVA-OV-7B / -0.5B (no network), in two regimes: eager,
+   through the library's own decoder call and cache, and captured, a static cache and the
+   forward replayed as a CUDA graph (on the CPU: not run): verification of 1 / 8 / 48 nodes and
+   draft steps at 4k / 16k / 64k tokens of context (tiny configs and contexts with ``--tiny``).
 8. ``perf_model`` (15 s): those times fed to the performance model, as
    :class:`specvlm.tools.perf_model.Measured` cost sources and as a
-   :class:`~specvlm.tools.perf_model.Gpu` fitted to them (``perf.py``).
+   :class:`~specvlm.tools.perf_model.Gpu` fitted to them (``perf.py``: the eager and the
+   captured fixed cost per layer, which ``python -m specvlm.tools.perf_model --report
+   OUT/perf_model.json`` then projects with).
 
 Time (``budget.py``): one deadline for the whole run, 480 s on a GPU counted from the start of
-``scripts/gpu_report.sh``; the caps above add up to 440 s, and 10 s are kept for the last page.
+``scripts/gpu_report.sh``; the caps above add up to 450 s, and 10 s are kept for the last page.
 The report's own process imports neither torch nor pytest and touches no GPU; every step, the
 Python ones included, runs in a process group of its own (and dies with the report), and is stopped
 (SIGTERM, then SIGKILL, then abandoned) when it reaches the smaller of its cap and the time left

@@ -1,7 +1,10 @@
 """Step ``decoders``: per-forward times of random-weight text decoders built from the real
-configs (no network), through the library's own decoder call and cache (``decoders.json``):
-verification of 1 / 8 / 48 nodes and draft steps over 4k / 16k / 64k cached tokens (tiny
-configs and contexts with ``--tiny``)."""
+configs (no network), in two regimes (``decoders.json``, each row's ``regime``): **eager**,
+through the library's own decoder call and cache, and **captured**, a static KV cache and the
+same forward replayed as a CUDA graph (:mod:`specvlm.tools.static_forward`; CUDA only: on the
+CPU, ``--tiny``, the captured rows are not run); verification of 1 / 8 / 48 nodes and draft
+steps over 4k / 16k / 64k cached tokens (tiny configs and contexts with ``--tiny``). A model
+whose forward cannot be captured gets one row with the ``error`` instead."""
 
 from __future__ import annotations
 
@@ -87,8 +90,8 @@ def _sync(device) -> None:
 
 
 def time_forwards(model, context: int, nodes, device, dtype, repeats: int) -> dict[int, float]:
-    """Median seconds of one decoder forward of ``n`` new tokens over ``context`` cached ones
-    (the library's decoder call; the cache is cut back to ``context`` after each forward)."""
+    """Median seconds of one eager decoder forward of ``n`` new tokens over ``context`` cached
+    ones (the library's decoder call; the cache is cut back to ``context`` after each)."""
     import torch
 
     from specvlm.decoder import decoder_forward, keep_cache_entries
@@ -113,7 +116,26 @@ def time_forwards(model, context: int, nodes, device, dtype, repeats: int) -> di
     return times
 
 
-def _rows(name: str, spec: tuple, model, times: dict, context: int, dtype) -> list[dict]:
+def time_captured(
+    model, context: int, nodes, device, dtype, repeats: int, capture=None
+) -> dict[int, float]:
+    """Median seconds of the same forwards in the captured regime: a static cache of
+    ``context + n`` entries and the forward replayed by ``capture`` (default: a CUDA graph,
+    :func:`specvlm.tools.static_forward.graph_captured`)."""
+    from specvlm.tools import static_forward as sf
+
+    capture = capture or sf.graph_captured
+    times = {}
+    for n in nodes:
+        call = sf.static_forward(model.model, model.lm_head, context, n, device, dtype)
+        times[n] = sf.median_seconds(capture(call, device), device, repeats)
+        del call
+    return times
+
+
+def _rows(
+    name: str, spec: tuple, model, times: dict, context: int, dtype, regime: str = "eager"
+) -> list[dict]:
     import torch
 
     params = sum(p.numel() for p in model.parameters())
@@ -127,8 +149,33 @@ def _rows(name: str, spec: tuple, model, times: dict, context: int, dtype) -> li
         head_dim=spec[0] // spec[3],
         bytes_per_param=torch.empty((), dtype=dtype).element_size(),
         context=context,
+        regime=regime,
     )
     return [dict(common, tokens=n, seconds=seconds) for n, seconds in times.items()]
+
+
+def measure_model(name: str, spec: tuple, device, dtype, contexts, repeats: int) -> list[dict]:
+    """One model's rows: eager at every context, then captured (CUDA only); a capture that
+    fails leaves one row with its ``error`` (the eager rows stand)."""
+    import torch
+
+    from specvlm.tools.common import one_line
+
+    model = build_decoder(spec, device, dtype)
+    rows = []
+    for context in contexts:
+        times = time_forwards(model, context, NODES, device, dtype, repeats)
+        rows += _rows(name, spec, model, times, context, dtype)
+    if device.type == "cuda":
+        try:
+            for context in contexts:
+                times = time_captured(model, context, NODES, device, dtype, repeats)
+                rows += _rows(name, spec, model, times, context, dtype, "captured")
+        except Exception as err:  # noqa: BLE001 (recorded for the page)
+            rows.append(dict(model=name, role=ROLES[name], regime="captured", error=one_line(err)))
+        torch.cuda.empty_cache()
+    del model
+    return rows
 
 
 def run(out: Path, tiny: bool) -> tuple[str, list[str]]:
@@ -143,14 +190,18 @@ def run(out: Path, tiny: bool) -> tuple[str, list[str]]:
     rows = []
     with torch.no_grad():
         for name, spec in specs.items():
-            model = build_decoder(spec, device, dtype)
-            for context in contexts:
-                times = time_forwards(model, context, NODES, device, dtype, 3 if tiny else 5)
-                rows += _rows(name, spec, model, times, context, dtype)
+            rows += measure_model(name, spec, device, dtype, contexts, 3 if tiny else 5)
             # written after each model: a step cut short keeps the models it finished
             (out / "decoders.json").write_text(json.dumps(rows, indent=2))
-            del model
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-    detail = f"{len(rows)} forwards timed ({len(specs)} models x {len(contexts)} contexts x 3)"
-    return detail, ["decoders.json"]
+    return summary(rows, device), ["decoders.json"]
+
+
+def summary(rows: list[dict], device) -> str:
+    """The step's one line: forwards timed in each regime, and what was not."""
+    eager = sum(1 for r in rows if r.get("regime") == "eager")
+    captured = sum(1 for r in rows if r.get("regime") == "captured" and "seconds" in r)
+    failed = sorted({r["model"] for r in rows if "error" in r})
+    text = f"{eager} eager and {captured} captured forwards timed"
+    if device.type != "cuda":
+        text += " (captured: not run, no CUDA device)"
+    return text + (f"; capture failed for {', '.join(failed)}" if failed else "")
