@@ -20,12 +20,12 @@ from torch import nn
 from specvlm import generation, selectors
 from specvlm.attention import routed_attention
 from specvlm.capture import DraftCapture, StaticSide, capture_decision
-from specvlm.capture.steps import captured_draft
+from specvlm.capture.steps import draft_adopter, entries_needed
 from specvlm.choice import CHILDREN, TokenChooser
 from specvlm.devices import cuda_devices, synchronized_now
 from specvlm.families import Family, family_of
 from specvlm.generation import GeneratedSequence, GenerationSetup
-from specvlm.policy import AutoPolicy, Choice
+from specvlm.policy import TREE_SIZES, AutoPolicy, Choice
 from specvlm.speculation import Run, Settings, generate_tokens
 from specvlm.stats import GenerationStats
 from specvlm.trees import Tree, default_tree
@@ -335,8 +335,9 @@ class SpeculativeDecoder:
             torch.no_grad(),
             routed_attention(self.family.decoder(self.target)),
             routed_attention(self.family.decoder(self.draft)),
+            self._draft_runner(setup) as (runner, capture_reason),
         ):
-            choice, calibration = self._choose(setup, inputs)
+            choice, calibration = self._choose(setup, inputs, runner)
             run = Run(
                 self._settings_for(choice),
                 self.target,
@@ -349,8 +350,11 @@ class SpeculativeDecoder:
             )
             if choice is not None and choice.speculate:
                 run.keep_speculating = lambda stats: self.policy.keep_speculating(choice, stats)
-            with self._captured_steps(run, setup):
-                generate_tokens(run)
+            run.stats.capture_reason = capture_reason
+            if runner is not None and run.settings.speculate:
+                run.adopt_draft = draft_adopter(runner, run.settings.tree)
+            generate_tokens(run)
+            run.stats.captured = isinstance(run.draft, StaticSide)
         if run.streamer is not None:
             run.streamer.end()
         stats = run.stats
@@ -365,26 +369,23 @@ class SpeculativeDecoder:
         return run
 
     @contextlib.contextmanager
-    def _captured_steps(self, run: Run, setup: GenerationSetup) -> Iterator[None]:
-        """The draft's captured steps for this call, where ``capture=`` says so
-        (:mod:`specvlm.capture`); ``stats.captured`` says whether they ran."""
-        capture, run.stats.capture_reason = capture_decision(
-            self.capture, self.family.decoder(self.draft)
-        )
-        if not (capture and run.settings.speculate):
-            yield
+    def _draft_runner(self, setup: GenerationSetup) -> Iterator[tuple[object | None, str]]:
+        """The captured steps' runner for this call where ``capture=`` says so
+        (:mod:`specvlm.capture`; None: eager), held for the call, and why. Its cache holds the
+        prompt, every new token and the largest tree the call may draft (the policy's largest,
+        or the fixed one); the policy's calibration measures the draft on it."""
+        capture, reason = capture_decision(self.capture, self.family.decoder(self.draft))
+        if not capture or self.speculate is False:
+            yield None, reason
             return
-        tree = run.settings.tree
-        with captured_draft(
-            self._draft_capture, setup.prompt_length, setup.max_new_tokens, tree
-        ) as adopt:
-            run.adopt_draft = adopt
-            try:
-                yield
-            finally:
-                run.stats.captured = isinstance(run.draft, StaticSide)
+        nodes = self.tree.size if self.policy is None else max(TREE_SIZES)
+        entries = entries_needed(setup.prompt_length, setup.max_new_tokens, nodes)
+        with self._draft_capture.runner(entries) as runner:
+            yield runner, reason
 
-    def _choose(self, setup: GenerationSetup, inputs: dict) -> tuple[Choice | None, float]:
+    def _choose(
+        self, setup: GenerationSetup, inputs: dict, draft_runner=None
+    ) -> tuple[Choice | None, float]:
         """The policy's choice for this call (None with fixed settings), and the seconds spent
         measuring forward costs for it."""
         if self.policy is None:
@@ -398,6 +399,7 @@ class SpeculativeDecoder:
             video_tokens=0 if layout is None else layout.num_tokens,
             max_new_tokens=setup.max_new_tokens,
             max_rank=self._shared_vocab() - 1,
+            draft_runner=draft_runner,
         )
 
     def _settings_for(self, choice: Choice | None) -> Settings:

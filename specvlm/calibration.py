@@ -10,6 +10,9 @@ time is the fastest of a few repeats, and the models take turns within a repeat,
 machine slows both alike. Contexts are measured at powers of two (:func:`context_bucket`) when a
 call first needs them; :class:`ForwardCosts` interpolates between what was measured.
 
+A draft probe with a ``runner`` measures the captured steps (:mod:`specvlm.capture`) the call
+will run, on the call's own runner (a captured forward's cost follows the cache's capacity).
+
 Must run with both decoders' attention routed (:func:`specvlm.attention.routed_attention`),
 under ``torch.no_grad()``, as ``SpeculativeDecoder.generate`` runs the loop.
 """
@@ -25,6 +28,9 @@ from torch import nn
 
 from specvlm import positions
 from specvlm.attention import BasePlan, MaskedPlan, TreePlan, attention_plan
+from specvlm.capture.buckets import width_bucket
+from specvlm.capture.side import StaticSide
+from specvlm.capture.steps import warm
 from specvlm.decoder import decoder_forward, new_cache
 from specvlm.devices import cuda_devices, synchronized_now
 from specvlm.families import Family
@@ -103,6 +109,9 @@ class Probe:
     model: nn.Module
     buckets: tuple[int, ...]
     widths: tuple[int, ...]
+    # the draft's captured steps to measure on (a specvlm.capture runner; None: eager). Its
+    # widths are compiled before anything is timed; contexts are capped to fit its cache.
+    runner: object | None = None
 
 
 def measure(family: Family, probes: list[Probe], repeats: int = REPEATS) -> dict:
@@ -127,6 +136,8 @@ def _measure_once(family: Family, probe: Probe, context: int, devices) -> tuple[
     limit = getattr(family.text_config(model), "max_position_embeddings", None)
     if limit:  # a bucket may round past the model's positions: measure just below them
         context = max(1, min(context, limit - max(probe.widths)))
+    if probe.runner is not None:  # and within the static cache, padding included
+        context = max(1, min(context, probe.runner.capacity - width_bucket(max(probe.widths))))
     decoder, head = family.decoder(model), family.lm_head(model)
     embed = model.get_input_embeddings()
     device = next(decoder.parameters()).device
@@ -148,6 +159,9 @@ def _measure_once(family: Family, probe: Probe, context: int, devices) -> tuple[
         )
     prefill = synchronized_now(devices) - t0
     side = Side(decoder, head, embed, cache, positions.next_positions(pos), family.mrope, device)
+    if probe.runner is not None:
+        side = StaticSide.adopt(side, probe.runner)
+        warm(side, tuple(sorted({width_bucket(n) for n in probe.widths})))
     row = {}
     for n in probe.widths:
         plan = _plan(probe.role, n, context, device)

@@ -255,40 +255,52 @@ class AutoPolicy:
     # Costs
     # ---------------------------------------------------------------------------------------
     @staticmethod
-    def _key(role: str, family, model) -> tuple[str, str, str]:
+    def _key(role: str, family, model, runner=None) -> tuple[str, str, str]:
+        """Costs are kept per role, device and dtype; a captured draft's per runner capacity
+        (its forwards attend over the whole static cache)."""
         weight = family.lm_head(model).weight
+        if runner is not None:
+            role = f"{role}:captured:{runner.capacity}"
         return role, str(next(family.decoder(model).parameters()).device), str(weight.dtype)
 
-    def calibrate(self, family, target, draft, target_contexts, draft_contexts) -> float:
+    def calibrate(
+        self, family, target, draft, target_contexts, draft_contexts, draft_runner=None
+    ) -> float:
         """Measure the buckets of these contexts not measured yet; returns the seconds spent.
         One calibration at a time (a second caller waits, then finds its buckets measured);
         the rest of the policy (other calls' choices, per-step checks, learning) goes on
         meanwhile."""
         with self._calibrating:
             with self._lock:
-                probes = self._missing(family, target, draft, target_contexts, draft_contexts)
+                probes = self._missing(
+                    family, target, draft, target_contexts, draft_contexts, draft_runner
+                )
             if not probes:
                 return 0.0
             t0 = time.perf_counter()
             measured = calibration.measure(family, probes)
             with self._lock:
                 for probe in probes:
-                    costs = self.costs[self._key(probe.role, family, probe.model)]
+                    key = self._key(probe.role, family, probe.model, probe.runner)
+                    costs = self.costs[key]
                     for bucket in probe.buckets:
                         prefill, row = measured[(probe.role, bucket)]
                         costs.forward[bucket], costs.prefill[bucket] = row, prefill
             return time.perf_counter() - t0
 
-    def _missing(self, family, target, draft, target_contexts, draft_contexts) -> list[Probe]:
+    def _missing(
+        self, family, target, draft, target_contexts, draft_contexts, draft_runner
+    ) -> list[Probe]:
         probes = []
-        for role, model, contexts, widths in (
-            ("target", target, target_contexts, calibration.TARGET_WIDTHS),
-            ("draft", draft, draft_contexts, calibration.DRAFT_WIDTHS),
+        for role, model, contexts, widths, runner in (
+            ("target", target, target_contexts, calibration.TARGET_WIDTHS, None),
+            ("draft", draft, draft_contexts, calibration.DRAFT_WIDTHS, draft_runner),
         ):
-            costs = self.costs.setdefault(self._key(role, family, model), ForwardCosts())
+            key = self._key(role, family, model, runner)
+            costs = self.costs.setdefault(key, ForwardCosts())
             missing = sorted({context_bucket(c) for c in contexts} - set(costs.forward))
             if missing:
-                probes.append(Probe(role, model, tuple(missing), widths))
+                probes.append(Probe(role, model, tuple(missing), widths, runner))
         return probes
 
     # ---------------------------------------------------------------------------------------
@@ -305,14 +317,18 @@ class AutoPolicy:
         max_new_tokens: int,
         max_rank: int,
         speculate: bool | None = None,
+        draft_runner=None,
     ) -> tuple[Choice, float]:
-        """The settings of the next call, and the seconds spent calibrating for it."""
+        """The settings of the next call, and the seconds spent calibrating for it.
+        ``draft_runner``: the call's captured draft steps (:mod:`specvlm.capture`), whose
+        forwards are the draft costs to choose by; None: the eager draft's."""
         with self._lock:
             shape = self._shape(prompt_len, video_tokens, max_new_tokens)
-        spent = self.calibrate(family, target, draft, [shape.ctx_t], list(shape.ctx_d.values()))
+        contexts = list(shape.ctx_d.values())
+        spent = self.calibrate(family, target, draft, [shape.ctx_t], contexts, draft_runner)
         with self._lock:
             tgt = self.costs[self._key("target", family, target)]
-            drf = self.costs[self._key("draft", family, draft)]
+            drf = self.costs[self._key("draft", family, draft, draft_runner)]
             ranks = max(1, min(MAX_RANKS, max_rank + 1))
             return self._choose(shape, tgt, drf, ranks, max_new_tokens, speculate), spent
 

@@ -56,7 +56,7 @@ def test_buckets():
         width_bucket(0)
     tree = Tree.from_paths(TREE)
     assert tree_widths(tree) == (1, 2, 4)  # chains of 1-2, levels of 2 and 3 (the last unfed)
-    assert entries_needed(100, 20, tree) == 100 + 20 + 6 + 4
+    assert entries_needed(100, 20, tree.size) == 100 + 20 + 6 + 8
 
 
 def test_capture_option_checked():
@@ -215,3 +215,24 @@ def test_static_caches_released_with_the_decoder():
     del sd
     gc.collect()
     assert all(k() is None for k in keys)
+
+
+def test_policy_chooses_by_the_captured_draft_costs():
+    """With the automatic policy, calibration measures the draft on the call's own runner (its
+    widths compiled once, shared with the call); the output stays the target's."""
+    family = "llava_onevision"
+    target, draft = pair(family)
+    sd = specvlm.accelerate((target, draft), capture=True)
+    inputs = tm.make_inputs(family, target, seed=9)
+    with torch.no_grad():
+        ref = target.generate(**inputs, max_new_tokens=NEW, do_sample=False)
+    assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref.tolist()
+    stats = sd.last_stats
+    assert stats.policy == "auto" and stats.calibration > 0
+    roles = {key[0] for key in sd.policy.costs}
+    captured = [r for r in roles if r.startswith("draft:captured:")]
+    assert captured and "target" in roles and "draft" not in roles  # never the eager draft
+    costs = sd.policy.costs[next(k for k in sd.policy.costs if k[0] == captured[0])]
+    assert all(set(row) == {1, 2, 4, 8, 16, 32} for row in costs.forward.values())
+    assert stats.captured == stats.speculated
+    assert sd._draft_capture.runners == 1  # calibration and the call share the runner

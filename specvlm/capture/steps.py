@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import torch
 
 from specvlm.attention import BasePlan
 from specvlm.capture.buckets import width_bucket
-from specvlm.capture.pool import DraftCapture
+from specvlm.capture.runner import CapturedForward
 from specvlm.capture.side import StaticSide
 from specvlm.side import Side
 from specvlm.trees import Tree
@@ -25,10 +24,11 @@ def tree_widths(tree: Tree) -> tuple[int, ...]:
     return tuple(sorted({width_bucket(n) for n in (*_CHAIN_WIDTHS, *levels)}))
 
 
-def entries_needed(prompt_len: int, max_new_tokens: int, tree: Tree) -> int:
+def entries_needed(prompt_len: int, max_new_tokens: int, tree_nodes: int) -> int:
     """A bound on the draft cache's entries in a call: the prompt (unpruned, a bound on the
-    kept part), every new token, one step's tree, and the widest padding."""
-    return prompt_len + max_new_tokens + tree.size + max(tree_widths(tree))
+    kept part), every new token, one step's tree of at most ``tree_nodes`` nodes and the widest
+    padding of a forward (a level has at most ``tree_nodes`` nodes)."""
+    return prompt_len + max_new_tokens + tree_nodes + width_bucket(max(tree_nodes, 2))
 
 
 def warm(side: StaticSide, widths: tuple[int, ...]) -> None:
@@ -41,19 +41,15 @@ def warm(side: StaticSide, widths: tuple[int, ...]) -> None:
         side.keep(filled, [])
 
 
-@contextlib.contextmanager
-def captured_draft(
-    capture: DraftCapture, prompt_len: int, max_new_tokens: int, tree: Tree
-) -> Iterator:
-    """A function turning the draft's prefilled side into a :class:`StaticSide` on a runner
-    held for the block (compiling the widths ``tree`` needs, once per runner)."""
-    with capture.runner(entries_needed(prompt_len, max_new_tokens, tree)) as runner:
+def draft_adopter(runner: CapturedForward, tree: Tree) -> Callable[[Side], StaticSide]:
+    """The function turning the draft's prefilled side into a :class:`StaticSide` on
+    ``runner``, with the widths ``tree`` needs compiled (once per runner)."""
 
-        def adopt(side: Side) -> StaticSide:
-            static = StaticSide.adopt(side, runner)
-            forwards = static.forwards
-            warm(static, tree_widths(tree))
-            static.forwards = forwards
-            return static
+    def adopt(side: Side) -> StaticSide:
+        static = StaticSide.adopt(side, runner)
+        forwards = static.forwards
+        warm(static, tree_widths(tree))
+        static.forwards = forwards  # the warm-up forwards are not drafting
+        return static
 
-        yield adopt
+    return adopt
