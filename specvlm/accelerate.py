@@ -20,6 +20,7 @@ from torch import nn
 from specvlm import generation, selectors
 from specvlm.attention import routed_attention
 from specvlm.capture import DraftCapture, StaticSide, capture_decision
+from specvlm.capture.runner import CaptureFailed
 from specvlm.capture.steps import draft_adopter, entries_needed
 from specvlm.choice import CHILDREN, TokenChooser
 from specvlm.devices import cuda_devices, synchronized_now
@@ -337,7 +338,13 @@ class SpeculativeDecoder:
             routed_attention(self.family.decoder(self.draft)),
             self._draft_runner(setup) as (runner, capture_reason),
         ):
-            choice, calibration = self._choose(setup, inputs, runner)
+            try:
+                choice, calibration = self._choose(setup, inputs, runner)
+            except CaptureFailed as error:  # calibrating on the runner compiled it
+                if self.capture is True:
+                    raise
+                runner, capture_reason = None, self._capture_failed(error)
+                choice, calibration = self._choose(setup, inputs, None)
             run = Run(
                 self._settings_for(choice),
                 self.target,
@@ -352,7 +359,14 @@ class SpeculativeDecoder:
                 run.keep_speculating = lambda stats: self.policy.keep_speculating(choice, stats)
             run.stats.capture_reason = capture_reason
             if runner is not None and run.settings.speculate:
-                run.adopt_draft = draft_adopter(runner, run.settings.tree)
+
+                def on_failure(error, stats=run.stats):
+                    stats.capture_reason = self._capture_failed(error)
+
+                forced = self.capture is True
+                run.adopt_draft = draft_adopter(
+                    runner, run.settings.tree, None if forced else on_failure
+                )
             generate_tokens(run)
             run.stats.captured = isinstance(run.draft, StaticSide)
         if run.streamer is not None:
@@ -374,7 +388,8 @@ class SpeculativeDecoder:
         (:mod:`specvlm.capture`; None: eager), held for the call, and why. Its cache holds the
         prompt, every new token and the largest tree the call may draft (the policy's largest,
         or the fixed one); the policy's calibration measures the draft on it."""
-        capture, reason = capture_decision(self.capture, self.family.decoder(self.draft))
+        decoder, failed = self.family.decoder(self.draft), self._draft_capture.failed
+        capture, reason = capture_decision(self.capture, decoder, failed)
         if not capture or self.speculate is False:
             yield None, reason
             return
@@ -382,6 +397,11 @@ class SpeculativeDecoder:
         entries = entries_needed(setup.prompt_length, setup.max_new_tokens, nodes)
         with self._draft_capture.runner(entries) as runner:
             yield runner, reason
+
+    def _capture_failed(self, error: CaptureFailed) -> str:
+        """Remember that capturing this draft failed (``"auto"`` stays eager from now on)."""
+        self._draft_capture.failed = str(error)
+        return capture_decision("auto", self.family.decoder(self.draft), str(error))[1]
 
     def _choose(
         self, setup: GenerationSetup, inputs: dict, draft_runner=None

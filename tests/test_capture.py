@@ -236,3 +236,41 @@ def test_policy_chooses_by_the_captured_draft_costs():
     assert all(set(row) == {1, 2, 4, 8, 16, 32} for row in costs.forward.values())
     assert stats.captured == stats.speculated
     assert sd._draft_capture.runners == 1  # calibration and the call share the runner
+
+
+def test_auto_falls_back_to_eager_where_capture_fails(monkeypatch):
+    """``"auto"`` never fails a call for capture's sake: where compiling fails it drafts eagerly,
+    says why, and does not try again; ``capture=True`` raises instead."""
+    from specvlm.capture import decision, runner
+
+    family = "qwen2_5_vl"
+    target, draft = pair(family)
+    inputs = tm.make_inputs(family, target, seed=10)
+    with torch.no_grad():
+        ref = target.generate(**inputs, max_new_tokens=NEW, do_sample=False)
+    tries = []
+
+    def failing_compile(function, **kwargs):
+        def run(*args):
+            tries.append(1)
+            raise RuntimeError("no compiler here")
+
+        return run
+
+    monkeypatch.setattr(decision, "AUTO_CAPTURE_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(runner.torch, "compile", failing_compile)
+    for policy in (None, "auto"):  # failing at adoption (fixed), at calibration (policy)
+        settings = dict(drop_rate=0.5, tree=TREE) if policy is None else {}
+        sd = specvlm.accelerate((target, draft), **settings)
+        for _call in range(2):
+            assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref.tolist()
+            stats = sd.last_stats
+            assert not stats.captured
+            assert (
+                "capture failed" in stats.capture_reason and "no compiler" in stats.capture_reason
+            )
+            assert len(tries) == 1  # tried once, then eager
+        tries.clear()
+    forced = specvlm.accelerate((target, draft), drop_rate=0.5, tree=TREE, capture=True)
+    with pytest.raises(runner.CaptureFailed, match="no compiler here"):
+        forced.generate(**inputs, max_new_tokens=NEW)

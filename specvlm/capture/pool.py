@@ -24,6 +24,8 @@ class DraftCapture:
         self._free: dict[tuple, list[CapturedForward]] = {}
         self._lock = threading.Lock()
         self.runners = 0  # created so far
+        # why capturing failed on this draft (then capture="auto" stays eager); None: it did not
+        self.failed: str | None = None
 
     def _key(self, capacity: int) -> tuple:
         weight = self.embed.weight

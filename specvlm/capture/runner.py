@@ -11,6 +11,10 @@ from torch import nn
 from specvlm.decoder import cache_argument_name, new_static_cache, static_cache_tensors
 
 
+class CaptureFailed(RuntimeError):
+    """A draft forward could not be compiled / captured (``capture="auto"`` then runs eager)."""
+
+
 def _draft_step(decoder, head, embed, cache, cache_name, ids, position_ids, mask, device):
     """The function compiled per width: embed, decode over the static cache, project."""
     out = decoder(
@@ -81,10 +85,10 @@ class CapturedForward:
         try:
             logits = step(*self._fixed(), ids, position_ids, mask, self.device)
         except Exception as error:
-            raise RuntimeError(
+            first_line = str(error).splitlines()[0] if str(error) else ""
+            raise CaptureFailed(
                 f"the draft's forward of width {width} could not be captured "
-                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-                "pass capture=False"
+                f"({type(error).__name__}: {first_line[:200]})"
             ) from error
         self.compile_seconds += time.perf_counter() - t0
         self._compiled[width] = step

@@ -8,7 +8,7 @@ import torch
 
 from specvlm.attention import BasePlan
 from specvlm.capture.buckets import width_bucket
-from specvlm.capture.runner import CapturedForward
+from specvlm.capture.runner import CapturedForward, CaptureFailed
 from specvlm.capture.side import StaticSide
 from specvlm.side import Side
 from specvlm.trees import Tree
@@ -41,14 +41,24 @@ def warm(side: StaticSide, widths: tuple[int, ...]) -> None:
         side.keep(filled, [])
 
 
-def draft_adopter(runner: CapturedForward, tree: Tree) -> Callable[[Side], StaticSide]:
+def draft_adopter(
+    runner: CapturedForward, tree: Tree, on_failure: Callable[[CaptureFailed], None] | None
+) -> Callable[[Side], Side]:
     """The function turning the draft's prefilled side into a :class:`StaticSide` on
-    ``runner``, with the widths ``tree`` needs compiled (once per runner)."""
+    ``runner``, with the widths ``tree`` needs compiled (once per runner). Where compiling
+    fails, ``on_failure(error)`` is told and the eager side is kept (``None``: the error
+    propagates, for ``capture=True``)."""
 
-    def adopt(side: Side) -> StaticSide:
-        static = StaticSide.adopt(side, runner)
-        forwards = static.forwards
-        warm(static, tree_widths(tree))
+    def adopt(side: Side) -> Side:
+        try:
+            static = StaticSide.adopt(side, runner)
+            forwards = static.forwards
+            warm(static, tree_widths(tree))
+        except CaptureFailed as error:
+            if on_failure is None:
+                raise
+            on_failure(error)
+            return side
         static.forwards = forwards  # the warm-up forwards are not drafting
         return static
 
