@@ -13,6 +13,7 @@ import argparse
 
 from specvlm.names import SELECTORS
 from specvlm.tools.common import (
+    CAPTURE,
     METHODS,
     ToolError,
     check_device_name,
@@ -176,6 +177,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="timed runs per clip and method, alternating; the fastest counts, all are plotted",
     )
     _add_sampling_arguments(parser, "the random ablation (clip i: seed + i)")
+    _add_capture_argument(parser)
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if any)")
     parser.add_argument(
         "--threads", metavar="N", type=int, default=None, help="CPU threads (default 1)"
@@ -264,10 +266,10 @@ def check_demo_args(args) -> dict | None:
     return sampling
 
 
-def check_bench_args(args) -> tuple[tuple[str, ...], dict | None]:
+def check_bench_args(args) -> tuple[tuple[str, ...], dict | None, bool | str]:
     """Every check of ``specvlm bench``'s options that needs no model
-    (:class:`~specvlm.tools.common.ToolError` on the first failure); returns the methods and
-    the sampling options (None: greedy)."""
+    (:class:`~specvlm.tools.common.ToolError` on the first failure); returns the methods, the
+    sampling options (None: greedy) and ``accelerate``'s ``capture=`` (:func:`capture_option`)."""
     methods = METHODS
     if args.methods is not None:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -289,7 +291,28 @@ def check_bench_args(args) -> tuple[tuple[str, ...], dict | None]:
     )
     check_output_dir(args.out, "--out")
     require_matplotlib("specvlm bench (its plots)")
-    return methods, sampling
+    return methods, sampling, capture_option(args)
+
+
+def capture_option(args) -> bool | str:
+    """``--capture`` (``auto``, ``on``, ``off``) as ``specvlm.accelerate``'s ``capture=``
+    (``"auto"``, ``True``, ``False``); :class:`ToolError` for another value (argparse refuses
+    it first; a caller of ``main`` may not)."""
+    value = getattr(args, "capture", "auto")
+    if value not in CAPTURE:
+        raise ToolError(f"--capture must be one of {', '.join(CAPTURE)}, got {value!r}")
+    return CAPTURE[value]
+
+
+def _add_capture_argument(parser) -> None:
+    parser.add_argument(
+        "--capture",
+        choices=tuple(CAPTURE),
+        default="auto",
+        help="how every SpecVLM decoder's draft steps run (accelerate's capture=): auto "
+        "(captured where it pays), on (always captured), off (eager); the same for SpecVLM "
+        "and naive SD",
+    )
 
 
 def check_selfcheck_args(args) -> None:
