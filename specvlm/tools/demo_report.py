@@ -125,7 +125,10 @@ def print_side_by_side(rec: dict) -> None:
     rows = _rows(rec)
     width = max(len(row[0]) for row in rows)
     compiled = rec["compiled_e2e_s"] is not None
-    print("side by side (speedups per token; /c: against the compiled target):")
+    print(
+        "side by side (speedups per token against the target alone"
+        + ("; /c: against the compiled target):" if compiled else "):")
+    )
     head = f"  {'':<{width}} {'tau':>5} {'decode':>7} {'e2e':>6}"
     if compiled:
         head += f" {'decode/c':>8} {'e2e/c':>6}"
