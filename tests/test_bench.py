@@ -162,3 +162,62 @@ def test_max_frames_of_the_embedded_pair():
     limit = w.target.config.get_text_config().max_position_embeddings
     assert w.inputs(longest, 0)["input_ids"].shape[1] + 24 <= limit
     assert w.inputs(longest + 1, 0)["input_ids"].shape[1] + 24 > limit
+
+
+def _fake(method, decode_s, e2e_s, **extra):
+    rec = {
+        "method": method,
+        "mode": "greedy",
+        "mean_accepted_length": None,
+        "error": None,
+        "new_tokens": 5,
+        "decode_s": decode_s,
+        "e2e_s": e2e_s,
+        "ttft_s": e2e_s - decode_s,
+        "peak_memory_bytes": None,
+        "identical": True,
+        "runs": [{"new_tokens": 5, "decode_s": decode_s, "e2e_s": e2e_s}],
+    }
+    return dict(rec, **extra)
+
+
+def test_merged_speedups_against_both_baselines_and_the_warm_up_apart(tmp_path):
+    """Every merged record has its speedups against eager ``generate`` and against the compiled
+    baseline; the compiled baseline's warm-up seconds are summed over the clips, kept out of
+    its times, and named in the report; the report and summary show both speedups."""
+    from specvlm.tools.bench import _merge, markdown_report, summary_table
+
+    clip = [
+        _fake("autoregressive", 0.8, 1.0),
+        _fake("autoregressive_compiled", 0.4, 0.6, warmup_s=12.0),
+        _fake("auto", 0.2, 0.4, captured=False),
+    ]
+    again = [
+        _fake("autoregressive", 0.8, 1.0),
+        _fake("autoregressive_compiled", 0.4, 0.6, warmup_s=0.0),
+        _fake("auto", 0.2, 0.4, captured=False),
+    ]
+    merged = {r["method"]: r for r in _merge([clip, again])}
+    auto, compiled = merged["auto"], merged["autoregressive_compiled"]
+    assert auto["decode_speedup"] == pytest.approx(4.0) and auto["e2e_speedup"] == 2.5
+    assert auto["decode_speedup_vs_compiled"] == pytest.approx(2.0)
+    assert auto["e2e_speedup_vs_compiled"] == pytest.approx(1.5)
+    assert compiled["decode_speedup"] == pytest.approx(2.0)
+    assert compiled["decode_speedup_vs_compiled"] == pytest.approx(1.0)
+    assert compiled["warmup_s"] == 12.0 and compiled["decode_s"] == pytest.approx(0.8)
+    assert auto["captured"] is False and auto["warmup_s"] is None
+    rows = [
+        dict(r, sweep="frames", frames=32, tree_size=48, drop_rate=0.9) for r in merged.values()
+    ]
+    report = markdown_report(rows, {"mode": "greedy"}, [])
+    assert "| decode vs compiled | e2e vs compiled |" in report
+    assert "| auto | - | 4.00x | 2.50x | 2.00x | 1.50x |" in report
+    assert "took 12.0 s in all" in report
+    assert summary_table(rows).splitlines()[0].split()[7:11] == [
+        "decode",
+        "e2e",
+        "decode/c",
+        "e2e/c",
+    ]
+    alone = {r["method"]: r for r in _merge([clip[::2]])}  # no compiled baseline: no ratio
+    assert alone["auto"]["decode_speedup_vs_compiled"] is None

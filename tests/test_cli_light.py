@@ -83,6 +83,8 @@ PARSER_ERRORS = [
     (["demo", "--frames", "many"], "invalid int value: 'many'"),
     (["demo", "--dtype", "int8"], "invalid choice: 'int8'"),
     (["bench", "--repeats"], "expected one argument"),
+    (["demo", "--capture", "always"], "invalid choice: 'always'"),
+    (["bench", "--capture", "yes"], "invalid choice: 'yes'"),
 ]
 IDS = [" ".join(argv) for argv, _ in ARGUMENT_ERRORS + PARSER_ERRORS]
 
@@ -139,3 +141,18 @@ def test_the_light_names_are_the_librarys():
 
     assert names.SELECTORS == selectors.NAMES == tuple(selectors.BUILT_IN)
     assert names.FAMILIES == {t: f.display_name for t, f in FAMILIES.items()}
+
+
+@pytest.mark.parametrize("value,expected", [("auto", "auto"), ("on", True), ("off", False)])
+def test_capture_option_maps_to_accelerates_values(value, expected):
+    """--capture's spellings are accelerate()'s capture= values; another value (a caller of
+    ``main`` that skipped argparse) is refused in one line."""
+    import argparse
+
+    from specvlm.tools.arguments import capture_option
+    from specvlm.tools.common import ToolError
+
+    result = capture_option(argparse.Namespace(capture=value))
+    assert result == expected and type(result) is type(expected)
+    with pytest.raises(ToolError, match="--capture must be one of auto, on, off"):
+        capture_option(argparse.Namespace(capture="always"))

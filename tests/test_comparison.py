@@ -18,10 +18,36 @@ def _setup(monkeypatch):
 
 
 def test_compare_records_every_method():
+    """Every method, the compiled baseline included (the one test that compiles: transformers
+    takes its compiled path on the CPU, once per shape, in an untimed warm-up)."""
     target, draft = tm.make_pair("llava_onevision")
     inputs = tm.make_inputs("llava_onevision", target, seed=1)
-    records = compare(target, draft, inputs, max_new_tokens=6, drop_rate=0.5, frames=4)
+    compiled_paths = []
+    real = target.get_compiled_call
+
+    def spy(config):
+        compiled_paths.append(config)
+        return real(config)
+
+    target.get_compiled_call = spy  # transformers asks for it only when it compiles
+    records = compare(target, draft, inputs, max_new_tokens=6, drop_rate=0.5, frames=4, repeats=2)
+    del target.get_compiled_call
     assert [r["method"] for r in records] == list(METHODS)
+    by = {r["method"]: r for r in records}
+    compiled = by["autoregressive_compiled"]
+    assert compiled["error"] is None and compiled["identical"] is True
+    assert len(compiled_paths) == 3  # the warm-up and both timed runs took the compiled path
+    assert compiled["warmup_s"] > 0  # the warm-up ran once, outside the timings
+    _, again = run_method("autoregressive_compiled", target, draft, inputs, max_new_tokens=6)
+    assert again["warmup_s"] == 0.0 and again["error"] is None  # this shape is warm already
+    assert compiled["decode_speedup_vs_compiled"] == pytest.approx(1.0)
+    for rec in records:  # every speedup against both baselines
+        if rec["error"] is None:
+            assert rec["decode_speedup_vs_compiled"] == pytest.approx(
+                rec["decode_speedup"] * compiled["decode_s"] / by["autoregressive"]["decode_s"]
+            )
+            assert rec["e2e_speedup_vs_compiled"] > 0
+    assert all(isinstance(by[m]["captured"], bool) for m in ("naive_sd", "specvlm", "auto"))
     for rec in records:
         assert rec["frames"] == 4
         if rec["error"] is None:
@@ -31,11 +57,36 @@ def test_compare_records_every_method():
             assert rec["decode_speedup"] > 0 and rec["e2e_speedup"] > 0
         else:  # a failing upstream baseline is kept with its message
             assert rec["identical"] is None and rec["e2e_s"] is None
-    by = {r["method"]: r for r in records}
     assert by["autoregressive"]["e2e_speedup"] == pytest.approx(1.0)
     assert by["naive_sd"]["drop_rate"] == 0.0 and by["specvlm"]["drop_rate"] == 0.5
     assert by["specvlm"]["kept_video_tokens"] == by["specvlm"]["video_tokens"] // 2
     assert by["specvlm"]["mean_accepted_length"] >= 1.0
+
+
+@pytest.mark.parametrize("capture", [False, "auto"])
+def test_capture_goes_to_every_specvlm_decoder(monkeypatch, capture):
+    """``capture=`` reaches every decoder built (auto and naive SD alike, so the comparison
+    stays fair), and each record says what its call ran (``captured``)."""
+    import specvlm
+
+    given = []
+    real = specvlm.accelerate
+
+    def spy(models, **kwargs):
+        given.append(kwargs.get("capture", "missing"))
+        return real(models, **kwargs)
+
+    monkeypatch.setattr(specvlm, "accelerate", spy)
+    target, draft = tm.make_pair("llava_onevision")
+    inputs = tm.make_inputs("llava_onevision", target, seed=1)
+    methods = ("autoregressive", "naive_sd", "specvlm", "auto", "random")
+    records = compare(target, draft, inputs, methods, max_new_tokens=4, capture=capture)
+    assert len(given) == 4 and set(given) == {capture}
+    for rec in records[1:]:
+        assert rec["error"] is None and rec["identical"] is True
+        assert isinstance(rec["captured"], bool)
+        if capture is False:
+            assert rec["captured"] is False
 
 
 def test_failing_method_is_recorded_not_raised():

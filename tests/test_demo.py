@@ -47,7 +47,59 @@ def pair(tmp_path_factory):
     return str(out / "target"), str(out / "draft")
 
 
-def test_demo_json_and_figure(pair, tmp_path):
+def test_demo_default_shows_auto_beside_both_baselines_and_naive_sd(pair, tmp_path):
+    """The default demo: a 32-frame clip (512 video tokens), SpecVLM as ``accelerate()`` makes
+    it (the automatic policy) beside the target alone (eager and compiled, its compile untimed
+    and reported) and naive SD, every answer the target's, speedups against both baselines."""
+    js = tmp_path / "default.json"
+    proc = _cli(
+        "demo", "--target", pair[0], "--draft", pair[1], "--max-new-tokens", "6", "--json", str(js)
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rec = json.loads(js.read_text())
+    assert rec["identical"] is True and rec["text"] == rec["target_text"]
+    assert rec["frames"] == 32 and rec["video_tokens"] == 512
+    assert rec["policy"] == "auto" and rec["capture"] == "auto"
+    assert isinstance(rec["captured"], bool) and isinstance(rec["naive_captured"], bool)
+    assert rec["compile_s"] > 0 and rec["compiled_e2e_s"] > 0
+    assert rec["compiled_e2e_speedup_vs_compiled"] == 1.0
+    assert rec["e2e_speedup_vs_compiled"] > 0 and rec["naive_e2e_speedup_vs_compiled"] > 0
+    ratio = rec["compiled_e2e_s"] / rec["specvlm_e2e_s"]  # same tokens: per token = per call
+    assert rec["e2e_speedup_vs_compiled"] == pytest.approx(ratio)
+    if rec["decoded"]:
+        for row in ("target alone (generate)", "target compiled", "naive SD (drop 0, 4 nodes)"):
+            assert row in proc.stdout
+        assert "decode/c" in proc.stdout and "untimed, in none of these times" in proc.stdout
+    assert "compiling the target" in proc.stderr
+
+
+def test_demo_capture_reaches_both_speculative_decoders(pair, monkeypatch, capsys):
+    """--capture goes to SpecVLM and to naive SD alike (the comparison stays fair)."""
+    import specvlm
+    from specvlm.tools import cli, demo
+
+    given = []
+    real = specvlm.accelerate
+
+    def spy(models, **kwargs):
+        given.append(kwargs.get("capture", "missing"))
+        return real(models, **kwargs)
+
+    monkeypatch.setattr(specvlm, "accelerate", spy)
+    args = cli._parser().parse_args(
+        ["demo", "--target", pair[0], "--draft", pair[1], "--frames", "4"]
+        + ["--max-new-tokens", "3", "--repeats", "1", "--no-compile", "--capture", "off"]
+    )
+    result = demo.run(args)
+    assert given == [False, False]
+    assert result.record["capture"] == "off" and result.record["captured"] is False
+    assert result.record["compiled_e2e_s"] is None and result.record["compile_s"] is None
+    demo.print_record(result.record)
+    assert "target compiled" not in capsys.readouterr().out
+
+
+def test_demo_fixed_drop_rate_json_and_figure(pair, tmp_path):
+    """--drop-rate: the fixed mode (drop rate and tree fixed), on the 8-frame clip."""
     target, draft = pair
     js, png = tmp_path / "demo.json", tmp_path / "viz.png"
     proc = _cli(
@@ -58,6 +110,11 @@ def test_demo_json_and_figure(pair, tmp_path):
         draft,
         "--max-new-tokens",
         "6",
+        "--drop-rate",
+        "0.9",
+        "--frames",
+        "8",
+        "--no-compile",
         "--clip",
         "3",
         "--json",
@@ -86,11 +143,14 @@ def test_demo_json_and_figure(pair, tmp_path):
     # pruning happens only when there is a second token to draft (a tiny model may stop at once)
     assert rec["kept_video_tokens"] == (12 if rec["speculated"] else None)
     assert rec["selector"] == "two_stage" and rec["drop_rate"] == 0.9
+    assert rec["policy"] == "fixed" and rec["tree_size"] == (4 if rec["speculated"] else None)
     assert "identical to the target's own greedy answer: yes" in proc.stdout
-    assert "time to first token:" in proc.stdout
+    assert "first token" in proc.stdout
     assert 0 < rec["target_ttft_s"] and 0 < rec["specvlm_ttft_s"] and rec["repeats"] == 3
     assert 0 < rec["naive_ttft_s"] and rec["naive_e2e_speedup"] > 0  # naive SD, side by side
-    assert ("naive SD (drop 0)" in proc.stdout) == rec["speculated"]
+    assert rec["compiled_e2e_s"] is None and rec["e2e_speedup_vs_compiled"] is None
+    assert ("naive SD (drop 0, 4 nodes)" in proc.stdout) == rec["decoded"]
+    assert ("SpecVLM (drop 0.9, 4 nodes)" in proc.stdout) == rec["speculated"]
     assert (rec["naive_mean_accepted_length"] is not None) == rec["speculated"]
     assert png.stat().st_size > 1000
 
@@ -107,13 +167,14 @@ def test_demo_max_new_tokens_1_says_nothing_was_speculated(pair, tmp_path):
         "1",
         "--frames",
         "4",
+        "--no-compile",
         "--json",
         str(js),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "nothing speculated (--max-new-tokens 1)" in proc.stdout
     assert "tau (tokens" not in proc.stdout and "128 of 128" not in proc.stdout
-    assert "decode speedup" not in proc.stdout and "end-to-end:" in proc.stdout
+    assert "side by side" not in proc.stdout and "end-to-end:" in proc.stdout
     rec = json.loads(js.read_text())
     assert rec["speculated"] is False and rec["mean_accepted_length"] is None
     assert rec["decode_speedup"] is None and rec["kept_video_tokens"] is None
@@ -142,6 +203,9 @@ def test_demo_samples_with_a_seed(pair, tmp_path):
             "5",
             "--repeats",
             "1",
+            "--frames",
+            "8",
+            "--no-compile",
             "--json",
             str(js),
         )
@@ -178,6 +242,9 @@ def test_demo_reads_a_4_3_video_and_draws_it(pair, tmp_path):
         "4",
         "--repeats",
         "1",
+        "--no-compile",
+        "--drop-rate",
+        "0.9",
         "--save-viz",
         str(png),
     )
@@ -210,3 +277,18 @@ def test_bench_quick_writes_results(pair, tmp_path):
     assert {r["method"] for r in results} == {"autoregressive", "specvlm", "random"}
     assert all(r["identical"] is not False for r in results)
     assert (out / "results.csv").exists() and (out / "speedup_vs_video_tokens.png").exists()
+
+
+def test_demo_says_why_no_figure_was_written(tmp_path, capsys):
+    """--save-viz when SpecVLM did not score the video (its policy chose not to prune): no file,
+    and a line saying why and how to get one."""
+    import argparse
+
+    from specvlm.stats import GenerationStats
+    from specvlm.tools.demo import DemoResult, write_outputs
+
+    png = tmp_path / "viz.png"
+    args = argparse.Namespace(json=None, save_viz=str(png))
+    assert write_outputs(args, DemoResult({}, None, GenerationStats(), 0.4)) == []
+    assert not png.exists()
+    assert "no figure written" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import argparse
 
 from specvlm.names import SELECTORS
 from specvlm.tools.common import (
+    CAPTURE,
     METHODS,
     ToolError,
     check_device_name,
@@ -24,6 +25,7 @@ from specvlm.tools.common import (
 )
 
 DEFAULT_PROMPT = "describe the video ."
+DEMO_FRAMES = 32
 DTYPES = ("float32", "float16", "bfloat16")
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
@@ -83,8 +85,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--frames",
         metavar="N",
         type=int,
-        default=8,
-        help="frames sampled evenly from --video, or of the generated clip",
+        default=DEMO_FRAMES,
+        help="frames sampled evenly from --video, or of the generated clip (32: 512 video "
+        "tokens of the embedded pair, where pruning pays on a CPU; --frames 8: the short clips "
+        "it was trained on, where naive SD is as fast)",
     )
     clip.add_argument("--prompt", metavar="TEXT", default=DEFAULT_PROMPT, help="the question")
     run = parser.add_argument_group("SpecVLM and generation")
@@ -92,8 +96,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--drop-rate",
         metavar="RATE",
         type=float,
-        default=0.9,
-        help="share of video tokens the draft does not see, in [0, 1)",
+        default=None,
+        help="fix SpecVLM's share of video tokens the draft does not see, in [0, 1), and its "
+        "tree (--tree-size); default: accelerate()'s automatic policy chooses both per call",
     )
     run.add_argument(
         "--selector",
@@ -105,8 +110,16 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         type=int,
         default=None,
-        help="nodes of the static draft tree (default: 4, a chain, on CPU, where each draft "
-        "forward has a fixed cost; 48 on GPU)",
+        help="nodes of naive SD's static draft tree, and of SpecVLM's when given (or with "
+        "--drop-rate); default: 4, a chain, on CPU, where each draft forward has a fixed cost; "
+        "48 on GPU",
+    )
+    _add_capture_argument(run)
+    run.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="leave out the compiled target (generate with a static cache and torch.compile; "
+        "its compile takes ~15 s on a CPU, untimed)",
     )
     run.add_argument(
         "--max-new-tokens", metavar="N", type=int, default=32, help="length limit of the answer"
@@ -176,6 +189,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="timed runs per clip and method, alternating; the fastest counts, all are plotted",
     )
     _add_sampling_arguments(parser, "the random ablation (clip i: seed + i)")
+    _add_capture_argument(parser)
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if any)")
     parser.add_argument(
         "--threads", metavar="N", type=int, default=None, help="CPU threads (default 1)"
@@ -232,7 +246,7 @@ def check_demo_args(args) -> dict | None:
     (:func:`~specvlm.tools.video_input.read_video`) are checked after it."""
     if args.selector not in SELECTORS:
         raise ToolError(f"unknown selector {args.selector!r}; choose one of {', '.join(SELECTORS)}")
-    if not 0.0 <= args.drop_rate < 1.0:
+    if args.drop_rate is not None and not 0.0 <= args.drop_rate < 1.0:
         raise ToolError(f"--drop-rate must be in [0, 1), got {args.drop_rate}")
     if args.max_new_tokens < 1:
         raise ToolError("--max-new-tokens must be >= 1")
@@ -242,6 +256,7 @@ def check_demo_args(args) -> dict | None:
         raise ToolError("--frames must be >= 1")
     if args.tree_size is not None and not 1 <= args.tree_size <= 256:
         raise ToolError("--tree-size must be in [1, 256]")
+    capture_option(args)
     if args.clip is not None:
         if args.video is not None:
             raise ToolError("--clip picks a generated clip: it does nothing with --video")
@@ -264,10 +279,10 @@ def check_demo_args(args) -> dict | None:
     return sampling
 
 
-def check_bench_args(args) -> tuple[tuple[str, ...], dict | None]:
+def check_bench_args(args) -> tuple[tuple[str, ...], dict | None, bool | str]:
     """Every check of ``specvlm bench``'s options that needs no model
-    (:class:`~specvlm.tools.common.ToolError` on the first failure); returns the methods and
-    the sampling options (None: greedy)."""
+    (:class:`~specvlm.tools.common.ToolError` on the first failure); returns the methods, the
+    sampling options (None: greedy) and ``accelerate``'s ``capture=`` (:func:`capture_option`)."""
     methods = METHODS
     if args.methods is not None:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -289,7 +304,28 @@ def check_bench_args(args) -> tuple[tuple[str, ...], dict | None]:
     )
     check_output_dir(args.out, "--out")
     require_matplotlib("specvlm bench (its plots)")
-    return methods, sampling
+    return methods, sampling, capture_option(args)
+
+
+def capture_option(args) -> bool | str:
+    """``--capture`` (``auto``, ``on``, ``off``) as ``specvlm.accelerate``'s ``capture=``
+    (``"auto"``, ``True``, ``False``); :class:`ToolError` for another value (argparse refuses
+    it first; a caller of ``main`` may not)."""
+    value = getattr(args, "capture", "auto")
+    if value not in CAPTURE:
+        raise ToolError(f"--capture must be one of {', '.join(CAPTURE)}, got {value!r}")
+    return CAPTURE[value]
+
+
+def _add_capture_argument(parser) -> None:
+    parser.add_argument(
+        "--capture",
+        choices=tuple(CAPTURE),
+        default="auto",
+        help="how every SpecVLM decoder's draft steps run (accelerate's capture=): auto "
+        "(captured where it pays), on (always captured), off (eager); the same for SpecVLM "
+        "and naive SD",
+    )
 
 
 def check_selfcheck_args(args) -> None:

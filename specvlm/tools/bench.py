@@ -38,7 +38,7 @@ from specvlm.tools.common import (
     inputs_to,
     load_pair,
 )
-from specvlm.tools.comparison import compare, decode_speedup, e2e_speedup
+from specvlm.tools.comparison import add_speedups, compare, decode_speedup, e2e_speedup
 from specvlm.tools.video_input import VideoPrompter
 from specvlm.trees import tree_of_size
 
@@ -54,6 +54,8 @@ FIELDS = (
     "peak_memory_bytes",
     "decode_speedup",
     "e2e_speedup",
+    "decode_speedup_vs_compiled",
+    "e2e_speedup_vs_compiled",
     "identical",
     "drop_rate",
     "frames",
@@ -62,6 +64,8 @@ FIELDS = (
     "sweep",
     "prompts",
     "repeats",
+    "warmup_s",
+    "captured",
     "error",
 )
 
@@ -75,8 +79,9 @@ COLORS = {
     "attention": "#ff7f0e",
     "uniform": "#2ca02c",
     "random": "#1f77b4",
+    "autoregressive_compiled": "#7f7f7f",
 }
-MARKERS = dict(zip(COLORS, "osD^XvP*", strict=True))
+MARKERS = dict(zip(COLORS, "osD^XvP*h", strict=True))
 
 
 @dataclass
@@ -142,19 +147,28 @@ def _merge(runs: list[list[dict]]) -> list[dict]:
         ]
         rec["prompts"] = len(per_method)
         rec["repeats"] = repeats
+        rec.update(_merged_extras(per_method))
         merged.append(rec)
-    by_method = {r["method"]: r for r in merged}
-    ref = by_method.get("autoregressive", {})
+    add_speedups(merged, first_tokens=len(runs))
+    ref = next((r for r in merged if r["method"] == "autoregressive"), {})
     for rec in merged:
         dec = rec.get("decode_s")
         tokens = rec.get("new_tokens") or 0
         rec["decode_tokens_per_s"] = (tokens - len(runs)) / dec if dec else None
-        rec["decode_speedup"] = decode_speedup(ref, rec, first_tokens=len(runs))
-        rec["e2e_speedup"] = e2e_speedup(ref, rec)
         pairs = list(zip(ref.get("runs") or (), rec["runs"], strict=False))
         rec["decode_speedup_runs"] = [decode_speedup(a, b, len(runs)) for a, b in pairs]
         rec["e2e_speedup_runs"] = [e2e_speedup(a, b) for a, b in pairs]
     return merged
+
+
+def _merged_extras(per_method: list[dict]) -> dict:
+    """``warmup_s`` (the compiled baseline's untimed warm-ups) summed over the clips;
+    ``captured`` true only where every clip's call ran captured draft steps (None for the
+    methods that have neither)."""
+    captured = None
+    if any("captured" in r for r in per_method):
+        captured = all(r.get("captured") for r in per_method)
+    return {"warmup_s": _sum(r.get("warmup_s") for r in per_method), "captured": captured}
 
 
 def run_sweeps(
@@ -167,9 +181,10 @@ def run_sweeps(
     repeats: int = 1,
     sampling: dict | None = None,
     seed: int = 0,
+    capture="auto",
     progress=None,
 ) -> list[dict]:
-    """Every method on ``prompts`` inputs per point; ``sampling`` / ``seed``: see
+    """Every method on ``prompts`` inputs per point; ``sampling`` / ``seed`` / ``capture``: see
     :func:`specvlm.tools.comparison.compare` (input ``i`` uses ``seed + i``, for sampling and
     for the ``random`` selector)."""
     results = []
@@ -189,6 +204,7 @@ def run_sweeps(
                 random_seed=seed + index,
                 sampling=sampling,
                 seed=seed + index,
+                capture=capture,
                 frames=point.frames,
                 tree_size=point.tree_size,
                 sweep=point.sweep,
@@ -214,7 +230,6 @@ def _cells(r: dict) -> tuple[str, ...]:
     ident = {True: "yes", False: "NO", None: "-"}[r.get("identical")]
     if r.get("error"):
         ident = "error: " + r["error"].split(":")[0]
-    decode, e2e = r.get("decode_speedup"), r.get("e2e_speedup")
     return (
         r["sweep"],
         f"{r['drop_rate']:g}",
@@ -223,16 +238,23 @@ def _cells(r: dict) -> tuple[str, ...]:
         str(r["tree_size"]),
         r["method"],
         _fmt(r.get("mean_accepted_length"), ".2f"),
-        _fmt(decode, ".2f") + "x" * (decode is not None),
-        _fmt(e2e, ".2f") + "x" * (e2e is not None),
+        _times(r.get("decode_speedup")),
+        _times(r.get("e2e_speedup")),
+        _times(r.get("decode_speedup_vs_compiled")),
+        _times(r.get("e2e_speedup_vs_compiled")),
         _fmt(r.get("decode_tokens_per_s"), ".0f"),
         ident,
     )
 
 
+def _times(speedup: float | None) -> str:
+    return _fmt(speedup, ".2f") + "x" * (speedup is not None)
+
+
 def summary_table(results: list[dict]) -> str:
     """The results as a plain-text table, one row per sweep point and method."""
-    head = ("sweep", "drop", "frames", "video", "tree", "method", "tau", "decode", "e2e", "tok/s")
+    head = ("sweep", "drop", "frames", "video", "tree", "method", "tau", "decode", "e2e")
+    head += ("decode/c", "e2e/c", "tok/s")
     rows = [head + ("identical",)] + [_cells(r) for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head) + 1)]
     lines = [
@@ -252,7 +274,7 @@ def markdown_report(results: list[dict], meta: dict, plots: list[str]) -> str:
     import transformers
 
     head = ("sweep", "drop rate", "frames", "video tokens", "tree", "method", "tau", "decode")
-    head += ("e2e", "decode tok/s", "identical")
+    head += ("e2e", "decode vs compiled", "e2e vs compiled", "decode tok/s", "identical")
     lines = [
         "# `specvlm bench` report",
         "",
@@ -265,10 +287,29 @@ def markdown_report(results: list[dict], meta: dict, plots: list[str]) -> str:
         f"- decoding: {meta.get('mode', '?')}",
         "",
     ]
+    lines += [
+        "Speedups are per token against two baselines: `decode` and `e2e` against "
+        "`autoregressive` (the target's eager `generate`), `decode vs compiled` and `e2e vs "
+        "compiled` against `autoregressive_compiled` (`generate` with a static cache and "
+        "`torch.compile`)." + _warmup_note(results),
+        "",
+    ]
     lines += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in results]
     return "\n".join(lines) + "\n"
+
+
+def _warmup_note(results: list[dict]) -> str:
+    """The compiled baseline's warm-up (compile) seconds, which are in none of its times."""
+    warm = [r["warmup_s"] for r in results if r.get("warmup_s") is not None]
+    if not warm:
+        return ""
+    return (
+        f" Its warm-up calls (one untimed call per new shape, the compile included) took "
+        f"{sum(warm):.1f} s in all, {max(warm):.1f} s at most per sweep point; they are in "
+        "none of its times."
+    )
 
 
 def write_results(results: list[dict], out_dir: str, meta: dict | None = None) -> list[str]:
@@ -453,7 +494,7 @@ class CheckpointWorkload:
 
 def main(args) -> int:
     try:
-        methods, sampling = check_bench_args(args)
+        methods, sampling, capture = check_bench_args(args)
         target_dir, draft_dir, device = checkpoint_pair(args)
     except ToolError as err:
         print(f"specvlm bench: error: {err}", file=sys.stderr)
@@ -466,11 +507,14 @@ def main(args) -> int:
     with torch.no_grad():  # warm-up outside the timings (auto: its policy's calibration)
         warm = workload.inputs(8, 0)
         warm_methods = ("autoregressive", "specvlm") + ("auto",) * ("auto" in methods)
-        compare(workload.target, workload.draft, warm, warm_methods, max_new_tokens=4)
+        compare(
+            workload.target, workload.draft, warm, warm_methods, max_new_tokens=4, capture=capture
+        )
     mode = describe_sampling(sampling, seed)
     print(
         f"specvlm bench: {len(points)} sweep points x {prompts} clips, methods "
-        f"{', '.join(methods)}, up to {max_new} new tokens, {mode}, {args.repeats} repeats",
+        f"{', '.join(methods)}, up to {max_new} new tokens, {mode}, {args.repeats} repeats, "
+        f"capture {args.capture}",
         file=sys.stderr,
     )
     with (
@@ -486,13 +530,15 @@ def main(args) -> int:
             repeats=args.repeats,
             sampling=sampling,
             seed=seed,
+            capture=capture,
             progress=bar.update,
         )
     print(summary_table(results))
     print(
         f"({hardware(device)}; {prompts} held-out clip{'s' * (prompts > 1)} per point, times "
         f"summed over them, each the fastest of {args.repeats} run{'s' * (args.repeats > 1)}; "
-        f"speedups per token vs autoregressive; {mode})"
+        f"speedups per token vs autoregressive (decode, e2e) and vs autoregressive_compiled "
+        f"(decode/c, e2e/c); {mode})"
     )
     broken = [r for r in results if r["identical"] is False]
     if sampling:

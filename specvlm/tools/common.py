@@ -30,6 +30,7 @@ EMBEDDED = Path(__file__).resolve().parent.parent / "assets" / "micro"
 # (the reference output and timing). What each one runs: ``specvlm.tools.comparison``.
 METHODS = (
     "autoregressive",
+    "autoregressive_compiled",
     "naive_sd",
     "assisted_generation",
     "specvlm",
@@ -38,6 +39,10 @@ METHODS = (
     "uniform",
     "random",
 )
+
+
+# ``--capture``'s values -> ``specvlm.accelerate``'s ``capture=``
+CAPTURE = {"auto": "auto", "on": True, "off": False}
 
 
 class ToolError(ValueError):

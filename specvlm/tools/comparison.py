@@ -3,6 +3,9 @@
 Methods:
 
 * ``autoregressive``: the target's own ``generate`` (the reference output and timing).
+* ``autoregressive_compiled``: the same with transformers' static cache and its decode forward
+  compiled by ``torch.compile`` (the strongest stock baseline, :mod:`specvlm.tools.compiled`);
+  warmed up once per shape, untimed (``warmup_s``), so its compile is not in its times.
 * ``naive_sd``: SpecVLM's loop with the draft seeing every video token (``drop_rate=0``), and
   without scoring the video (which only pruning needs).
 * ``assisted_generation``: transformers' ``generate(assistant_model=draft)``; upstream support
@@ -20,11 +23,14 @@ are not compared.
 Each record: ``method``, ``mode`` (``"greedy"`` or ``"sample"``), ``mean_accepted_length``
 (None where the method does not report it), ``new_tokens``, ``decode_s``,
 ``decode_tokens_per_s``, ``e2e_s``, ``ttft_s``, ``peak_memory_bytes``, ``decode_speedup`` /
-``e2e_speedup`` (vs ``autoregressive`` on the same inputs, per token), ``identical``
+``e2e_speedup`` (vs ``autoregressive`` on the same inputs, per token),
+``decode_speedup_vs_compiled`` / ``e2e_speedup_vs_compiled`` (vs ``autoregressive_compiled``;
+None where it did not run), ``identical``
 (token-for-token equal to ``autoregressive``; None when sampling or on error), ``error``,
 ``runs`` (every repeat's times: ``decode_s``, ``e2e_s``, ``ttft_s``, ``new_tokens``), plus the
-caller's sweep parameters; for ``auto``, what its policy chose (``speculated``, ``drop_rate``,
-``tree_size``, ``tree_depth``, ``fallback_step``).
+caller's sweep parameters; for the SpecVLM methods ``captured`` (``last_stats.captured``);
+for ``autoregressive_compiled``, ``warmup_s``; for ``auto``, what its policy chose
+(``speculated``, ``drop_rate``, ``tree_size``, ``tree_depth``, ``fallback_step``).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import torch
 import specvlm
 from specvlm.devices import cuda_devices
 from specvlm.tools.common import METHODS, per_token_speedup
+from specvlm.tools.compiled import compiled_generate_kwargs, warm_up
 from specvlm.tools.timing import Timing, fastest, timed
 
 __all__ = ["METHODS", "compare", "run_method"]
@@ -51,22 +58,26 @@ _SELECTOR = {
 }
 
 
-_AUTO: dict[tuple[int, int], specvlm.SpeculativeDecoder] = {}
+_AUTO: dict[tuple, specvlm.SpeculativeDecoder] = {}
 
 
-def auto_decoder(target, draft) -> specvlm.SpeculativeDecoder:
-    """The ``auto`` method's decoder for this pair: one per pair for the process (the policy's
-    measured costs and observed acceptance carry over from call to call)."""
-    sd = _AUTO.get((id(target), id(draft)))
+def auto_decoder(target, draft, *, capture="auto") -> specvlm.SpeculativeDecoder:
+    """The ``auto`` method's decoder for this pair (and ``capture``): one per pair for the
+    process (the policy's measured costs and observed acceptance carry over from call to
+    call)."""
+    key = (id(target), id(draft), capture)
+    sd = _AUTO.get(key)
     if sd is None or sd.target is not target or sd.draft is not draft:
-        sd = _AUTO[(id(target), id(draft))] = specvlm.accelerate((target, draft))
+        sd = _AUTO[key] = specvlm.accelerate((target, draft), capture=capture)
     return sd
 
 
-def naive_decoder(target, draft, *, tree=None, seed: int = 0) -> specvlm.SpeculativeDecoder:
+def naive_decoder(
+    target, draft, *, tree=None, seed: int = 0, capture="auto"
+) -> specvlm.SpeculativeDecoder:
     """Naive speculative decoding: SpecVLM's loop with the draft on every video token (drop
     rate 0), without scoring the video (only pruning needs the scores)."""
-    sd = specvlm.accelerate((target, draft), drop_rate=0.0, seed=seed, tree=tree)
+    sd = specvlm.accelerate((target, draft), drop_rate=0.0, seed=seed, tree=tree, capture=capture)
     sd.settings = replace(sd.settings, score_video=False)
     return sd
 
@@ -107,6 +118,64 @@ def _quiet_assistant():
         log.removeFilter(drop)
 
 
+def spec_decoder(
+    method: str,
+    target,
+    draft,
+    *,
+    drop_rate: float = 0.9,
+    tree=None,
+    random_seed: int = 0,
+    capture="auto",
+) -> specvlm.SpeculativeDecoder:
+    """The SpecVLM decoder a speculative ``method`` runs (``capture`` goes to every one, so the
+    methods compare on equal terms)."""
+    if method == "auto":
+        return auto_decoder(target, draft, capture=capture)
+    if method == "naive_sd":
+        return naive_decoder(target, draft, tree=tree, seed=random_seed, capture=capture)
+    return specvlm.accelerate(
+        (target, draft),
+        drop_rate=drop_rate,
+        seed=random_seed,
+        selector=_SELECTOR[method],
+        tree=tree,
+        capture=capture,
+    )
+
+
+def _stats_fields(method: str, stats) -> dict:
+    """What a SpecVLM method's record takes from its ``last_stats``."""
+    fields = {
+        "mean_accepted_length": stats.mean_accepted_length if stats.speculated else None,
+        "video_tokens": stats.video_tokens,
+        "kept_video_tokens": stats.kept_video_tokens,
+        "captured": stats.captured,
+    }
+    if method == "auto":
+        fields.update(
+            speculated=stats.speculated,
+            chosen_drop_rate=stats.drop_rate,
+            chosen_tree_size=stats.tree_size,
+            chosen_tree_depth=stats.tree_depth,
+            fallback_step=stats.fallback_step,
+        )
+    return fields
+
+
+def _error_record(record: dict, err: Exception) -> dict:
+    return dict(
+        record,
+        error=f"{type(err).__name__}: {err}",
+        new_tokens=0,
+        decode_s=None,
+        decode_tokens_per_s=None,
+        e2e_s=None,
+        ttft_s=None,
+        peak_memory_bytes=None,
+    )
+
+
 def run_method(
     method: str,
     target,
@@ -120,11 +189,15 @@ def run_method(
     random_seed: int = 0,
     sampling: dict | None = None,
     seed: int = 0,
+    capture="auto",
 ) -> tuple[torch.Tensor | None, dict]:
     """Run one method once; return ``(output ids or None on error, record)``.
     ``generate_kwargs`` (e.g. ``eos_token_id``) go to every method's ``generate``;
     ``random_seed`` seeds the ``random`` selector; ``sampling`` (``do_sample=True`` and its
-    options; None: greedy) goes to every method, each seeded with ``seed``."""
+    options; None: greedy) goes to every method, each seeded with ``seed``; ``capture`` goes to
+    every SpecVLM decoder (``accelerate(capture=)``). ``autoregressive_compiled`` is warmed up
+    first (once per shape, untimed): its record's ``warmup_s`` is that call's seconds (0.0 when
+    the shape was warm already)."""
     gen = dict(generate_kwargs or {}, max_new_tokens=max_new_tokens)
     gen.update(sampling or {"do_sample": False})
     if method not in METHODS:
@@ -142,59 +215,40 @@ def run_method(
             torch.manual_seed(seed)
         return target.generate(**inputs, streamer=streamer, **gen, **kw)
 
-    _peak_reset(devices)
     try:
         with torch.no_grad():
+            if method == "autoregressive_compiled":
+                record["warmup_s"] = warm_up(target, inputs, gen)
+            _peak_reset(devices)
             if method == "autoregressive":
                 out, t = timed(seeded_target_generate, devices)
+            elif method == "autoregressive_compiled":
+                out, t = timed(
+                    lambda s: seeded_target_generate(s, **compiled_generate_kwargs()), devices
+                )
             elif method == "assisted_generation":
                 with _quiet_assistant():
                     out, t = timed(
                         lambda s: seeded_target_generate(s, assistant_model=draft), devices
                     )
             else:
-                if method == "auto":
-                    sd = auto_decoder(target, draft)
-                elif method == "naive_sd":
-                    sd = naive_decoder(target, draft, tree=tree, seed=random_seed)
-                else:
-                    sd = specvlm.accelerate(
-                        (target, draft),
-                        drop_rate=drop_rate,
-                        seed=random_seed,
-                        selector=_SELECTOR[method],
-                        tree=tree,
-                    )
+                sd = spec_decoder(
+                    method,
+                    target,
+                    draft,
+                    drop_rate=drop_rate,
+                    tree=tree,
+                    random_seed=random_seed,
+                    capture=capture,
+                )
                 extra = {}
                 if sampling:
                     device = inputs["input_ids"].device
                     extra["generator"] = torch.Generator(device).manual_seed(seed)
                 out, t = timed(lambda s: sd.generate(**inputs, streamer=s, **gen, **extra), devices)
-                stats = sd.last_stats
-                record.update(
-                    mean_accepted_length=stats.mean_accepted_length if stats.speculated else None,
-                    video_tokens=stats.video_tokens,
-                    kept_video_tokens=stats.kept_video_tokens,
-                )
-                if method == "auto":
-                    record.update(
-                        speculated=stats.speculated,
-                        chosen_drop_rate=stats.drop_rate,
-                        chosen_tree_size=stats.tree_size,
-                        chosen_tree_depth=stats.tree_depth,
-                        fallback_step=stats.fallback_step,
-                    )
+                record.update(_stats_fields(method, sd.last_stats))
     except Exception as err:  # recorded, not raised: a broken baseline stays in the results
-        record.update(
-            error=f"{type(err).__name__}: {err}",
-            new_tokens=0,
-            decode_s=None,
-            decode_tokens_per_s=None,
-            e2e_s=None,
-            ttft_s=None,
-            peak_memory_bytes=None,
-        )
-        return None, record
+        return None, _error_record(record, err)
     record.update(
         new_tokens=t.new_tokens,
         decode_s=t.decode_s,
@@ -220,6 +274,7 @@ def compare(
     random_seed: int = 0,
     sampling: dict | None = None,
     seed: int = 0,
+    capture="auto",
     **params,
 ) -> list[dict]:
     """Run ``methods`` on ``inputs``; ``autoregressive`` is always run first (the reference).
@@ -229,9 +284,11 @@ def compare(
     token) is the fastest of its runs; every run's times are kept in ``runs``; ``identical``
     must hold for every run. ``random_seed`` seeds the ``random`` selector (the same subset in
     every repeat); ``sampling`` and ``seed``: see :func:`run_method` (every repeat draws the
-    same sample). Returns one record per method with speedups (time per token, so runs of
-    different lengths compare) and ``identical`` filled in, and ``params`` (sweep parameters
-    such as ``frames``) copied into every record."""
+    same sample); ``capture``: every SpecVLM decoder's ``capture=``. Returns one record per
+    method with speedups (time per token, so runs of different lengths compare) against
+    ``autoregressive`` and, where it ran, ``autoregressive_compiled`` (``*_vs_compiled``), and
+    ``identical`` filled in, and ``params`` (sweep parameters such as ``frames``) copied into
+    every record."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     order = ["autoregressive"] + [m for m in methods if m != "autoregressive"]
@@ -253,6 +310,7 @@ def compare(
                 generate_kwargs=generate_kwargs,
                 sampling=sampling,
                 seed=seed,
+                capture=capture,
             )
             if method == "autoregressive" and ref_out is None:
                 ref_out = out
@@ -261,18 +319,31 @@ def compare(
             identical[method] = None if same is None or prev is None else prev and same
             best[method] = rec if method not in best else _faster(best[method], rec)
             runs[method].append({k: rec.get(k) for k in RUN_KEYS})
-    ref = best["autoregressive"]
     records = []
     for method in order:
         rec = dict(best[method], identical=None if sampling else identical[method])
         rec["runs"] = runs[method]
-        rec["decode_speedup"] = decode_speedup(ref, rec)
-        rec["e2e_speedup"] = e2e_speedup(ref, rec)
         rec.update(params, drop_rate=drop_rate if method != "naive_sd" else 0.0)
         if method == "auto":  # what its policy chose (the last run's), not the sweep's
             rec["drop_rate"] = rec.get("chosen_drop_rate", drop_rate)
         records.append(rec)
+    add_speedups(records)
     return records
+
+
+def add_speedups(records: list[dict], first_tokens: int = 1) -> None:
+    """Fill in every record's speedups, per token, against both baselines:
+    ``decode_speedup`` / ``e2e_speedup`` against ``autoregressive`` (eager ``generate``, what
+    most users run) and ``decode_speedup_vs_compiled`` / ``e2e_speedup_vs_compiled`` against
+    ``autoregressive_compiled`` (None where that baseline did not run or failed)."""
+    by_method = {r["method"]: r for r in records}
+    eager = by_method.get("autoregressive", {})
+    compiled = by_method.get("autoregressive_compiled", {})
+    for rec in records:
+        rec["decode_speedup"] = decode_speedup(eager, rec, first_tokens)
+        rec["e2e_speedup"] = e2e_speedup(eager, rec)
+        rec["decode_speedup_vs_compiled"] = decode_speedup(compiled, rec, first_tokens)
+        rec["e2e_speedup_vs_compiled"] = e2e_speedup(compiled, rec)
 
 
 RUN_KEYS = ("new_tokens", "decode_s", "e2e_s", "ttft_s")

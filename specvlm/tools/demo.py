@@ -29,7 +29,7 @@ import specvlm
 from specvlm.devices import cuda_devices
 from specvlm.micro.data import held_out_clip
 from specvlm.stats import GenerationStats
-from specvlm.tools.arguments import check_demo_args
+from specvlm.tools.arguments import capture_option, check_demo_args
 from specvlm.tools.common import (
     ToolError,
     checkpoint_pair,
@@ -39,6 +39,8 @@ from specvlm.tools.common import (
     per_token_speedup,
 )
 from specvlm.tools.comparison import naive_decoder
+from specvlm.tools.compiled import compiled_generate_kwargs, warm_up
+from specvlm.tools.demo_report import print_record
 from specvlm.tools.timing import time_alternately
 from specvlm.tools.video_input import VideoPrompter, read_video
 from specvlm.trees import tree_of_size
@@ -96,6 +98,24 @@ def _prepare(args, frames: np.ndarray | None) -> _Prepared:
     return _Prepared(sampling, target_dir, draft_dir, device, frames, source, prompter, cpu_inputs)
 
 
+def _decoders(args, target, draft, device, seed: int, capture):
+    """SpecVLM as a user gets it (``accelerate((target, draft))``, the automatic policy; with
+    ``--drop-rate`` or ``--tree-size`` those settings fixed) and naive SD (the same loop and
+    ``capture``, the draft on every video token, the tree of ``--tree-size``); and that
+    tree's size."""
+    size = args.tree_size or (4 if device.type == "cpu" else 48)
+    fixed = {}
+    if args.drop_rate is not None:
+        fixed = {"drop_rate": args.drop_rate, "tree": tree_of_size(size)}
+    elif args.tree_size is not None:
+        fixed = {"tree": tree_of_size(size)}
+    sd = specvlm.accelerate(
+        (target, draft), selector=args.selector, seed=seed, capture=capture, **fixed
+    )
+    naive = naive_decoder(target, draft, tree=tree_of_size(size), seed=seed, capture=capture)
+    return sd, naive, size
+
+
 def run(args, frames: np.ndarray | None = None) -> DemoResult:
     """Run the demo: checks, the clip, the models, the timed runs; returns the result (printed
     and written by :func:`main`). :class:`~specvlm.tools.common.ToolError` for a bad argument
@@ -108,17 +128,7 @@ def run(args, frames: np.ndarray | None = None) -> DemoResult:
     dtype = getattr(torch, args.dtype) if args.dtype else None
     target, draft = load_pair(prep.target_dir, prep.draft_dir, device, dtype)
     inputs = inputs_to(prep.cpu_inputs, device, dtype)
-
-    size = args.tree_size or (4 if device.type == "cpu" else 48)
-    sd = specvlm.accelerate(
-        (target, draft),
-        drop_rate=args.drop_rate,
-        selector=args.selector,
-        tree=tree_of_size(size),
-        seed=seed,
-    )
-    naive = naive_decoder(target, draft, tree=tree_of_size(size), seed=seed)
-    devices = cuda_devices(target, draft)
+    sd, naive, size = _decoders(args, target, draft, device, seed, capture_option(args))
     gen = dict(max_new_tokens=args.max_new_tokens, **(sampling or {"do_sample": False}))
 
     def target_generate(streamer, **kw):
@@ -126,74 +136,103 @@ def run(args, frames: np.ndarray | None = None) -> DemoResult:
             torch.manual_seed(seed)
         return target.generate(**inputs, streamer=streamer, **{**gen, **kw})
 
+    def compiled_generate(streamer):
+        return target_generate(streamer, **compiled_generate_kwargs())
+
     def sd_generate(streamer, decoder=sd, **kw):
         extra = {"generator": torch.Generator(device).manual_seed(seed)} if sampling else {}
         return decoder.generate(**inputs, streamer=streamer, **{**gen, **kw}, **extra)
 
-    def naive_generate(streamer, **kw):
-        return sd_generate(streamer, naive, **kw)
-
-    _progress(3, "warming up both paths")
+    methods = {"target": target_generate, "compiled": compiled_generate}
+    methods.update(naive_sd=lambda streamer: sd_generate(streamer, naive), specvlm=sd_generate)
+    if args.no_compile:
+        del methods["compiled"]
+    _progress(3, "warming up every path" + " (compiling the target)" * (not args.no_compile))
     with torch.no_grad():
         target_generate(None, max_new_tokens=2)
+        compile_s = None if args.no_compile else warm_up(target, inputs, gen)
         sd_generate(None, max_new_tokens=2)
-        naive_generate(None, max_new_tokens=2)
-
+        sd_generate(None, naive, max_new_tokens=2)
+    what = "SpecVLM (" + ("automatic policy" if args.drop_rate is None else "fixed settings")
     _progress(
         4,
-        f"timing the target alone, naive SD and SpecVLM (draft on {1 - args.drop_rate:.0%} of "
-        f"the video tokens; {describe_sampling(sampling, seed)}), {args.repeats} "
-        f"run{'s' * (args.repeats > 1)} each",
+        f"timing {', '.join(_NAMES[m] for m in methods if m != 'specvlm')} and {what}; "
+        f"{describe_sampling(sampling, seed)}), {args.repeats} run{'s' * (args.repeats > 1)} "
+        "each, alternating",
     )
     with torch.no_grad():
-        timings = time_alternately(
-            {"target": target_generate, "naive_sd": naive_generate, "specvlm": sd_generate},
-            args.repeats,
-            devices,
-        )
+        timings = time_alternately(methods, args.repeats, cuda_devices(target, draft))
     _progress(5, "done")
     record = _record(args, prep, timings, sd.last_stats, naive.last_stats, inputs, size)
+    record["compile_s"] = compile_s
     return DemoResult(record, prep.frames, sd.last_stats, sd.mass)
+
+
+_NAMES = {
+    "target": "the target alone",
+    "compiled": "the target compiled",
+    "naive_sd": "naive SD",
+    "specvlm": "SpecVLM",
+}
+
+
+def _speedups(timings: dict, decoded: bool) -> dict:
+    """Per method, per token: decode (None without a decoding step) and end-to-end speedups
+    against the target's eager ``generate`` and, where it ran, against the compiled one."""
+    out = {}
+    for name, (_, t) in timings.items():
+        for base, suffix in (("target", ""), ("compiled", "_vs_compiled")):
+            if base not in timings:
+                out[name, "decode" + suffix] = out[name, "e2e" + suffix] = None
+                continue
+            ref = timings[base][1]
+            out[name, "decode" + suffix] = (
+                per_token_speedup(ref.decode_s, ref.new_tokens - 1, t.decode_s, t.new_tokens - 1)
+                if decoded
+                else None
+            )
+            out[name, "e2e" + suffix] = per_token_speedup(
+                ref.e2e_s, ref.new_tokens, t.e2e_s, t.new_tokens
+            )
+    return out
 
 
 def _record(args, prep: _Prepared, timings: dict, stats, naive_stats, inputs, size) -> dict:
     """The printed and saved results of the timed runs."""
     (ref_outs, ref_t), (sd_outs, sd_t) = timings["target"], timings["specvlm"]
-    naive_outs, naive_t = timings["naive_sd"]
     ref, out = ref_outs[0], sd_outs[0]
     sampling, seed = prep.sampling, args.seed or 0
     prompt_len = inputs["input_ids"].shape[1]
     tok = prep.prompter.tokenizer
-    speculated = bool(stats.accepted_lengths)  # a first token that ends the answer: no step
-    if sampling:  # a sample of the target's distribution: equality is not expected
-        identical = None
-    else:
-        identical = all(o.tolist() == ref.tolist() for o in ref_outs + sd_outs + naive_outs)
-
-    def decode_speedup(method_t):  # no decoding step without speculation
-        if not speculated:
-            return None
-        return per_token_speedup(
-            ref_t.decode_s, ref_t.new_tokens - 1, method_t.decode_s, method_t.new_tokens - 1
-        )
-
-    def e2e_speedup(method_t):
-        return per_token_speedup(ref_t.e2e_s, ref_t.new_tokens, method_t.e2e_s, method_t.new_tokens)
-
-    return {
+    decoded = ref_t.new_tokens > 1  # a first token that ends the answer: no decoding step
+    speculated = stats.speculated and bool(stats.accepted_lengths)
+    naive_speculated = naive_stats.speculated and bool(naive_stats.accepted_lengths)
+    outs = [o for outs, _ in timings.values() for o in outs]
+    identical = None if sampling else all(o.tolist() == ref.tolist() for o in outs)
+    ratio = _speedups(timings, decoded)
+    record = {
         "mode": "sample" if sampling else "greedy",
         "identical": identical,
+        "policy": stats.policy,
         "speculated": speculated,
+        "decoded": decoded,
+        "reason": stats.reason,
         "mean_accepted_length": stats.mean_accepted_length if speculated else None,
-        "decode_speedup": decode_speedup(sd_t),
-        "e2e_speedup": e2e_speedup(sd_t),
+        "decode_speedup": ratio["specvlm", "decode"],
+        "e2e_speedup": ratio["specvlm", "e2e"],
+        "decode_speedup_vs_compiled": ratio["specvlm", "decode_vs_compiled"],
+        "e2e_speedup_vs_compiled": ratio["specvlm", "e2e_vs_compiled"],
         "video_tokens": stats.video_tokens,
         "kept_video_tokens": stats.kept_video_tokens if speculated else None,
         "text": tok.decode(out[0, prompt_len:], skip_special_tokens=True).strip(),
         "target_text": tok.decode(ref[0, prompt_len:], skip_special_tokens=True).strip(),
         "selector": args.selector,
-        "drop_rate": args.drop_rate,
-        "tree_size": size,
+        "drop_rate": stats.drop_rate if speculated else args.drop_rate,
+        "tree_size": stats.tree_size if speculated else None,
+        "naive_tree_size": size,
+        "capture": getattr(args, "capture", "auto"),
+        "captured": stats.captured,
+        "naive_captured": naive_stats.captured,
         "prompt": args.prompt,
         "video": args.video,
         "clip": None if args.video else (args.clip or 0),
@@ -203,115 +242,36 @@ def _record(args, prep: _Prepared, timings: dict, stats, naive_stats, inputs, si
         "new_tokens": sd_t.new_tokens,
         "target_new_tokens": ref_t.new_tokens,
         "max_new_tokens": args.max_new_tokens,
-        "target_decode_s": ref_t.decode_s,
-        "specvlm_decode_s": sd_t.decode_s,
-        "target_e2e_s": ref_t.e2e_s,
-        "specvlm_e2e_s": sd_t.e2e_s,
-        "target_ttft_s": ref_t.ttft_s,
-        "specvlm_ttft_s": sd_t.ttft_s,
-        "naive_mean_accepted_length": naive_stats.mean_accepted_length if speculated else None,
-        "naive_decode_speedup": decode_speedup(naive_t),
-        "naive_e2e_speedup": e2e_speedup(naive_t),
-        "naive_decode_s": naive_t.decode_s,
-        "naive_e2e_s": naive_t.e2e_s,
-        "naive_ttft_s": naive_t.ttft_s,
-        "repeats": args.repeats,
-        "device": str(prep.device),
-        "target": prep.target_dir,
-        "draft": prep.draft_dir,
+        "naive_mean_accepted_length": (
+            naive_stats.mean_accepted_length if naive_speculated else None
+        ),
     }
+    for name, prefix in _PREFIXES.items():
+        record.update(_times(prefix, name, timings, ratio))
+    record.update(repeats=args.repeats, device=str(prep.device))
+    record.update(target=prep.target_dir, draft=prep.draft_dir)
+    return record
 
 
-def print_record(rec: dict) -> None:
-    def fmt(x):
-        return "n/a" if x is None else f"{x:.2f}x"
-
-    print(f"question : {rec['prompt']}")
-    if rec["mode"] == "greedy":
-        print(f"answer   : {rec['text']}")
-        same = "yes" if rec["identical"] else "NO"
-        print(f"identical to the target's own greedy answer: {same}")
-    else:
-        seed = rec["seed"]
-        print(f"{describe_sampling(rec['sampling'], seed)} (both paths seeded with {seed})")
-        print(f"SpecVLM  : {rec['text']}")
-        print(f"target   : {rec['target_text']}")
-        print(
-            "SpecVLM's answer is a sample of the target's own distribution (lossless sampling), "
-            "not a copy of the target's sample: the two may differ"
-        )
-
-    def count(n):
-        return f"{n} token{'s' * (n != 1)}"
-
-    tokens = f"{count(rec['new_tokens'])} on {rec['device']}"
-    if rec["mode"] == "sample":
-        tokens = (
-            f"SpecVLM {count(rec['new_tokens'])}, target {rec['target_new_tokens']}; time per "
-            f"token; on {rec['device']}"
-        )
-    if not rec["speculated"]:
-        why = (
-            "--max-new-tokens 1"
-            if rec["max_new_tokens"] == 1
-            else "the answer ended at its first token"
-        )
-        print(
-            f"nothing speculated ({why}): the first token comes from the target's prefill, "
-            "so no video token was pruned, nothing was drafted or verified: no tau, no decode "
-            "time to compare"
-        )
-        print(f"end-to-end: {fmt(rec['e2e_speedup'])}   ({tokens})")
-    else:
-        print(f"tau (tokens per target forward): {rec['mean_accepted_length']:.2f}")
-        print(
-            f"video tokens given to the draft: {rec['kept_video_tokens']} of {rec['video_tokens']}"
-        )
-        print(
-            f"decode speedup: {fmt(rec['decode_speedup'])}   end-to-end: "
-            f"{fmt(rec['e2e_speedup'])}   ({tokens})"
-        )
-    ttft, ref_ttft = 1000 * rec["specvlm_ttft_s"], 1000 * rec["target_ttft_s"]
-    extra = "scoring, pruning and the draft prefill" if rec["speculated"] else "scoring"
-    print(
-        f"time to first token: {ttft:.0f} ms (target alone {ref_ttft:.0f} ms; SpecVLM's "
-        f"includes {extra})"
-    )
-    if rec["speculated"]:
-        print_side_by_side(rec)
+# method -> prefix of its fields in the record (``<prefix>_decode_s``, ...)
+_PREFIXES = {"target": "target", "compiled": "compiled", "naive_sd": "naive", "specvlm": "specvlm"}
 
 
-def print_side_by_side(rec: dict) -> None:
-    """The target alone, naive SD and SpecVLM in one table: tau, decode and end-to-end speedup
-    against the target alone (per token), time to first token."""
-
-    def fmt(x, spec=".2f", unit="x"):
-        return "-" if x is None else f"{x:{spec}}{unit}"
-
-    rows = [
-        ("target alone", None, 1.0, 1.0, rec["target_ttft_s"]),
-        (
-            "naive SD (drop 0)",
-            rec["naive_mean_accepted_length"],
-            rec["naive_decode_speedup"],
-            rec["naive_e2e_speedup"],
-            rec["naive_ttft_s"],
-        ),
-        (
-            f"SpecVLM (drop {rec['drop_rate']:g})",
-            rec["mean_accepted_length"],
-            rec["decode_speedup"],
-            rec["e2e_speedup"],
-            rec["specvlm_ttft_s"],
-        ),
-    ]
-    print(f"side by side ({rec['tree_size']}-node tree for both speculative methods):")
-    print(f"  {'':<20} {'tau':>5} {'decode':>7} {'end-to-end':>11} {'first token':>12}")
-    for name, tau, dec, e2e, ttft in rows:
-        print(
-            f"  {name:<20} {fmt(tau, '.2f', ''):>5} {fmt(dec):>7} {fmt(e2e):>11} "
-            f"{fmt(1000 * ttft, '.0f', ' ms'):>12}"
-        )
+def _times(prefix: str, name: str, timings: dict, ratio: dict) -> dict:
+    """One method's times (None where it did not run) and, for the baselines' rivals, its
+    speedups in the record."""
+    t = timings[name][1] if name in timings else None
+    fields = {
+        f"{prefix}_decode_s": t and t.decode_s,
+        f"{prefix}_e2e_s": t and t.e2e_s,
+        f"{prefix}_ttft_s": t and t.ttft_s,
+    }
+    if name != "specvlm":  # SpecVLM's own are the record's unprefixed ones
+        for what in ("decode", "e2e"):
+            fields[f"{prefix}_{what}_speedup"] = ratio.get((name, what))
+            vs_compiled = ratio.get((name, what + "_vs_compiled"))
+            fields[f"{prefix}_{what}_speedup_vs_compiled"] = vs_compiled
+    return fields
 
 
 def write_outputs(args, result: DemoResult) -> list[str]:
@@ -322,7 +282,13 @@ def write_outputs(args, result: DemoResult) -> list[str]:
             json.dump(result.record, f, indent=1)
         written.append(args.json)
     stats = result.stats
-    if args.save_viz and stats.video_scores is not None:
+    if args.save_viz and stats.video_scores is None:
+        print(
+            f"no figure written to {args.save_viz}: SpecVLM did not score the video in this "
+            "call (its policy chose not to prune); --drop-rate 0.9 fixes pruning on",
+            file=sys.stderr,
+        )
+    elif args.save_viz:
         from specvlm.tools.viz import save_pruning_figure
 
         rec = result.record
