@@ -29,7 +29,7 @@ from transformers import AutoConfig
 import specvlm
 from specvlm import selectors
 from specvlm.attention import BasePlan, MaskedPlan, routed_attention
-from specvlm.capture import DraftCapture, StaticSide
+from specvlm.capture import CapturePool, StaticSide
 from specvlm.families import family_of
 from specvlm.micro.data import held_out_clip
 from specvlm.micro.tokenizer import VIDEO_ID
@@ -78,7 +78,9 @@ def forwards(target, draft, inputs) -> dict:
     out = {"draft_context": int(keep.sum())}
     with torch.no_grad(), routed_attention(fam.decoder(draft)):
         eager = draft_prefill(fam, draft, inputs, keep, "original", vocab)
-        pool = DraftCapture(fam.decoder(draft), fam.lm_head(draft), draft.get_input_embeddings())
+        pool = CapturePool(
+            fam.decoder(draft), fam.lm_head(draft), draft.get_input_embeddings(), "draft"
+        )
         with pool.runner(eager.length + 64) as runner:
             static = StaticSide.adopt(
                 draft_prefill(fam, draft, inputs, keep, "original", vocab), runner

@@ -9,9 +9,8 @@ the loop of :mod:`specvlm.speculation` with both models' attention routed throug
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
@@ -19,9 +18,8 @@ from torch import nn
 
 from specvlm import generation, selectors
 from specvlm.attention import routed_attention
-from specvlm.capture import DraftCapture, StaticSide, capture_decision
+from specvlm.capture.call import CallRunners, PairCapture
 from specvlm.capture.runner import CaptureFailed
-from specvlm.capture.steps import draft_adopter, entries_needed
 from specvlm.choice import CHILDREN, TokenChooser
 from specvlm.devices import cuda_devices, synchronized_now
 from specvlm.families import Family, family_of
@@ -203,13 +201,8 @@ class SpeculativeDecoder:
         self._check_tree_ranks()
         if not (capture is True or capture is False or capture == "auto"):
             raise ValueError(f"capture must be True, False or 'auto', got {capture!r}")
-        draft_decoder = self.family.decoder(draft)
-        if capture is True and speculate is not False:
-            capture_decision(True, draft_decoder)  # raises where it cannot capture
         self.capture = capture
-        self._draft_capture = DraftCapture(
-            draft_decoder, self.family.lm_head(draft), draft.get_input_embeddings()
-        )
+        self._capture = PairCapture(self.family, target, draft, capture, speculate)
         self.settings = Settings(
             self.family,
             self.drop_rate or 0.0,
@@ -336,15 +329,9 @@ class SpeculativeDecoder:
             torch.no_grad(),
             routed_attention(self.family.decoder(self.target)),
             routed_attention(self.family.decoder(self.draft)),
-            self._draft_runner(setup) as (runner, capture_reason),
+            self._call_capture(setup) as captured,
         ):
-            try:
-                choice, calibration = self._choose(setup, inputs, runner)
-            except CaptureFailed as error:  # calibrating on the runner compiled it
-                if self.capture is True:
-                    raise
-                runner, capture_reason = None, self._capture_failed(error)
-                choice, calibration = self._choose(setup, inputs, None)
+            choice, calibration = self._choose_captured(setup, inputs, captured)
             run = Run(
                 self._settings_for(choice),
                 self.target,
@@ -357,18 +344,9 @@ class SpeculativeDecoder:
             )
             if choice is not None and choice.speculate:
                 run.keep_speculating = lambda stats: self.policy.keep_speculating(choice, stats)
-            run.stats.capture_reason = capture_reason
-            if runner is not None and run.settings.speculate:
-
-                def on_failure(error, stats=run.stats):
-                    stats.capture_reason = self._capture_failed(error)
-
-                forced = self.capture is True
-                run.adopt_draft = draft_adopter(
-                    runner, run.settings.tree, None if forced else on_failure
-                )
+            self._capture.attach(captured, run)
             generate_tokens(run)
-            run.stats.captured = isinstance(run.draft, StaticSide)
+            self._capture.report(captured, run)
         if run.streamer is not None:
             run.streamer.end()
         stats = run.stats
@@ -382,29 +360,27 @@ class SpeculativeDecoder:
             self.policy.observe(choice, stats)
         return run
 
-    @contextlib.contextmanager
-    def _draft_runner(self, setup: GenerationSetup) -> Iterator[tuple[object | None, str]]:
-        """The captured steps' runner for this call where ``capture=`` says so
-        (:mod:`specvlm.capture`; None: eager), held for the call, and why. Its cache holds the
-        prompt, every new token and the largest tree the call may draft (the policy's largest,
-        or the fixed one); the policy's calibration measures the draft on it."""
-        decoder, failed = self.family.decoder(self.draft), self._draft_capture.failed
-        capture, reason = capture_decision(self.capture, decoder, failed)
-        if not capture or self.speculate is False:
-            yield None, reason
-            return
-        nodes = self.tree.size if self.policy is None else max(TREE_SIZES)
-        entries = entries_needed(setup.prompt_length, setup.max_new_tokens, nodes)
-        with self._draft_capture.runner(entries) as runner:
-            yield runner, reason
+    def _call_capture(self, setup: GenerationSetup):
+        """The captured steps' runners this call holds (:mod:`specvlm.capture`), sized for the
+        prompt, every new token and the largest tree the call may verify (the fixed one, or
+        the policy's largest); the policy's calibration measures the models on them."""
+        nodes = self.tree.size if self.policy is None and self.tree else max(TREE_SIZES)
+        speculate = self.speculate is not False
+        return self._capture.call(setup.prompt_length, setup.max_new_tokens, nodes, speculate)
 
-    def _capture_failed(self, error: CaptureFailed) -> str:
-        """Remember that capturing this draft failed (``"auto"`` stays eager from now on)."""
-        self._draft_capture.failed = str(error)
-        return capture_decision("auto", self.family.decoder(self.draft), str(error))[1]
+    def _choose_captured(self, setup: GenerationSetup, inputs: dict, captured: CallRunners):
+        """:meth:`_choose` on the call's runners; where calibrating on one fails to compile
+        under ``capture="auto"``, that model goes eager and the choice is made again."""
+        while True:
+            try:
+                return self._choose(setup, inputs, **captured.runners)
+            except CaptureFailed as error:
+                if self.capture is True:
+                    raise
+                self._capture.failed(captured, error)
 
     def _choose(
-        self, setup: GenerationSetup, inputs: dict, draft_runner=None
+        self, setup: GenerationSetup, inputs: dict, draft=None, target=None
     ) -> tuple[Choice | None, float]:
         """The policy's choice for this call (None with fixed settings), and the seconds spent
         measuring forward costs for it."""
@@ -419,7 +395,8 @@ class SpeculativeDecoder:
             video_tokens=0 if layout is None else layout.num_tokens,
             max_new_tokens=setup.max_new_tokens,
             max_rank=self._shared_vocab() - 1,
-            draft_runner=draft_runner,
+            draft_runner=draft,
+            target_runner=target,
         )
 
     def _settings_for(self, choice: Choice | None) -> Settings:

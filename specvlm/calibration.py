@@ -10,7 +10,7 @@ time is the fastest of a few repeats, and the models take turns within a repeat,
 machine slows both alike. Contexts are measured at powers of two (:func:`context_bucket`) when a
 call first needs them; :class:`ForwardCosts` interpolates between what was measured.
 
-A draft probe with a ``runner`` measures the captured steps (:mod:`specvlm.capture`) the call
+A probe with a ``runner`` measures the captured steps (:mod:`specvlm.capture`) the call
 will run, on the call's own runner (a captured forward's cost follows the cache's capacity).
 
 Must run with both decoders' attention routed (:func:`specvlm.attention.routed_attention`),
@@ -109,7 +109,7 @@ class Probe:
     model: nn.Module
     buckets: tuple[int, ...]
     widths: tuple[int, ...]
-    # the draft's captured steps to measure on (a specvlm.capture runner; None: eager). Its
+    # the model's captured steps to measure on (a specvlm.capture runner; None: eager). Its
     # widths are compiled before anything is timed; contexts are capped to fit its cache.
     runner: object | None = None
 

@@ -264,7 +264,7 @@ class AutoPolicy:
         return role, str(next(family.decoder(model).parameters()).device), str(weight.dtype)
 
     def calibrate(
-        self, family, target, draft, target_contexts, draft_contexts, draft_runner=None
+        self, family, target, draft, target_contexts, draft_contexts, runners=None
     ) -> float:
         """Measure the buckets of these contexts not measured yet; returns the seconds spent.
         One calibration at a time (a second caller waits, then finds its buckets measured);
@@ -273,7 +273,7 @@ class AutoPolicy:
         with self._calibrating:
             with self._lock:
                 probes = self._missing(
-                    family, target, draft, target_contexts, draft_contexts, draft_runner
+                    family, target, draft, target_contexts, draft_contexts, runners or {}
                 )
             if not probes:
                 return 0.0
@@ -289,13 +289,15 @@ class AutoPolicy:
             return time.perf_counter() - t0
 
     def _missing(
-        self, family, target, draft, target_contexts, draft_contexts, draft_runner
+        self, family, target, draft, target_contexts, draft_contexts, runners: dict
     ) -> list[Probe]:
+        """What is not measured yet, for each model (on its runner where captured)."""
         probes = []
-        for role, model, contexts, widths, runner in (
-            ("target", target, target_contexts, calibration.TARGET_WIDTHS, None),
-            ("draft", draft, draft_contexts, calibration.DRAFT_WIDTHS, draft_runner),
+        for role, model, contexts, widths in (
+            ("target", target, target_contexts, calibration.TARGET_WIDTHS),
+            ("draft", draft, draft_contexts, calibration.DRAFT_WIDTHS),
         ):
+            runner = runners.get(role)
             key = self._key(role, family, model, runner)
             costs = self.costs.setdefault(key, ForwardCosts())
             missing = sorted({context_bucket(c) for c in contexts} - set(costs.forward))
@@ -318,16 +320,18 @@ class AutoPolicy:
         max_rank: int,
         speculate: bool | None = None,
         draft_runner=None,
+        target_runner=None,
     ) -> tuple[Choice, float]:
         """The settings of the next call, and the seconds spent calibrating for it.
-        ``draft_runner``: the call's captured draft steps (:mod:`specvlm.capture`), whose
-        forwards are the draft costs to choose by; None: the eager draft's."""
+        ``draft_runner`` / ``target_runner``: the call's captured steps of each model
+        (:mod:`specvlm.capture`), whose forwards are the costs to choose by; None: eager."""
         with self._lock:
             shape = self._shape(prompt_len, video_tokens, max_new_tokens)
         contexts = list(shape.ctx_d.values())
-        spent = self.calibrate(family, target, draft, [shape.ctx_t], contexts, draft_runner)
+        runners = {"draft": draft_runner, "target": target_runner}
+        spent = self.calibrate(family, target, draft, [shape.ctx_t], contexts, runners)
         with self._lock:
-            tgt = self.costs[self._key("target", family, target)]
+            tgt = self.costs[self._key("target", family, target, target_runner)]
             drf = self.costs[self._key("draft", family, draft, draft_runner)]
             ranks = max(1, min(MAX_RANKS, max_rank + 1))
             return self._choose(shape, tgt, drf, ranks, max_new_tokens, speculate), spent

@@ -7,7 +7,8 @@
 2. :func:`prune`: the selector picks ``keep`` grid tokens (:func:`~specvlm.selectors.keep_count`).
 3. :func:`prefill_draft`: the draft prefills the text and the kept video tokens only, with
    positions from :mod:`specvlm.positions` (1-D compacted or original; M-RoPE: original 3-D);
-   with captured steps (:mod:`specvlm.capture`) its cache then moves into a static one.
+   with captured steps (:mod:`specvlm.capture`) its cache then moves into a static one (the
+   target's too, after step 1, where its verification is captured).
 4. :func:`speculate`, until generation is finished: **draft** (the draft expands the tree
    level by level, :mod:`specvlm.drafting`) -> **verify** (the target scores every node in one
    forward and the token chooser accepts a path, :mod:`specvlm.verify`) -> **commit** (both
@@ -72,9 +73,9 @@ class Run:
     stats: GenerationStats = field(default_factory=GenerationStats)
     # asked after every speculative step; False: go on with plain decoding (None: never)
     keep_speculating: Callable[[GenerationStats], bool] | None = None
-    # the draft's captured steps (specvlm.capture): makes the side the loop drafts with from
-    # the draft's prefilled side (None: the eager side itself)
-    adopt_draft: Callable[[Side], Side] | None = None
+    # captured steps (specvlm.capture), by role ("draft", "target"): makes the side the loop
+    # runs from that model's prefilled side (absent: the eager side itself)
+    adopt: dict[str, Callable[[Side], Side]] = field(default_factory=dict)
     target: Side | None = None  # set by prefill_target
     draft: Side | None = None  # set by prefill_draft
     layout: VideoLayout | None = None  # where the video tokens are (None: no video)
@@ -171,6 +172,7 @@ def prefill_target(run: Run) -> int:
     )
     stats.target_forwards += 1
     stats.target_prefill = run.now() - t0
+    run.target = adopted(run, "target", run.target)
     stats.scored_video = scoring
     if layout is not None:
         stats.video_tokens = stats.kept_video_tokens = layout.num_tokens
@@ -181,6 +183,18 @@ def prefill_target(run: Run) -> int:
         run.video_scores = _gather_scores(plan.scores.buffers, layout)
         stats.video_scores = run.video_scores.float().cpu()
     return root
+
+
+def adopted(run: Run, role: str, side: Side) -> Side:
+    """The side the loop runs for ``role`` after its prefill: on captured steps where the call
+    has them (the time it takes, compiling included, is ``stats.capture_setup``)."""
+    adopt = run.adopt.get(role)
+    if adopt is None:
+        return side
+    t0 = run.now()
+    side = adopt(side)
+    run.stats.capture_setup += run.now() - t0
+    return side
 
 
 def prune(run: Run) -> torch.Tensor:
@@ -235,10 +249,7 @@ def prefill_draft(run: Run, keep_seq: torch.Tensor) -> None:
     )
     run.stats.draft_forwards += 1
     run.stats.draft_prefill = run.now() - t0
-    if run.adopt_draft is not None:
-        t0 = run.now()
-        run.draft = run.adopt_draft(run.draft)
-        run.stats.capture_setup = run.now() - t0
+    run.draft = adopted(run, "draft", run.draft)
 
 
 def draft_prefill(

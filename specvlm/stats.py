@@ -41,8 +41,9 @@ class GenerationStats:
     tree_depth: int = 0
     scored_video: bool = True  # whether the target prefill scored the video tokens
     captured: bool = False  # whether the draft's forwards ran as captured steps (capture=)
-    capture_reason: str = ""  # why (one line: "capture=True", "auto: ...")
-    capture_setup: float = 0.0  # copying the draft's prefill in, compiling widths not yet seen
+    target_captured: bool = False  # whether the target's verification / decoding did
+    capture_reason: str = ""  # why, per model (one line: "draft: auto: ...; target: ...")
+    capture_setup: float = 0.0  # copying prefills into static caches, compiling new widths
     plain_tokens: int = 0  # tokens decoded by the target alone, one forward each
     plain_decode: float = 0.0  # seconds of that plain decoding (part of ``decode``)
     fallback_step: int | None = None  # speculation stopped after this many steps (policy)

@@ -13,12 +13,15 @@ import pytest
 import torch
 
 import specvlm
-from specvlm.attention import BasePlan, MaskedPlan, routed_attention
-from specvlm.capture import DraftCapture, StaticSide, capture_decision, check_capturable
+from specvlm import calibration
+from specvlm.attention import BasePlan, MaskedPlan, TreePlan, routed_attention
+from specvlm.capture import CapturePool, StaticSide, capture_decision, check_capturable
 from specvlm.capture.buckets import capacity_bucket, width_bucket
-from specvlm.capture.steps import entries_needed, tree_widths
+from specvlm.capture.steps import draft_widths, entries_needed, verify_widths
+from specvlm.side import ones_mask
 from specvlm.speculation import draft_prefill
 from specvlm.trees import Tree
+from specvlm.verify import verify_mask
 from tests import tiny_models as tm
 
 pytestmark = pytest.mark.usefixtures("one_thread", "reference_kernels")
@@ -55,8 +58,9 @@ def test_buckets():
     with pytest.raises(ValueError):
         width_bucket(0)
     tree = Tree.from_paths(TREE)
-    assert tree_widths(tree) == (1, 2, 4)  # chains of 1-2, levels of 2 and 3 (the last unfed)
-    assert entries_needed(100, 20, tree.size) == 100 + 20 + 6 + 8
+    assert draft_widths(tree) == (1, 2, 4)  # chains of 1-2, levels of 2 and 3 (the last unfed)
+    assert entries_needed(100, 20, tree.size) == 100 + 20 + 6 + 1 + 8
+    assert verify_widths(tree) == (1, 4, 8)  # plain decoding; the root + cuts of 2, 5, 6 nodes
 
 
 def test_capture_option_checked():
@@ -72,10 +76,15 @@ def test_auto_is_eager_on_cpu_and_says_why():
     inputs = tm.make_inputs("llava_onevision", target, seed=3)
     sd.generate(**inputs, max_new_tokens=4)
     assert sd.last_stats.captured is False
-    assert sd.last_stats.capture_reason.startswith("auto: eager on cpu")
+    assert not sd.last_stats.target_captured
+    assert sd.last_stats.capture_reason == (
+        "draft: auto: eager on cpu (compiling costs more than a call saves); "
+        "target: auto: the target's forwards run eager"
+    )
     decoder = draft.model.language_model
-    assert capture_decision(False, decoder) == (False, "capture=False")
-    assert capture_decision(True, decoder) == (True, "capture=True")
+    assert capture_decision(False, "draft", decoder) == (False, "capture=False")
+    assert capture_decision(True, "draft", decoder) == (True, "capture=True")
+    assert capture_decision(True, "target", target.model.language_model)[0] is True
 
 
 def test_capture_true_refused_where_no_explicit_mask(monkeypatch):
@@ -83,18 +92,27 @@ def test_capture_true_refused_where_no_explicit_mask(monkeypatch):
     cfg = draft.model.language_model.config
     monkeypatch.setattr(cfg, "_attn_implementation_internal", "flash_attention_2")
     assert "flash_attention_2" in check_capturable(draft.model.language_model)
-    with pytest.raises(NotImplementedError, match="capture=True: the draft runs attention"):
+    with pytest.raises(NotImplementedError, match="capture=True: the draft cannot be captured"):
         specvlm.accelerate((target, draft), capture=True)
     sd = specvlm.accelerate((target, draft), drop_rate=0.5, tree=TREE)  # auto: eager, no error
-    assert capture_decision("auto", draft.model.language_model)[0] is False
+    assert capture_decision("auto", "draft", draft.model.language_model)[0] is False
     assert sd.capture == "auto"
+
+
+def test_a_model_split_over_devices_is_not_captured():
+    target, _ = pair("llava_onevision")
+    decoder = target.model.language_model
+    head = torch.nn.Linear(2, 2, device="meta")  # a head on another device than the decoder
+    assert "split over 2 devices" in check_capturable(decoder, head)
+    with pytest.raises(NotImplementedError, match="the target cannot be captured: it is split"):
+        capture_decision(True, "target", decoder, head)
 
 
 def test_runners_kept_apart_reused_and_keyed_by_dtype():
     _, draft = pair("qwen2_5_vl")
     draft = tm.make_pair("qwen2_5_vl", seed=5)[1]
     fam_decoder = draft.model.language_model
-    capture = DraftCapture(fam_decoder, draft.lm_head, draft.get_input_embeddings())
+    capture = CapturePool(fam_decoder, draft.lm_head, draft.get_input_embeddings(), "draft")
     with capture.runner(300) as a, capture.runner(300) as b:
         assert a is not b and a.capacity == b.capacity == 512  # two calls never share a cache
     with capture.runner(400) as c:
@@ -118,7 +136,9 @@ def test_static_side_computes_the_eager_logits():
     vocab = target.lm_head.weight.shape[0]
     with torch.no_grad(), routed_attention(fam.decoder(draft)):  # as the loop runs
         eager = draft_prefill(fam, draft, inputs, keep, "original", vocab)
-        capture = DraftCapture(fam.decoder(draft), fam.lm_head(draft), draft.get_input_embeddings())
+        capture = CapturePool(
+            fam.decoder(draft), fam.lm_head(draft), draft.get_input_embeddings(), "draft"
+        )
         with capture.runner(eager.length + 64) as runner:
             static = StaticSide.adopt(
                 draft_prefill(fam, draft, inputs, keep, "original", vocab), runner
@@ -126,6 +146,42 @@ def test_static_side_computes_the_eager_logits():
             assert static.length == eager.length
             _same_steps(eager, static)
             assert static.forwards == eager.forwards
+
+
+def test_static_target_side_verifies_as_the_eager_side():
+    """The target's verification (a tree mask after the prefix) and a plain decoding step."""
+    family = "qwen2_5_vl"
+    target, _ = pair(family)
+    fam = specvlm.families.family_of(target, "target")
+    inputs = tm.make_inputs(family, target, seed=7)
+    keep = torch.ones(inputs["input_ids"].shape[1], dtype=torch.bool)
+    vocab = target.lm_head.weight.shape[0]
+    tree = Tree.from_paths(TREE)
+    with torch.no_grad(), routed_attention(fam.decoder(target)):
+        eager = draft_prefill(fam, target, inputs, keep, "original", vocab)
+        pool = CapturePool(
+            fam.decoder(target), fam.lm_head(target), target.get_input_embeddings(), "target"
+        )
+        with pool.runner(eager.length + 32) as runner:
+            static = StaticSide.adopt(
+                draft_prefill(fam, target, inputs, keep, "original", vocab), runner
+            )
+            base = eager.length
+            plan = TreePlan(verify_mask(tree))
+            offsets = torch.tensor([0, *tree.depths])
+            tokens = [3, 9, 11, 13, 17, 19, 23]
+            mask = ones_mask(base + len(tokens), "cpu")
+            outs = [side.step(tokens, offsets, plan, mask, slice(None)) for side in (eager, static)]
+            torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
+            for side in (eager, static):
+                side.keep(base, [0, 1, 3])  # the root, node 0 and node 2 (its child)
+                side.next_pos = side.next_pos + 3
+            mask = ones_mask(base + 4, "cpu")
+            outs = [
+                side.step([29], torch.tensor([0]), BasePlan(), mask, slice(0, 1))
+                for side in (eager, static)
+            ]
+            torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
 
 
 def _same_steps(eager, static):
@@ -165,12 +221,14 @@ def test_greedy_identical_with_capture(family):
             ref = target.generate(**inputs, max_new_tokens=new, do_sample=False)
         assert sd.generate(**inputs, max_new_tokens=new).tolist() == ref.tolist()
         stats = sd.last_stats
-        assert stats.captured and stats.capture_reason == "capture=True"
+        assert stats.captured and stats.target_captured
+        assert stats.capture_reason == "draft: capture=True; target: capture=True"
         assert eager.generate(**inputs, max_new_tokens=new).tolist() == ref.tolist()
         # the same proposals: the same acceptance step by step, the same forwards
         assert stats.accepted_lengths == eager.last_stats.accepted_lengths
         assert stats.draft_forwards == eager.last_stats.draft_forwards
-    assert captured_decoder(family, True)._draft_capture.runners == 1  # reused across calls
+    pools = captured_decoder(family, True)._capture.pools
+    assert pools["draft"].runners == pools["target"].runners == 1  # reused across calls
     assert max(captured_decoder(family, True).last_stats.accepted_lengths) > 2
 
 
@@ -210,15 +268,17 @@ def test_static_caches_released_with_the_decoder():
     target, draft = pair(family)
     sd = specvlm.accelerate((target, draft), drop_rate=0.5, tree=[[0]], capture=True)
     sd.generate(**tm.make_inputs(family, target, seed=8), max_new_tokens=6)
-    assert sd.last_stats.captured and sd._draft_capture.memory_bytes() > 0
-    keys = [weakref.ref(t) for r in sd._draft_capture._free.values() for x in r for t in [x.cache]]
-    del sd
+    pools = sd._capture.pools.values()
+    assert sd.last_stats.captured and all(pool.memory_bytes() > 0 for pool in pools)
+    keys = [weakref.ref(r.cache) for pool in pools for rs in pool._free.values() for r in rs]
+    assert len(keys) == 2
+    del sd, pools
     gc.collect()
     assert all(k() is None for k in keys)
 
 
-def test_policy_chooses_by_the_captured_draft_costs():
-    """With the automatic policy, calibration measures the draft on the call's own runner (its
+def test_policy_chooses_by_the_captured_costs():
+    """With the automatic policy, calibration measures each model on the call's own runner (its
     widths compiled once, shared with the call); the output stays the target's."""
     family = "llava_onevision"
     target, draft = pair(family)
@@ -230,12 +290,16 @@ def test_policy_chooses_by_the_captured_draft_costs():
     stats = sd.last_stats
     assert stats.policy == "auto" and stats.calibration > 0
     roles = {key[0] for key in sd.policy.costs}
-    captured = [r for r in roles if r.startswith("draft:captured:")]
-    assert captured and "target" in roles and "draft" not in roles  # never the eager draft
-    costs = sd.policy.costs[next(k for k in sd.policy.costs if k[0] == captured[0])]
-    assert all(set(row) == {1, 2, 4, 8, 16, 32} for row in costs.forward.values())
+    assert {r.split(":")[0] for r in roles} == {"draft", "target"}
+    assert all(":captured:" in r for r in roles)  # never the eager forwards
+    for key, costs in sd.policy.costs.items():
+        widths = (
+            calibration.DRAFT_WIDTHS if key[0].startswith("draft") else calibration.TARGET_WIDTHS
+        )
+        assert all(set(row) == set(widths) for row in costs.forward.values())
     assert stats.captured == stats.speculated
-    assert sd._draft_capture.runners == 1  # calibration and the call share the runner
+    pools = sd._capture.pools
+    assert pools["draft"].runners == pools["target"].runners == 1  # shared with calibration
 
 
 def test_auto_falls_back_to_eager_where_capture_fails(monkeypatch):

@@ -1,4 +1,5 @@
-"""One static draft cache and its compiled forwards, one per width bucket."""
+"""One static KV cache of a decoder (the draft's, or the target's) and its compiled forwards,
+one per width bucket."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ from specvlm.decoder import cache_argument_name, new_static_cache, static_cache_
 
 
 class CaptureFailed(RuntimeError):
-    """A draft forward could not be compiled / captured (``capture="auto"`` then runs eager)."""
+    """A forward could not be compiled / captured (``capture="auto"`` then runs eager);
+    ``role``: whose (``"draft"`` / ``"target"``)."""
+
+    def __init__(self, message: str, role: str):
+        super().__init__(message)
+        self.role = role
 
 
-def _draft_step(decoder, head, embed, cache, cache_name, ids, position_ids, mask, device):
+def _step(decoder, head, embed, cache, cache_name, ids, position_ids, mask, device):
     """The function compiled per width: embed, decode over the static cache, project."""
     out = decoder(
         inputs_embeds=embed(ids).to(device),
@@ -44,10 +50,13 @@ def _own_code_copy(function: types.FunctionType) -> types.FunctionType:
 class CapturedForward:
     """A static cache of ``capacity`` entries for ``decoder`` and a compiled forward per width
     (compiled on its first use: :meth:`compile` times it). Used by one call at a time
-    (:class:`specvlm.capture.pool.DraftCapture` hands it out)."""
+    (:class:`specvlm.capture.pool.CapturePool` hands it out)."""
 
-    def __init__(self, decoder: nn.Module, head: nn.Module, embed: nn.Module, capacity: int):
+    def __init__(
+        self, decoder: nn.Module, head: nn.Module, embed: nn.Module, capacity: int, role: str
+    ):
         self.decoder, self.head, self.embed = decoder, head, embed
+        self.role = role
         self.capacity = capacity
         self.device = next(decoder.parameters()).device
         self.dtype = embed.weight.dtype
@@ -80,15 +89,16 @@ class CapturedForward:
     def _first_call(self, ids, position_ids, mask):
         width = ids.shape[1]
         mode = "reduce-overhead" if self.device.type == "cuda" else None
-        step = torch.compile(_own_code_copy(_draft_step), dynamic=False, fullgraph=True, mode=mode)
+        step = torch.compile(_own_code_copy(_step), dynamic=False, fullgraph=True, mode=mode)
         t0 = time.perf_counter()
         try:
             logits = step(*self._fixed(), ids, position_ids, mask, self.device)
         except Exception as error:
             first_line = str(error).splitlines()[0] if str(error) else ""
             raise CaptureFailed(
-                f"the draft's forward of width {width} could not be captured "
-                f"({type(error).__name__}: {first_line[:200]})"
+                f"the {self.role}'s forward of width {width} could not be captured "
+                f"({type(error).__name__}: {first_line[:200]})",
+                self.role,
             ) from error
         self.compile_seconds += time.perf_counter() - t0
         self._compiled[width] = step

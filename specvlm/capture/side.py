@@ -1,5 +1,6 @@
-"""The draft's :class:`~specvlm.side.Side` on captured steps: the same ``step`` / ``keep`` /
-``length`` contract, run on a :class:`~specvlm.capture.runner.CapturedForward`."""
+"""A :class:`~specvlm.side.Side` on captured steps (the draft's, or the target's): the same
+``step`` / ``keep`` / ``length`` contract, run on a
+:class:`~specvlm.capture.runner.CapturedForward`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from specvlm import positions
-from specvlm.attention import AttentionPlan, BasePlan, MaskedPlan
+from specvlm.attention import AttentionPlan, BasePlan, MaskedPlan, TreePlan
 from specvlm.capture.buckets import width_bucket
 from specvlm.capture.runner import CapturedForward
 from specvlm.decoder import fill_static_cache, keep_static_cache_entries, set_static_cache_length
@@ -17,8 +18,8 @@ from specvlm.side import PLACEHOLDER_ID, Side
 
 @dataclass
 class StaticSide(Side):
-    """A draft side whose forwards are captured steps. Made by :meth:`adopt` from the side the
-    eager prefill returned; ``cache`` is the runner's static cache."""
+    """A side whose forwards are captured steps. Made by :meth:`adopt` from the side the eager
+    prefill returned; ``cache`` is the runner's static cache."""
 
     runner: CapturedForward | None = None
     filled: int = 0  # entries of the static cache in use
@@ -56,13 +57,14 @@ class StaticSide(Side):
         logits_rows: slice,
         start: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """:meth:`Side.step`, padded to the width bucket; ``plan`` (a :class:`BasePlan` or a
-        :class:`MaskedPlan`) becomes the explicit mask (``attention_mask`` is not needed)."""
+        """:meth:`Side.step`, padded to the width bucket; ``plan`` (:class:`BasePlan`,
+        :class:`MaskedPlan` or :class:`TreePlan`) becomes the explicit mask
+        (``attention_mask`` is not needed)."""
         n = len(tokens)
         width = width_bucket(n)
         if self.filled + width > self.runner.capacity:
             raise RuntimeError(
-                f"the static draft cache ({self.runner.capacity} entries) cannot take {width} "
+                f"the static cache ({self.runner.capacity} entries) cannot take {width} "
                 f"more after {self.filled}"
             )
         fed = self.feedable(tokens) + [PLACEHOLDER_ID] * (width - n)
@@ -92,12 +94,15 @@ def step_mask(
     visible = torch.zeros(width, runner.capacity, dtype=torch.bool, device=runner.device)
     if isinstance(plan, MaskedPlan):
         visible[:n, : filled + n] = plan.mask[0, 0].to(runner.device)
+    elif isinstance(plan, TreePlan):  # the whole prefix, and the tree's own visibility
+        visible[:n, :filled] = True
+        visible[:n, filled : filled + n] = plan.tree_mask.to(runner.device)
     elif isinstance(plan, BasePlan):
         visible[:n, :filled] = True
         causal = torch.ones(n, n, dtype=torch.bool, device=runner.device).tril()
         visible[:n, filled : filled + n] = causal
     else:
-        raise TypeError(f"captured draft steps take a BasePlan or a MaskedPlan, not {plan!r}")
+        raise TypeError(f"captured steps take a BasePlan, MaskedPlan or TreePlan, not {plan!r}")
     visible[n:, 0] = True
     mask = torch.zeros(1, 1, width, runner.capacity, dtype=runner.dtype, device=runner.device)
     return mask.masked_fill_(~visible, torch.finfo(runner.dtype).min)

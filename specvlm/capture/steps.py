@@ -1,4 +1,5 @@
-"""Wiring captured draft steps into one ``generate`` call (used by ``SpeculativeDecoder``)."""
+"""Wiring captured steps into one ``generate`` call (used by ``SpeculativeDecoder``): the widths
+a tree needs on each side, the cache a call needs, and adopting a prefilled side."""
 
 from __future__ import annotations
 
@@ -18,17 +19,24 @@ from specvlm.trees import Tree
 _CHAIN_WIDTHS = (1, 2)
 
 
-def tree_widths(tree: Tree) -> tuple[int, ...]:
+def draft_widths(tree: Tree) -> tuple[int, ...]:
     """The width buckets drafting ``tree`` runs: the chain's and each fed level's."""
     levels = [len(tree.nodes_at_depth(d)) for d in range(1, tree.depth)]
     return tuple(sorted({width_bucket(n) for n in (*_CHAIN_WIDTHS, *levels)}))
 
 
+def verify_widths(tree: Tree) -> tuple[int, ...]:
+    """The width buckets the target runs: the root and the tree cut at each depth (drafting may
+    stop early), and one token (plain decoding after the policy gives up)."""
+    cuts = [tree.cut(d).size + 1 for d in range(1, tree.depth + 1)]
+    return tuple(sorted({width_bucket(n) for n in (1, *cuts)}))
+
+
 def entries_needed(prompt_len: int, max_new_tokens: int, tree_nodes: int) -> int:
-    """A bound on the draft cache's entries in a call: the prompt (unpruned, a bound on the
-    kept part), every new token, one step's tree of at most ``tree_nodes`` nodes and the widest
-    padding of a forward (a level has at most ``tree_nodes`` nodes)."""
-    return prompt_len + max_new_tokens + tree_nodes + width_bucket(max(tree_nodes, 2))
+    """A bound on a cache's entries in a call: the prompt (unpruned, a bound on the draft's
+    kept part), every new token, one step's tree of at most ``tree_nodes`` nodes and its root,
+    and the widest padding of a forward."""
+    return prompt_len + max_new_tokens + tree_nodes + 1 + width_bucket(tree_nodes + 1)
 
 
 def warm(side: StaticSide, widths: tuple[int, ...]) -> None:
@@ -41,25 +49,26 @@ def warm(side: StaticSide, widths: tuple[int, ...]) -> None:
         side.keep(filled, [])
 
 
-def draft_adopter(
-    runner: CapturedForward, tree: Tree, on_failure: Callable[[CaptureFailed], None] | None
+def adopter(
+    runner: CapturedForward,
+    widths: tuple[int, ...],
+    on_failure: Callable[[CaptureFailed], None] | None,
 ) -> Callable[[Side], Side]:
-    """The function turning the draft's prefilled side into a :class:`StaticSide` on
-    ``runner``, with the widths ``tree`` needs compiled (once per runner). Where compiling
-    fails, ``on_failure(error)`` is told and the eager side is kept (``None``: the error
-    propagates, for ``capture=True``)."""
+    """The function turning a prefilled side into a :class:`StaticSide` on ``runner``, with
+    ``widths`` compiled (once per runner). Where compiling fails, ``on_failure(error)`` is told
+    and the eager side is kept (``None``: the error propagates, for ``capture=True``)."""
 
     def adopt(side: Side) -> Side:
         try:
             static = StaticSide.adopt(side, runner)
             forwards = static.forwards
-            warm(static, tree_widths(tree))
+            warm(static, widths)
         except CaptureFailed as error:
             if on_failure is None:
                 raise
             on_failure(error)
             return side
-        static.forwards = forwards  # the warm-up forwards are not drafting
+        static.forwards = forwards  # the warm-up forwards are not the call's
         return static
 
     return adopt
