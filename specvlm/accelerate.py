@@ -86,12 +86,14 @@ def accelerate(
             replacement from its processed distribution, verified by recursive rejection
             sampling). Both are lossless; greedy decoding always uses the top-k. Measured in
             ``docs/design.md`` ("Sampling").
-        capture: how the draft's forwards run after its prefill (:mod:`specvlm.capture`):
-            ``True``: captured steps (a static cache and a compiled forward per width bucket;
-            CUDA graphs on a GPU), a clear error where the draft cannot be captured;
-            ``False``: eager transformers code; ``"auto"`` (default): captured where it pays
-            on this hardware (:func:`specvlm.capture.capture_pays`). Never changes the output;
-            ``last_stats.captured`` says what a call ran.
+        capture: captured steps (:mod:`specvlm.capture`: static caches and a compiled
+            forward per width bucket; CUDA graphs on a GPU). ``True``: the draft's steps and
+            the target's verification captured, a clear error where a model cannot be;
+            ``False``: eager transformers code; ``"auto"`` (default): the draft captured where
+            it pays (a GPU; not a CPU, where compiling costs more than a call saves), the
+            target eager (:mod:`specvlm.capture.decision`). Never changes the output;
+            ``last_stats.captured`` / ``target_captured`` / ``capture_reason`` say what a call
+            ran.
     """
     if isinstance(models, nn.Module) or not isinstance(models, Sequence) or len(models) != 2:
         raise TypeError("accelerate expects a pair (target, draft) of models")

@@ -338,3 +338,29 @@ def test_auto_falls_back_to_eager_where_capture_fails(monkeypatch):
     forced = specvlm.accelerate((target, draft), drop_rate=0.5, tree=TREE, capture=True)
     with pytest.raises(runner.CaptureFailed, match="no compiler here"):
         forced.generate(**inputs, max_new_tokens=NEW)
+
+
+def test_a_compiled_width_that_fails_later_runs_eager():
+    """A compiled forward that fails after its first call (a guard that changed past dynamo's
+    recompile limit, say) is dropped: the width runs eager over the same static cache, the
+    output stays the target's and the stats say so."""
+    family = "llava_onevision"
+    target, draft = pair(family)
+    sd = specvlm.accelerate((target, draft), drop_rate=0.5, tree=[[0]], capture=True)
+    inputs = tm.make_inputs(family, target, seed=11)
+    with torch.no_grad():
+        ref = target.generate(**inputs, max_new_tokens=NEW, do_sample=False)
+    assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref.tolist()
+    (runner,) = [r for rs in sd._capture.pools["draft"]._free.values() for r in rs]
+
+    def broken(*args):
+        raise RuntimeError("recompile limit hit")
+
+    runner._compiled[1] = broken
+    assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref.tolist()
+    stats = sd.last_stats
+    assert stats.captured and runner.eager_widths == {1: "RuntimeError: recompile limit hit"}
+    assert stats.capture_reason.endswith(
+        "draft widths run eager: 1 (RuntimeError: recompile limit hit)"
+    )
+    assert 1 not in runner.widths and 2 in runner.widths

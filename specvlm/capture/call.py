@@ -97,7 +97,14 @@ class PairCapture:
             run.adopt[role] = adopter(runner, widths[role], None if forced else on_failure)
 
     def report(self, found: CallRunners, run) -> None:
-        """What the call ran, into its stats."""
+        """What the call ran, into its stats (and any width whose compiled forward was
+        dropped for eager)."""
         run.stats.capture_reason = found.reason()
+        for role, runner in found.runners.items():
+            if runner is not None and runner.eager_widths:
+                dropped = ", ".join(
+                    f"{w} ({why})" for w, why in sorted(runner.eager_widths.items())
+                )
+                run.stats.capture_reason += f"; {role} widths run eager: {dropped}"
         run.stats.captured = isinstance(run.draft, StaticSide)
         run.stats.target_captured = isinstance(run.target, StaticSide)

@@ -9,7 +9,12 @@ import types
 import torch
 from torch import nn
 
-from specvlm.decoder import cache_argument_name, new_static_cache, static_cache_tensors
+from specvlm.decoder import (
+    cache_argument_name,
+    new_static_cache,
+    set_static_cache_length,
+    static_cache_tensors,
+)
 
 
 class CaptureFailed(RuntimeError):
@@ -49,7 +54,7 @@ def _own_code_copy(function: types.FunctionType) -> types.FunctionType:
 
 class CapturedForward:
     """A static cache of ``capacity`` entries for ``decoder`` and a compiled forward per width
-    (compiled on its first use: :meth:`compile` times it). Used by one call at a time
+    (compiled on its first use; :attr:`compile_seconds` sums the time). Used by one call at a time
     (:class:`specvlm.capture.pool.CapturePool` hands it out)."""
 
     def __init__(
@@ -63,6 +68,7 @@ class CapturedForward:
         self.cache = new_static_cache(decoder.config, capacity)
         self._cache_name = cache_argument_name(decoder)
         self._compiled: dict[int, object] = {}
+        self.eager_widths: dict[int, str] = {}  # width -> why its compiled forward was dropped
         self.compile_seconds = 0.0
 
     @property
@@ -73,13 +79,25 @@ class CapturedForward:
     def memory_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in static_cache_tensors(self.cache))
 
-    def __call__(self, ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor):
-        """Logits ``[1, width, V]`` of the ``[1, width]`` ids; the cache gets their entries."""
+    def __call__(self, ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor, filled):
+        """Logits ``[1, width, V]`` of the ``[1, width]`` ids written after ``filled`` cache
+        entries. A width whose compiled forward later fails (a recompile the graph cannot take:
+        a guard that changed, dynamo's recompile limit) runs eager over the same static cache
+        from then on, and :attr:`eager_widths` says why: slower, never wrong."""
         width = ids.shape[1]
+        set_static_cache_length(self.cache, filled)
         step = self._compiled.get(width)
         if step is None:
+            if width in self.eager_widths:
+                return _step(*self._fixed(), ids, position_ids, mask, self.device)
             return self._first_call(ids, position_ids, mask)
-        logits = step(*self._fixed(), ids, position_ids, mask, self.device)
+        try:
+            logits = step(*self._fixed(), ids, position_ids, mask, self.device)
+        except Exception as error:
+            del self._compiled[width]
+            self.eager_widths[width] = _one_line(error)
+            set_static_cache_length(self.cache, filled)
+            return _step(*self._fixed(), ids, position_ids, mask, self.device)
         # a CUDA graph's output lives in its memory pool, overwritten by the next replay
         return logits.clone() if self.device.type == "cuda" else logits
 
@@ -94,12 +112,16 @@ class CapturedForward:
         try:
             logits = step(*self._fixed(), ids, position_ids, mask, self.device)
         except Exception as error:
-            first_line = str(error).splitlines()[0] if str(error) else ""
             raise CaptureFailed(
                 f"the {self.role}'s forward of width {width} could not be captured "
-                f"({type(error).__name__}: {first_line[:200]})",
+                f"({_one_line(error)})",
                 self.role,
             ) from error
         self.compile_seconds += time.perf_counter() - t0
         self._compiled[width] = step
         return logits.clone() if self.device.type == "cuda" else logits
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text[:200]}"

@@ -12,7 +12,7 @@ from specvlm import positions
 from specvlm.attention import AttentionPlan, BasePlan, MaskedPlan, TreePlan
 from specvlm.capture.buckets import width_bucket
 from specvlm.capture.runner import CapturedForward
-from specvlm.decoder import fill_static_cache, keep_static_cache_entries, set_static_cache_length
+from specvlm.decoder import fill_static_cache, keep_static_cache_entries
 from specvlm.side import PLACEHOLDER_ID, Side
 
 
@@ -73,8 +73,7 @@ class StaticSide(Side):
         start = self.next_pos if start is None else start
         pos = positions.decode_positions(self.mrope, start, padded, self.device)
         mask = step_mask(plan, self.filled, n, width, self.runner)
-        set_static_cache_length(self.cache, self.filled)
-        logits = self.runner(ids, pos, mask)
+        logits = self.runner(ids, pos, mask, self.filled)
         self.filled += n
         self.forwards += 1
         return self.present(logits[:, :n][:, logits_rows])
