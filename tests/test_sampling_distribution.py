@@ -91,9 +91,11 @@ def exact_law(target, inputs) -> dict[tuple[int, ...], float]:
     return law
 
 
-def sample_counts(family, children: str, n: int, seed: int = 0):
+def sample_counts(family, children: str, n: int, seed: int = 0, capture=False):
     target, draft, inputs, _ = setup(family)
-    sd = specvlm.accelerate((target, draft), drop_rate=0.5, tree=TREE, children=children)
+    sd = specvlm.accelerate(
+        (target, draft), drop_rate=0.5, tree=TREE, children=children, capture=capture
+    )
     gen = torch.Generator().manual_seed(seed)
     start = inputs["input_ids"].shape[1]
     counts: collections.Counter = collections.Counter()
@@ -102,6 +104,7 @@ def sample_counts(family, children: str, n: int, seed: int = 0):
         out = sd.generate(**inputs, max_new_tokens=NEW, generator=gen, **OPTIONS)
         counts[tuple(out[0, start:].tolist())] += 1
         accepted += sum(a - 1 for a in sd.last_stats.accepted_lengths)
+        assert sd.last_stats.captured == sd.last_stats.target_captured == capture
     return counts, accepted / n
 
 
@@ -114,6 +117,18 @@ def test_first_tokens_follow_the_target(family, children):
     assert accepted > 0.1, f"drafted tokens were accepted {accepted:.2f} per call: vacuous"
     p_value = g_test(counts, setup(family)[3])
     assert p_value > ALPHA, f"{family}/{children}: G-test p = {p_value:.2e}"
+
+
+@pytest.mark.parametrize(
+    "family,children", [("qwen2_5_vl", "top_k"), ("llava_onevision", "sampled")]
+)
+def test_first_tokens_follow_the_target_with_captured_steps(family, children):
+    """The same with ``capture=True``: the draft's probabilities and the target's verification
+    come from the captured forwards (:mod:`specvlm.capture`)."""
+    counts, accepted = sample_counts(family, children, SAMPLES[family], seed=1, capture=True)
+    assert accepted > 0.1, f"drafted tokens were accepted {accepted:.2f} per call: vacuous"
+    p_value = g_test(counts, setup(family)[3])
+    assert p_value > ALPHA, f"{family}/{children} captured: G-test p = {p_value:.2e}"
 
 
 def test_rejects_a_wrong_verifier(monkeypatch):
