@@ -176,8 +176,9 @@ def test_help_shows_defaults_and_a_clean_description(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for shown in ("(default: 0.9)", "(default: two_stage)", "(default: 32)", "(default: 8)"):
+    for shown in ("(default: two_stage)", "(default: 32)", "(default: auto)"):
         assert shown in text
+    assert "default: accelerate()'s automatic policy chooses both per call" in text
     assert "(default: None)" not in text
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
