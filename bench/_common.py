@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from specvlm.tools.static_forward import graph_captured
+
 GRAPH_REPLAYS = 20  # graph replays per timed round, one synchronize at the end
 NO_CUDA_GRAPHS = "CUDA graphs need a CUDA device: the graph-replay regime is timed on GPUs only"
 
@@ -110,25 +112,18 @@ def synchronized(fn, device: torch.device):
 
 def graph_replayer(fn, device: torch.device, replays: int = GRAPH_REPLAYS):
     """``fn`` (launches only: no host sync) captured once in a CUDA graph, after two warm-up
-    calls on a side stream (compilation, cached launch state); returns a callable that replays
-    the graph ``replays`` times back to back and synchronizes: its time over ``replays`` is one
+    calls on a side stream (compilation, cached launch state:
+    :func:`specvlm.tools.static_forward.graph_captured`); returns a callable that replays the
+    graph ``replays`` times back to back and synchronizes: its time over ``replays`` is one
     call in the graph-replay regime."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
+    replay_once = graph_captured(fn, device)
 
     def replay():
         for _ in range(replays):
-            graph.replay()
+            replay_once()
         torch.cuda.synchronize(device)
 
-    replay.graph = graph  # kept alive with the callable
+    replay.graph = replay_once.graph  # kept alive with the callable
     return replay
 
 

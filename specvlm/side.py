@@ -50,9 +50,7 @@ class Side:
     ) -> torch.Tensor:
         """Feed ``tokens`` at positions ``start + offsets`` (default start: ``next_pos``) and
         return the logits of ``logits_rows`` ``[1, rows, V]``; the cache grows by the tokens."""
-        ids = torch.tensor([self.feedable(tokens)], device=self.embed.weight.device)
-        start = self.next_pos if start is None else start
-        pos = positions.decode_positions(self.mrope, start, offsets, self.device)
+        ids, pos = self.inputs(self.feedable(tokens), offsets, start)
         with attention_plan(plan):
             logits = decoder_forward(
                 self.decoder,
@@ -65,6 +63,15 @@ class Side:
             )
         self.forwards += 1
         return self.present(logits)
+
+    def inputs(
+        self, fed: list[int], offsets: torch.Tensor, start: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ids ``[1, n]`` of the ``fed`` tokens and their position ids at ``start +
+        offsets`` (default start: ``next_pos``), where the decoder takes them."""
+        ids = torch.tensor([fed], device=self.embed.weight.device)
+        start = self.next_pos if start is None else start
+        return ids, positions.decode_positions(self.mrope, start, offsets, self.device)
 
     def feedable(self, tokens: list[int]) -> list[int]:
         """``tokens`` as this model is fed them (ids it lacks as :data:`PLACEHOLDER_ID`)."""

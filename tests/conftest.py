@@ -19,3 +19,20 @@ def reference_kernels(monkeypatch):
     """The kernels' PyTorch references inside the loop (their own tests run the Triton kernels;
     the interpreter's bf16 arithmetic is not the GPU's)."""
     monkeypatch.setenv("SPECVLM_KERNELS_BACKEND", "reference")
+
+
+@pytest.fixture
+def accelerate_calls(monkeypatch):
+    """The keyword arguments of every ``specvlm.accelerate`` call the test makes (the calls
+    go through)."""
+    import specvlm
+
+    calls: list[dict] = []
+    real = specvlm.accelerate
+
+    def spy(models, **kwargs):
+        calls.append(kwargs)
+        return real(models, **kwargs)
+
+    monkeypatch.setattr(specvlm, "accelerate", spy)
+    return calls

@@ -64,23 +64,14 @@ def test_compare_records_every_method():
 
 
 @pytest.mark.parametrize("capture", [False, "auto"])
-def test_capture_goes_to_every_specvlm_decoder(monkeypatch, capture):
+def test_capture_goes_to_every_specvlm_decoder(accelerate_calls, capture):
     """``capture=`` reaches every decoder built (auto and naive SD alike, so the comparison
     stays fair), and each record says what its call ran (``captured``)."""
-    import specvlm
-
-    given = []
-    real = specvlm.accelerate
-
-    def spy(models, **kwargs):
-        given.append(kwargs.get("capture", "missing"))
-        return real(models, **kwargs)
-
-    monkeypatch.setattr(specvlm, "accelerate", spy)
     target, draft = tm.make_pair("llava_onevision")
     inputs = tm.make_inputs("llava_onevision", target, seed=1)
     methods = ("autoregressive", "naive_sd", "specvlm", "auto", "random")
     records = compare(target, draft, inputs, methods, max_new_tokens=4, capture=capture)
+    given = [call.get("capture", "missing") for call in accelerate_calls]
     assert len(given) == 4 and set(given) == {capture}
     for rec in records[1:]:
         assert rec["error"] is None and rec["identical"] is True

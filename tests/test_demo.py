@@ -73,25 +73,16 @@ def test_demo_default_shows_auto_beside_both_baselines_and_naive_sd(pair, tmp_pa
     assert "compiling the target" in proc.stderr
 
 
-def test_demo_capture_reaches_both_speculative_decoders(pair, monkeypatch, capsys):
+def test_demo_capture_reaches_both_speculative_decoders(pair, accelerate_calls, capsys):
     """--capture goes to SpecVLM and to naive SD alike (the comparison stays fair)."""
-    import specvlm
     from specvlm.tools import cli, demo
 
-    given = []
-    real = specvlm.accelerate
-
-    def spy(models, **kwargs):
-        given.append(kwargs.get("capture", "missing"))
-        return real(models, **kwargs)
-
-    monkeypatch.setattr(specvlm, "accelerate", spy)
     args = cli._parser().parse_args(
         ["demo", "--target", pair[0], "--draft", pair[1], "--frames", "4"]
         + ["--max-new-tokens", "3", "--repeats", "1", "--no-compile", "--capture", "off"]
     )
     result = demo.run(args)
-    assert given == [False, False]
+    assert [call.get("capture", "missing") for call in accelerate_calls] == [False, False]
     assert result.record["capture"] == "off" and result.record["captured"] is False
     assert result.record["compiled_e2e_s"] is None and result.record["compile_s"] is None
     demo.print_record(result.record)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import torch
 
-from specvlm import positions
 from specvlm.attention import AttentionPlan, BasePlan, MaskedPlan, TreePlan
 from specvlm.capture.buckets import width_bucket
 from specvlm.capture.runner import CapturedForward
@@ -68,10 +67,8 @@ class StaticSide(Side):
                 f"more after {self.filled}"
             )
         fed = self.feedable(tokens) + [PLACEHOLDER_ID] * (width - n)
-        ids = torch.tensor([fed], device=self.embed.weight.device)
         padded = torch.cat([offsets, offsets[-1:].expand(width - n)])
-        start = self.next_pos if start is None else start
-        pos = positions.decode_positions(self.mrope, start, padded, self.device)
+        ids, pos = self.inputs(fed, padded, start)
         mask = step_mask(plan, self.filled, n, width, self.runner)
         logits = self.runner(ids, pos, mask, self.filled)
         self.filled += n
