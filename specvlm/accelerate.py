@@ -183,26 +183,13 @@ class SpeculativeDecoder:
         self.selector = selectors.resolve(selector, mass=self.mass, seed=seed)
         self.selector_name = selector if isinstance(selector, str) else "callable"
         self.tree = None if tree is None else _as_tree(tree)
-        if draft_positions is None:
-            draft_positions = "original"
-        if draft_positions not in ("compact", "original"):
-            raise ValueError(
-                f"draft_positions must be 'compact' or 'original', got {draft_positions!r}"
-            )
-        if self.family.mrope and draft_positions == "compact":
-            raise ValueError(
-                f"{self.family.display_name} uses M-RoPE: the draft keeps the original 3-D "
-                "positions (draft_positions='original')"
-            )
-        self.draft_positions = draft_positions
+        self.draft_positions = self._check_draft_positions(draft_positions)
         if children not in CHILDREN:
             raise ValueError(f"children must be one of {', '.join(CHILDREN)}, got {children!r}")
         self.children = children
         for role, model in (("target", target), ("draft", draft)):
             self._check_attention(role, model)
         self._check_tree_ranks()
-        if not (capture is True or capture is False or capture == "auto"):
-            raise ValueError(f"capture must be True, False or 'auto', got {capture!r}")
         self.capture = capture
         self._capture = PairCapture(self.family, target, draft, capture, speculate)
         self.settings = Settings(
@@ -216,6 +203,20 @@ class SpeculativeDecoder:
             score_video=speculate is not False,
         )
         self._stats = _LastStats()
+
+    def _check_draft_positions(self, draft_positions: str | None) -> str:
+        if draft_positions is None:
+            return "original"
+        if draft_positions not in ("compact", "original"):
+            raise ValueError(
+                f"draft_positions must be 'compact' or 'original', got {draft_positions!r}"
+            )
+        if self.family.mrope and draft_positions == "compact":
+            raise ValueError(
+                f"{self.family.display_name} uses M-RoPE: the draft keeps the original 3-D "
+                "positions (draft_positions='original')"
+            )
+        return draft_positions
 
     @staticmethod
     def _resolve_policy(policy, drop_rate, tree, speculate) -> AutoPolicy | None:
@@ -312,6 +313,12 @@ class SpeculativeDecoder:
         run = self._run(setup)
         self._stats.record(run.stats)
         return run.sequence.ids().clone()
+
+    def release_captures(self) -> None:
+        """Free the captured steps' static caches and graphs now (the next captured call
+        builds them again); otherwise they are kept for later calls and go with this
+        object."""
+        self._capture.release()
 
     @property
     def last_stats(self) -> GenerationStats | None:

@@ -28,7 +28,7 @@ own attention function with the model's own mask, unchanged.
 * :class:`MaskedPlan`: an explicit bool mask ``[1, 1, Q, K]`` through SDPA (the draft's
   level-by-level tree expansion, where the queries are only part of the tree in the cache).
 
-Inside a compiled forward (:mod:`specvlm.capture`'s captured draft steps) no plan is read: the
+Inside a compiled forward (:mod:`specvlm.capture`'s captured steps) no plan is read: the
 model's own attention runs with the explicit ``[1, 1, Q, K]`` mask the step passes.
 """
 

@@ -58,6 +58,8 @@ class ForwardCosts:
 
     forward: dict[int, dict[int, float]] = field(default_factory=dict)
     prefill: dict[int, float] = field(default_factory=dict)
+    # captured steps: a forward of n tokens runs padded to width_bucket(n), and costs that
+    bucketed: bool = False
 
     def has(self, bucket: int) -> bool:
         return bucket in self.forward
@@ -66,6 +68,8 @@ class ForwardCosts:
         """A forward of ``n`` tokens after ``context``: piecewise linear in ``n`` (linear
         beyond the widest measured), linear in the context between measured buckets (the
         nearest one outside them)."""
+        if self.bucketed and n > 0:
+            n = width_bucket(n)
         return _between(self.forward, context, lambda row: _interpolate(row, n))
 
     def prefill_seconds(self, context: int) -> float:

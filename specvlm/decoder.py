@@ -228,10 +228,10 @@ def keep_static_cache_entries(static, start: int, offsets: list[int]) -> None:
     the buffers keep their size and address; the caller sets the new length."""
     if offsets == list(range(len(offsets))):
         return
+    src = torch.tensor(offsets, device=static.layers[0].keys.device) + start
+    dst = slice(start, start + len(offsets))
     for layer in static.layers:
         keys, values = layer.keys, layer.values
-        src = torch.tensor(offsets, device=keys.device) + start
-        dst = slice(start, start + len(offsets))
         keys[..., dst, :] = keys.index_select(-2, src)
         values[..., dst, :] = values.index_select(-2, src)
 

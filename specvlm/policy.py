@@ -256,7 +256,7 @@ class AutoPolicy:
     # ---------------------------------------------------------------------------------------
     @staticmethod
     def _key(role: str, family, model, runner=None) -> tuple[str, str, str]:
-        """Costs are kept per role, device and dtype; a captured draft's per runner capacity
+        """Costs are kept per role, device and dtype; a captured model's per runner capacity
         (its forwards attend over the whole static cache)."""
         weight = family.lm_head(model).weight
         if runner is not None:
@@ -299,7 +299,7 @@ class AutoPolicy:
         ):
             runner = runners.get(role)
             key = self._key(role, family, model, runner)
-            costs = self.costs.setdefault(key, ForwardCosts())
+            costs = self.costs.setdefault(key, ForwardCosts(bucketed=runner is not None))
             missing = sorted({context_bucket(c) for c in contexts} - set(costs.forward))
             if missing:
                 probes.append(Probe(role, model, tuple(missing), widths, runner))

@@ -57,6 +57,10 @@ def test_buckets():
     assert capacity_bucket(257) == 512 and capacity_bucket(5000) == 8192
     with pytest.raises(ValueError):
         width_bucket(0)
+    # a captured forward costs its width bucket's time, which the policy prices (not linearly)
+    row = {1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0}
+    assert calibration.ForwardCosts({16: row}, bucketed=True).seconds(5, 16) == 8.0
+    assert calibration.ForwardCosts({16: row}).seconds(5, 16) == 5.0
     tree = Tree.from_paths(TREE)
     assert draft_widths(tree) == (1, 2, 4)  # chains of 1-2, levels of 2 and 3 (the last unfed)
     assert entries_needed(100, 20, tree.size) == 100 + 20 + 6 + 1 + 8
@@ -109,7 +113,6 @@ def test_a_model_split_over_devices_is_not_captured():
 
 
 def test_runners_kept_apart_reused_and_keyed_by_dtype():
-    _, draft = pair("qwen2_5_vl")
     draft = tm.make_pair("qwen2_5_vl", seed=5)[1]
     fam_decoder = draft.model.language_model
     capture = CapturePool(fam_decoder, draft.lm_head, draft.get_input_embeddings(), "draft")
@@ -121,6 +124,30 @@ def test_runners_kept_apart_reused_and_keyed_by_dtype():
     with capture.runner(300) as d:
         assert d not in (a, b) and d.dtype == torch.float64
     assert capture.runners == 3
+    sizes = (300, 600, 1200)  # three capacity buckets at once: two are kept afterwards (LRU)
+    with capture.runner(sizes[0]), capture.runner(sizes[1]), capture.runner(sizes[2]):
+        pass
+    kept = sorted(r.capacity for rs in capture._free.values() for r in rs if r.dtype == draft.dtype)
+    assert len(kept) == 2 and capture.memory_bytes() == 0  # nothing allocated before a forward
+    capture.release()
+    assert not capture._free
+
+
+def test_capture_true_without_speculation_checks_only_the_target(monkeypatch):
+    """speculate=False runs no draft: a draft that could not be captured is no error."""
+    target, draft = pair("llava_onevision")
+    cfg = draft.model.language_model.config
+    monkeypatch.setattr(cfg, "_attn_implementation_internal", "flash_attention_2")
+    sd = specvlm.accelerate((target, draft), speculate=False, capture=True)
+    inputs = tm.make_inputs("llava_onevision", target, seed=12)
+    with torch.no_grad():
+        ref = target.generate(**inputs, max_new_tokens=6, do_sample=False)
+    assert sd.generate(**inputs, max_new_tokens=6).tolist() == ref.tolist()
+    stats = sd.last_stats
+    assert stats.target_captured and not stats.captured
+    assert stats.capture_reason == "draft: no draft in this call; target: capture=True"
+    sd.release_captures()
+    assert not sd._capture.pools["target"]._free
 
 
 # -------------------------------------------------------------------------------------------
@@ -297,7 +324,7 @@ def test_policy_chooses_by_the_captured_costs():
             calibration.DRAFT_WIDTHS if key[0].startswith("draft") else calibration.TARGET_WIDTHS
         )
         assert all(set(row) == set(widths) for row in costs.forward.values())
-    assert stats.captured == stats.speculated
+    assert stats.speculated and stats.captured and stats.target_captured
     pools = sd._capture.pools
     assert pools["draft"].runners == pools["target"].runners == 1  # shared with calibration
 

@@ -35,6 +35,8 @@ class PairCapture:
     here, once: a clear error where a model cannot be captured)."""
 
     def __init__(self, family, target: nn.Module, draft: nn.Module, capture, speculate=None):
+        if not (capture is True or capture is False or capture == "auto"):
+            raise ValueError(f"capture must be True, False or 'auto', got {capture!r}")
         self.capture = capture
         self.models = {"draft": draft, "target": target}
         self.family = family
@@ -61,9 +63,10 @@ class PairCapture:
         found = CallRunners()
         with contextlib.ExitStack() as stack:
             for role in ROLES:
-                capture, found.reasons[role] = self.decide(role)
                 if role == "draft" and not speculate:
                     capture, found.reasons[role] = False, "no draft in this call"
+                else:
+                    capture, found.reasons[role] = self.decide(role)
                 runner = None
                 if capture:
                     runner = stack.enter_context(self.pools[role].runner(entries))
@@ -74,6 +77,7 @@ class PairCapture:
         """Capturing ``error.role`` failed under ``"auto"``: eager from now on (the call's
         runner is dropped, the reason kept)."""
         self.pools[error.role].failed = str(error)
+        self.pools[error.role].release()
         found.runners[error.role] = None
         found.reasons[error.role] = self.decide(error.role)[1]
 
@@ -101,10 +105,18 @@ class PairCapture:
         dropped for eager)."""
         run.stats.capture_reason = found.reason()
         for role, runner in found.runners.items():
-            if runner is not None and runner.eager_widths:
-                dropped = ", ".join(
-                    f"{w} ({why})" for w, why in sorted(runner.eager_widths.items())
-                )
+            if runner is None:
+                continue
+            if runner.eager_widths:
+                widths = sorted(runner.eager_widths.items())
+                dropped = ", ".join(f"{w} ({why})" for w, why in widths)
                 run.stats.capture_reason += f"; {role} widths run eager: {dropped}"
+            for note in runner.notes:
+                run.stats.capture_reason += f"; {role}: {note}"
         run.stats.captured = isinstance(run.draft, StaticSide)
         run.stats.target_captured = isinstance(run.target, StaticSide)
+
+    def release(self) -> None:
+        """Drop both models' free runners (static caches, graphs)."""
+        for pool in self.pools.values():
+            pool.release()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 
 from torch import nn
@@ -13,12 +14,17 @@ from torch import nn
 from specvlm.capture.buckets import capacity_bucket
 from specvlm.capture.runner import CapturedForward
 
+MAX_FREE = 2  # free runners kept per device, dtype and thread
+
 
 class CapturePool:
-    """Runners by (device, dtype, capacity bucket): a call takes a free one (or a new one: two
-    concurrent calls never share a cache) and gives it back when it ends. A runner is never
-    reused for another device or dtype (the model moved: new runners, new graphs); its widths
-    are compiled as trees need them. Everything is released with this object."""
+    """Runners by (device, dtype, capacity bucket; on a GPU also the thread): a call takes a
+    free one (or a new one: two concurrent calls never share a cache) and gives it back when it
+    ends. A runner is never reused for another device or dtype (the model moved: new runners,
+    new graphs); its widths are compiled as trees need them. On a GPU each thread captures its
+    own graphs (CUDA graph trees belong to the thread that recorded them). At most
+    :data:`MAX_FREE` free runners are kept per device, dtype and thread (the least recently used
+    go); :meth:`release` drops them all; the rest goes with this object."""
 
     def __init__(self, decoder: nn.Module, head: nn.Module, embed: nn.Module, role: str):
         self.decoder, self.head, self.embed = decoder, head, embed
@@ -30,9 +36,9 @@ class CapturePool:
         self.failed: str | None = None
 
     def _key(self, capacity: int) -> tuple:
-        weight = self.embed.weight
         device = next(self.decoder.parameters()).device
-        return str(device), str(weight.dtype), capacity
+        thread = threading.get_ident() if device.type == "cuda" else None
+        return str(device), str(self.embed.weight.dtype), thread, capacity
 
     @contextlib.contextmanager
     def runner(self, entries: int) -> Iterator[CapturedForward]:
@@ -42,14 +48,32 @@ class CapturePool:
             free = self._free.setdefault(key, [])
             runner = free.pop() if free else None
         if runner is None:
-            runner = CapturedForward(self.decoder, self.head, self.embed, key[2], self.role)
+            runner = CapturedForward(self.decoder, self.head, self.embed, key[-1], self.role)
             with self._lock:
                 self.runners += 1
         try:
             yield runner
         finally:
             with self._lock:
-                self._free.setdefault(key, []).append(runner)
+                self._give_back(key, runner)
+
+    def _give_back(self, key: tuple, runner: CapturedForward) -> None:
+        runner.last_used = time.monotonic()
+        if self.failed is not None:
+            return  # never used again: dropped
+        self._free.setdefault(key, []).append(runner)
+        group = [
+            (r.last_used, k, r) for k, rs in self._free.items() if k[:3] == key[:3] for r in rs
+        ]
+        for _, old_key, old in sorted(group, key=lambda item: item[0])[
+            : max(len(group) - MAX_FREE, 0)
+        ]:
+            self._free[old_key].remove(old)
+
+    def release(self) -> None:
+        """Drop every free runner (caches and graphs; the next captured call builds new ones)."""
+        with self._lock:
+            self._free.clear()
 
     def memory_bytes(self) -> int:
         """The static caches' memory (runners not in use)."""

@@ -3,18 +3,12 @@ one per width bucket."""
 
 from __future__ import annotations
 
-import time
 import types
 
 import torch
 from torch import nn
 
-from specvlm.decoder import (
-    cache_argument_name,
-    new_static_cache,
-    set_static_cache_length,
-    static_cache_tensors,
-)
+from specvlm.decoder import cache_argument_name, new_static_cache, static_cache_tensors
 
 
 class CaptureFailed(RuntimeError):
@@ -26,8 +20,12 @@ class CaptureFailed(RuntimeError):
         self.role = role
 
 
-def _step(decoder, head, embed, cache, cache_name, ids, position_ids, mask, device):
-    """The function compiled per width: embed, decode over the static cache, project."""
+def _step(decoder, head, embed, cache, cache_name, ids, position_ids, mask, filled, device):
+    """The function compiled per width: write position, embed, decode over the static cache,
+    project. ``filled``: a 0-d device tensor, copied into every layer's write position inside
+    the graph (one host-side fill per forward, not one per layer)."""
+    for layer in cache.layers:
+        layer.cumulative_length.copy_(filled)
     out = decoder(
         inputs_embeds=embed(ids).to(device),
         position_ids=position_ids,
@@ -54,8 +52,9 @@ def _own_code_copy(function: types.FunctionType) -> types.FunctionType:
 
 class CapturedForward:
     """A static cache of ``capacity`` entries for ``decoder`` and a compiled forward per width
-    (compiled on its first use; :attr:`compile_seconds` sums the time). Used by one call at a time
-    (:class:`specvlm.capture.pool.CapturePool` hands it out)."""
+    (compiled on its first use). Used by one call at a time
+    (:class:`specvlm.capture.pool.CapturePool` hands it out; on a GPU, to the thread that
+    captured it: CUDA graphs belong to their thread's graph-tree manager)."""
 
     def __init__(
         self, decoder: nn.Module, head: nn.Module, embed: nn.Module, capacity: int, role: str
@@ -67,9 +66,11 @@ class CapturedForward:
         self.dtype = embed.weight.dtype
         self.cache = new_static_cache(decoder.config, capacity)
         self._cache_name = cache_argument_name(decoder)
+        self._filled = torch.zeros((), dtype=torch.long, device=self.device)
         self._compiled: dict[int, object] = {}
         self.eager_widths: dict[int, str] = {}  # width -> why its compiled forward was dropped
-        self.compile_seconds = 0.0
+        self.notes: list[str] = []  # what the captured forwards do not do (one line each)
+        self.last_used = 0.0  # time.monotonic() when last given back to its pool
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -85,41 +86,65 @@ class CapturedForward:
         a guard that changed, dynamo's recompile limit) runs eager over the same static cache
         from then on, and :attr:`eager_widths` says why: slower, never wrong."""
         width = ids.shape[1]
-        set_static_cache_length(self.cache, filled)
+        self._filled.fill_(filled)
         step = self._compiled.get(width)
         if step is None:
             if width in self.eager_widths:
-                return _step(*self._fixed(), ids, position_ids, mask, self.device)
+                return self._eager(ids, position_ids, mask)
             return self._first_call(ids, position_ids, mask)
         try:
-            logits = step(*self._fixed(), ids, position_ids, mask, self.device)
+            return self._run(step, ids, position_ids, mask)
+        except torch.OutOfMemoryError:
+            raise
         except Exception as error:
             del self._compiled[width]
             self.eager_widths[width] = _one_line(error)
-            set_static_cache_length(self.cache, filled)
-            return _step(*self._fixed(), ids, position_ids, mask, self.device)
+            return self._eager(ids, position_ids, mask)
+
+    def _run(self, step, ids, position_ids, mask) -> torch.Tensor:
+        decoder, head, embed, cache, name = (
+            self.decoder,
+            self.head,
+            self.embed,
+            self.cache,
+            self._cache_name,
+        )
+        logits = step(
+            decoder, head, embed, cache, name, ids, position_ids, mask, self._filled, self.device
+        )
         # a CUDA graph's output lives in its memory pool, overwritten by the next replay
         return logits.clone() if self.device.type == "cuda" else logits
 
-    def _fixed(self) -> tuple:
-        return self.decoder, self.head, self.embed, self.cache, self._cache_name
+    def _eager(self, ids, position_ids, mask) -> torch.Tensor:
+        return _step(
+            self.decoder,
+            self.head,
+            self.embed,
+            self.cache,
+            self._cache_name,
+            ids,
+            position_ids,
+            mask,
+            self._filled,
+            self.device,
+        )
 
     def _first_call(self, ids, position_ids, mask):
         width = ids.shape[1]
         mode = "reduce-overhead" if self.device.type == "cuda" else None
         step = torch.compile(_own_code_copy(_step), dynamic=False, fullgraph=True, mode=mode)
-        t0 = time.perf_counter()
         try:
-            logits = step(*self._fixed(), ids, position_ids, mask, self.device)
+            logits = self._run(step, ids, position_ids, mask)
+        except torch.OutOfMemoryError:
+            raise
         except Exception as error:
             raise CaptureFailed(
                 f"the {self.role}'s forward of width {width} could not be captured "
                 f"({_one_line(error)})",
                 self.role,
             ) from error
-        self.compile_seconds += time.perf_counter() - t0
         self._compiled[width] = step
-        return logits.clone() if self.device.type == "cuda" else logits
+        return logits
 
 
 def _one_line(error: Exception) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from specvlm.attention import AttentionPlan, BasePlan, MaskedPlan, TreePlan
+from specvlm.attention import AttentionPlan, BasePlan, MaskedPlan, TreePlan, attention_plan
 from specvlm.capture.buckets import width_bucket
 from specvlm.capture.runner import CapturedForward
 from specvlm.decoder import fill_static_cache, keep_static_cache_entries
@@ -70,7 +70,8 @@ class StaticSide(Side):
         padded = torch.cat([offsets, offsets[-1:].expand(width - n)])
         ids, pos = self.inputs(fed, padded, start)
         mask = step_mask(plan, self.filled, n, width, self.runner)
-        logits = self.runner(ids, pos, mask, self.filled)
+        with attention_plan(BasePlan()):  # an eager fallback runs the model's own attention
+            logits = self.runner(ids, pos, mask, self.filled)
         self.filled += n
         self.forwards += 1
         return self.present(logits[:, :n][:, logits_rows])

@@ -40,13 +40,31 @@ def entries_needed(prompt_len: int, max_new_tokens: int, tree_nodes: int) -> int
 
 
 def warm(side: StaticSide, widths: tuple[int, ...]) -> None:
-    """Compile the widths not compiled yet (each forward is rolled back)."""
-    filled = side.filled
+    """Compile the widths not compiled yet (each forward is rolled back). On a GPU each runs
+    three times: ``mode="reduce-overhead"`` warms up on the first call and records its CUDA
+    graph on the second, so the recording happens here, not in the first decoding step; where
+    inductor skipped the graph, the runner notes it (the width then runs compiled, unrecorded)."""
+    runner, filled = side.runner, side.filled
+    repeats = 3 if runner.device.type == "cuda" else 1
+    skips = _cudagraph_skips()
     for width in widths:
-        if width in side.runner.widths:
+        if width in runner.widths:
             continue
-        side.step([0] * width, torch.arange(width), BasePlan(), None, slice(0, 1))
-        side.keep(filled, [])
+        for _ in range(repeats):
+            side.step([0] * width, torch.arange(width), BasePlan(), None, slice(0, 1))
+            side.keep(filled, [])
+    if runner.device.type == "cuda" and _cudagraph_skips() > skips:
+        runner.notes.append("inductor skipped CUDA graphs for some widths (compiled, not replayed)")
+
+
+def _cudagraph_skips() -> int:
+    """Inductor's count of skipped CUDA graphs (0 where this torch does not keep it)."""
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters["inductor"]["cudagraph_skips"])
+    except Exception:  # a private counter: absent in some releases
+        return 0
 
 
 def adopter(

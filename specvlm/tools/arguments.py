@@ -67,7 +67,12 @@ def add_vllm_args_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    clip = parser.add_argument_group("the video and the question")
+    _add_demo_clip_arguments(parser.add_argument_group("the video and the question"))
+    _add_demo_run_arguments(parser.add_argument_group("SpecVLM and generation"))
+    _add_demo_machine_arguments(parser)
+
+
+def _add_demo_clip_arguments(clip) -> None:
     clip.add_argument(
         "--video",
         metavar="FILE",
@@ -91,7 +96,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "it was trained on, where naive SD is as fast)",
     )
     clip.add_argument("--prompt", metavar="TEXT", default=DEFAULT_PROMPT, help="the question")
-    run = parser.add_argument_group("SpecVLM and generation")
+
+
+def _add_demo_run_arguments(run) -> None:
     run.add_argument(
         "--drop-rate",
         metavar="RATE",
@@ -125,6 +132,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-new-tokens", metavar="N", type=int, default=32, help="length limit of the answer"
     )
     _add_sampling_arguments(run, "the random selector")
+
+
+def _add_demo_machine_arguments(parser: argparse.ArgumentParser) -> None:
     _add_pair_arguments(parser)
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if any)")
     parser.add_argument("--dtype", default=None, choices=DTYPES, help="default: as saved")

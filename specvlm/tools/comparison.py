@@ -163,6 +163,11 @@ def _stats_fields(method: str, stats) -> dict:
     return fields
 
 
+def _generator(inputs: dict, seed: int) -> dict:
+    """SpecVLM's sampling RNG, seeded, on the prompt's device."""
+    return {"generator": torch.Generator(inputs["input_ids"].device).manual_seed(seed)}
+
+
 def _error_record(record: dict, err: Exception) -> dict:
     return dict(
         record,
@@ -233,18 +238,10 @@ def run_method(
                     )
             else:
                 sd = spec_decoder(
-                    method,
-                    target,
-                    draft,
-                    drop_rate=drop_rate,
-                    tree=tree,
-                    random_seed=random_seed,
-                    capture=capture,
-                )
-                extra = {}
-                if sampling:
-                    device = inputs["input_ids"].device
-                    extra["generator"] = torch.Generator(device).manual_seed(seed)
+                    method, target, draft, drop_rate=drop_rate, tree=tree,
+                    random_seed=random_seed, capture=capture,
+                )  # fmt: skip
+                extra = _generator(inputs, seed) if sampling else {}
                 out, t = timed(lambda s: sd.generate(**inputs, streamer=s, **gen, **extra), devices)
                 record.update(_stats_fields(method, sd.last_stats))
     except Exception as err:  # recorded, not raised: a broken baseline stays in the results
