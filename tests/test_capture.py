@@ -391,3 +391,45 @@ def test_a_compiled_width_that_fails_later_runs_eager():
         "draft widths run eager: 1 (RuntimeError: recompile limit hit)"
     )
     assert 1 not in runner.widths and 2 in runner.widths
+
+
+# -------------------------------------------------------------------------------------------
+# On a GPU: CUDA graphs (mode="reduce-overhead"); skipped, and reported skipped, without one
+# -------------------------------------------------------------------------------------------
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+
+
+@needs_cuda
+@pytest.mark.parametrize("family", tm.FAMILIES)
+def test_cuda_graph_steps_give_the_targets_tokens(family):
+    """Captured steps replayed as CUDA graphs (draft and target), from the main thread and
+    from two worker threads at once (each thread records its own graphs)."""
+    import threading
+
+    target, _ = tm.make_pair(family, seed=0)
+    target = target.cuda()
+    draft = tm.make_copy_draft(target).cuda()
+    inputs = {
+        k: v.cuda() if isinstance(v, torch.Tensor) else v
+        for k, v in tm.make_inputs(family, target, seed=1).items()
+    }
+    with torch.no_grad():
+        ref = target.generate(**inputs, max_new_tokens=NEW, do_sample=False).tolist()
+    sd = specvlm.accelerate((target, draft), drop_rate=0.5, tree=TREE, capture=True)
+    assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref
+    stats = sd.last_stats
+    assert stats.captured and stats.target_captured, stats.capture_reason
+    auto = specvlm.accelerate((target, draft), drop_rate=0.5, tree=TREE)
+    assert auto.generate(**inputs, max_new_tokens=NEW).tolist() == ref
+    assert auto.last_stats.captured and not auto.last_stats.target_captured
+    outs: list = []
+
+    def worker():
+        outs.append(auto.generate(**inputs, max_new_tokens=NEW).tolist())
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outs == [ref, ref]
