@@ -27,6 +27,10 @@ class DraftPlan:
     # see; None where level d is a single node that sees all of them (a chain level).
     visible: tuple[torch.Tensor | None, ...]
     cuts: tuple[Tree | None, ...]  # cuts[d]: the tree cut at depth d (cuts[0] is None)
+    # parent_rows[d] / ranks[d] (d >= 1): CPU long [len(levels[d])], each node's parent's row
+    # in the forward before (the root: row 0; else its index in levels[d - 1]) and its rank
+    parent_rows: tuple[torch.Tensor | None, ...] = ()
+    ranks: tuple[torch.Tensor | None, ...] = ()
 
     @classmethod
     def of(cls, tree: Tree) -> DraftPlan:
@@ -41,7 +45,17 @@ class DraftPlan:
             vis = ancestors[list(nodes)][:, : counts[-1]]
             visible.append(None if len(nodes) == 1 and bool(vis.all()) else vis)
         cuts = (None,) + tuple(tree.cut(d) for d in range(1, tree.depth + 1))
-        return cls(tree, tree.max_rank() + 1, tuple(levels), tuple(counts), tuple(visible), cuts)
+        rows = {-1: 0} | {node: r for level in levels for r, node in enumerate(level)}
+        parent_rows = (None,) + tuple(
+            torch.tensor([rows[tree.parents[i]] for i in level]) for level in levels[1:]
+        )
+        ranks = (None,) + tuple(
+            torch.tensor([tree.paths[i][-1] for i in level]) for level in levels[1:]
+        )
+        return cls(
+            tree, tree.max_rank() + 1, tuple(levels), tuple(counts), tuple(visible), cuts,
+            parent_rows, ranks,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -190,6 +204,67 @@ def draft_tree(
                 sampled[node] = picked.draft_probs[row]
     drafted = plan.cuts[tree.depths[len(node_tokens) - 1]]
     return Proposal(drafted, node_tokens, prefix_len, root_pos, _stack(sampled, drafted.size))
+
+
+def draft_tree_on_device(
+    draft: Side,
+    plan: DraftPlan,
+    pending: list[int],
+    stop_tokens: frozenset[int] = frozenset(),
+    min_confidence: float = 0.0,
+    pick=None,
+) -> Proposal:
+    """:func:`draft_tree` for the draft's top-``k`` children (``pick`` None, no confidence
+    cut), with every level's tokens kept on the device: each level is fed the previous
+    forward's top-``k`` indices gathered by the plan's index tensors, and the host reads the
+    node tokens once, after the last level (instead of once per level). The whole tree is
+    always drafted: ``stop_tokens`` are not checked (nodes below a stop token are drafted and
+    never emitted: the stopping criteria end generation at the stop token), which changes the
+    work, never the output."""
+    if pick is not None or min_confidence > 0:
+        raise ValueError("drafting on the device takes the draft's top-k, with no confidence cut")
+    tree = plan.tree
+    base = draft.length
+    logits = draft.step(
+        pending,
+        torch.arange(len(pending)),
+        BasePlan(),
+        ones_mask(base + len(pending), draft.device),
+        slice(len(pending) - 1, len(pending)),
+    )
+    root_pos = draft.next_pos + len(pending) - 1
+    prefix_len = base + len(pending)
+    children = logits[0].topk(plan.top_k, dim=-1).indices  # [rows, k] on the device
+    levels = []
+    for level in range(1, tree.depth + 1):
+        at = children.device
+        tokens = children[plan.parent_rows[level].to(at), plan.ranks[level].to(at)]
+        levels.append(tokens)
+        if level == tree.depth:
+            break
+        step_plan, mask = _level_plan(plan, level, prefix_len, draft.device)
+        logits = draft.step(
+            tokens,
+            torch.full((len(plan.levels[level]),), level),
+            step_plan,
+            mask,
+            slice(None),
+            start=root_pos,
+        )
+        children = logits[0].topk(plan.top_k, dim=-1).indices
+    node_tokens = torch.cat(levels).tolist()  # the one read of the step's drafting
+    return Proposal(tree, node_tokens, prefix_len, root_pos)
+
+
+def _level_plan(plan: DraftPlan, level: int, prefix_len: int, device):
+    """The attention plan and mask feeding ``level``'s nodes after ``prefix_len`` entries."""
+    vis, fed = plan.visible[level], plan.counts[level]
+    if vis is None:  # a chain level: the node sees everything before it; plain causal
+        return BasePlan(), ones_mask(prefix_len + fed, device)
+    mask = torch.ones(1, 1, len(plan.levels[level]), prefix_len + fed, dtype=torch.bool)
+    mask[0, 0, :, prefix_len:] = vis
+    mask = mask.to(device)
+    return MaskedPlan(mask), mask
 
 
 def _stack(rows: dict[int, torch.Tensor], n: int) -> torch.Tensor | None:

@@ -41,7 +41,7 @@ class Side:
 
     def step(
         self,
-        tokens: list[int],
+        tokens,
         offsets: torch.Tensor,
         plan: AttentionPlan,
         attention_mask: torch.Tensor,
@@ -65,16 +65,25 @@ class Side:
         return self.present(logits)
 
     def inputs(
-        self, fed: list[int], offsets: torch.Tensor, start: torch.Tensor | None
+        self, fed, offsets: torch.Tensor, start: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ids ``[1, n]`` of the ``fed`` tokens and their position ids at ``start +
-        offsets`` (default start: ``next_pos``), where the decoder takes them."""
-        ids = torch.tensor([fed], device=self.embed.weight.device)
+        """The ids ``[1, n]`` of the ``fed`` tokens (ints, or a long tensor) and their position
+        ids at ``start + offsets`` (default start: ``next_pos``), where the decoder takes
+        them."""
+        if isinstance(fed, torch.Tensor):
+            ids = fed.to(self.embed.weight.device)[None]
+        else:
+            ids = torch.tensor([fed], device=self.embed.weight.device)
         start = self.next_pos if start is None else start
         return ids, positions.decode_positions(self.mrope, start, offsets, self.device)
 
-    def feedable(self, tokens: list[int]) -> list[int]:
-        """``tokens`` as this model is fed them (ids it lacks as :data:`PLACEHOLDER_ID`)."""
+    def feedable(self, tokens):
+        """``tokens`` (ints, or a long tensor kept where it is) as this model is fed them (ids
+        it lacks as :data:`PLACEHOLDER_ID`)."""
+        if isinstance(tokens, torch.Tensor):
+            if self.known_ids is None:
+                return tokens
+            return torch.where(tokens < self.known_ids, tokens, PLACEHOLDER_ID)
         if self.known_ids is None:
             return list(tokens)
         return [t if t < self.known_ids else PLACEHOLDER_ID for t in tokens]

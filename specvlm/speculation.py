@@ -35,7 +35,7 @@ from specvlm.attention import BasePlan, ScorePlan, attention_plan
 from specvlm.choice import TokenChooser
 from specvlm.decoder import capture_decoder_inputs, decoder_forward, new_cache
 from specvlm.devices import synchronized_now
-from specvlm.drafting import DraftPlan, draft_tree
+from specvlm.drafting import DraftPlan, Proposal, draft_tree
 from specvlm.families import Family, VideoLayout
 from specvlm.generation import GeneratedSequence
 from specvlm.side import Side, ones_mask
@@ -76,6 +76,8 @@ class Run:
     # captured steps (specvlm.capture), by role ("draft", "target"): makes the side the loop
     # runs from that model's prefilled side (absent: the eager side itself)
     adopt: dict[str, Callable[[Side], Side]] = field(default_factory=dict)
+    # how a step's tree is drafted (draft_tree, or draft_tree_on_device with captured steps)
+    drafter: Callable[..., Proposal] = draft_tree
     target: Side | None = None  # set by prefill_target
     draft: Side | None = None  # set by prefill_draft
     layout: VideoLayout | None = None  # where the video tokens are (None: no video)
@@ -317,7 +319,7 @@ def speculate(run: Run, root: int) -> int | None:
     stop_tokens = run.chooser.stop_tokens
     pending = [root]  # tokens the draft has not processed yet; the last one is the root
     while True:
-        proposal = draft_tree(
+        proposal = run.drafter(
             run.draft,
             plan,
             pending,

@@ -14,6 +14,7 @@ from specvlm.capture.pool import CapturePool
 from specvlm.capture.runner import CapturedForward, CaptureFailed
 from specvlm.capture.side import StaticSide
 from specvlm.capture.steps import adopter, draft_widths, entries_needed, verify_widths
+from specvlm.drafting import draft_tree_on_device
 
 ROLES = ("draft", "target")
 
@@ -82,8 +83,13 @@ class PairCapture:
         found.reasons[error.role] = self.decide(error.role)[1]
 
     def attach(self, found: CallRunners, run) -> None:
-        """Put the call's sides on its runners when the loop has prefilled them."""
+        """Put the call's sides on its runners when the loop has prefilled them; a captured
+        draft drafting top-k children drafts on the device (one read to the host per step's
+        drafting, not one per level: :func:`specvlm.drafting.draft_tree_on_device`)."""
         tree = run.settings.tree
+        top_k = not run.chooser.sampled_children and run.settings.min_draft_confidence == 0
+        if found.runners["draft"] is not None and top_k:
+            run.drafter = draft_tree_on_device
         widths = {
             "draft": draft_widths(tree) if tree is not None else (),
             "target": verify_widths(tree) if tree is not None else (1,),

@@ -49,7 +49,7 @@ class StaticSide(Side):
 
     def step(
         self,
-        tokens: list[int],
+        tokens,
         offsets: torch.Tensor,
         plan: AttentionPlan,
         attention_mask: torch.Tensor,
@@ -66,7 +66,7 @@ class StaticSide(Side):
                 f"the static cache ({self.runner.capacity} entries) cannot take {width} "
                 f"more after {self.filled}"
             )
-        fed = self.feedable(tokens) + [PLACEHOLDER_ID] * (width - n)
+        fed = _padded(self.feedable(tokens), width)
         padded = torch.cat([offsets, offsets[-1:].expand(width - n)])
         ids, pos = self.inputs(fed, padded, start)
         mask = step_mask(plan, self.filled, n, width, self.runner)
@@ -79,6 +79,13 @@ class StaticSide(Side):
     def keep(self, start: int, offsets: list[int]) -> None:
         keep_static_cache_entries(self.cache, start, offsets)
         self.filled = start + len(offsets)
+
+
+def _padded(fed, width: int):
+    """The fed tokens (ints, or a device tensor) and :data:`PLACEHOLDER_ID` up to ``width``."""
+    if isinstance(fed, torch.Tensor):
+        return torch.cat([fed, fed.new_full((width - len(fed),), PLACEHOLDER_ID)])
+    return list(fed) + [PLACEHOLDER_ID] * (width - len(fed))
 
 
 def step_mask(
