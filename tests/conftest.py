@@ -36,3 +36,13 @@ def accelerate_calls(monkeypatch):
 
     monkeypatch.setattr(specvlm, "accelerate", spy)
     return calls
+
+
+@pytest.fixture
+def traced_capture(monkeypatch):
+    """Captured steps compiled with the ``aot_eager`` backend: the same dynamo trace (graph,
+    guards, mutations of the static cache) without inductor's code generation, for tests of
+    the logic around it; a few tests keep inductor (tests/test_capture.py)."""
+    from specvlm.capture import runner
+
+    monkeypatch.setattr(runner, "COMPILE_BACKEND", "aot_eager")

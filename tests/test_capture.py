@@ -25,6 +25,10 @@ from specvlm.verify import verify_mask
 from tests import tiny_models as tm
 
 pytestmark = pytest.mark.usefixtures("one_thread", "reference_kernels")
+# Inductor (what ships) compiles the static-side tests, LLaVA-OneVision's end-to-end test and the
+# sampling test; the others test the logic around the compiler with the aot_eager backend
+# (traced_capture: the same dynamo graph, no code generation), to keep the suite's time.
+traced = pytest.mark.usefixtures("traced_capture")
 
 NEW = 24
 TREE = [[0], [1], [0, 0], [0, 1], [1, 0], [0, 0, 0]]  # levels of 2, 3, 1 nodes
@@ -133,6 +137,7 @@ def test_runners_kept_apart_reused_and_keyed_by_dtype():
     assert not capture._free
 
 
+@traced
 def test_capture_true_without_speculation_checks_only_the_target(monkeypatch):
     """speculate=False runs no draft: a draft that could not be captured is no error."""
     target, draft = pair("llava_onevision")
@@ -236,7 +241,9 @@ def _same_steps(eager, static):
 # End to end: the target's output, the eager run's acceptance
 # -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", tm.FAMILIES)
-def test_greedy_identical_with_capture(family):
+def test_greedy_identical_with_capture(family, request):
+    if family != "llava_onevision":
+        request.getfixturevalue("traced_capture")
     target, draft = pair(family)
     eager = specvlm.accelerate((target, draft), drop_rate=0.5, tree=TREE, capture=False)
     for copy_draft, seed, new in ((False, 1, NEW), (True, 2, 90), (True, 4, NEW)):
@@ -277,6 +284,7 @@ def test_sampling_with_capture_matches_eager_draws():
     assert outs[0].tolist() == outs[1].tolist()
 
 
+@traced
 def test_padded_draft_vocabulary_with_capture():
     family = "llava_onevision"
     target = pair(family)[0]
@@ -290,6 +298,7 @@ def test_padded_draft_vocabulary_with_capture():
     assert sd.last_stats.captured
 
 
+@traced
 def test_static_caches_released_with_the_decoder():
     family = "llava_onevision"
     target, draft = pair(family)
@@ -304,6 +313,7 @@ def test_static_caches_released_with_the_decoder():
     assert all(k() is None for k in keys)
 
 
+@traced
 def test_policy_chooses_by_the_captured_costs():
     """With the automatic policy, calibration measures each model on the call's own runner (its
     widths compiled once, shared with the call); the output stays the target's."""
@@ -367,6 +377,7 @@ def test_auto_falls_back_to_eager_where_capture_fails(monkeypatch):
         forced.generate(**inputs, max_new_tokens=NEW)
 
 
+@traced
 def test_a_compiled_width_that_fails_later_runs_eager():
     """A compiled forward that fails after its first call (a guard that changed past dynamo's
     recompile limit, say) is dropped: the width runs eager over the same static cache, the

@@ -10,6 +10,11 @@ from torch import nn
 
 from specvlm.decoder import cache_argument_name, new_static_cache, static_cache_tensors
 
+# torch.compile's backend for captured steps. "inductor" is what ships; tests of the logic
+# around it (caches, masks, fallbacks) may run "aot_eager", which traces the same graph and
+# skips code generation (seconds per graph on a fresh machine).
+COMPILE_BACKEND = "inductor"
+
 
 class CaptureFailed(RuntimeError):
     """A forward could not be compiled / captured (``capture="auto"`` then runs eager);
@@ -131,8 +136,11 @@ class CapturedForward:
 
     def _first_call(self, ids, position_ids, mask):
         width = ids.shape[1]
-        mode = "reduce-overhead" if self.device.type == "cuda" else None
-        step = torch.compile(_own_code_copy(_step), dynamic=False, fullgraph=True, mode=mode)
+        inductor = COMPILE_BACKEND == "inductor"
+        mode = "reduce-overhead" if self.device.type == "cuda" and inductor else None
+        step = torch.compile(
+            _own_code_copy(_step), backend=COMPILE_BACKEND, dynamic=False, fullgraph=True, mode=mode
+        )
         try:
             logits = self._run(step, ids, position_ids, mask)
         except torch.OutOfMemoryError:
