@@ -148,16 +148,7 @@ def draft_tree(
     """
     pick = pick or TopKChildren(with_probs=min_confidence > 0)
     tree = plan.tree
-    base = draft.length
-    logits = draft.step(
-        pending,
-        torch.arange(len(pending)),
-        BasePlan(),
-        ones_mask(base + len(pending), draft.device),
-        slice(len(pending) - 1, len(pending)),
-    )
-    root_pos = draft.next_pos + len(pending) - 1
-    prefix_len = base + len(pending)
+    logits, root_pos, prefix_len = _feed_pending(draft, pending)
     first = pick(logits[0, -1:], plan.top_k, [[]])
     children = {-1: (first.tokens[0], first.probs[0])}
     sampled = {} if first.draft_probs is None else {-1: first.draft_probs[0]}
@@ -180,15 +171,7 @@ def draft_tree(
             for i in nodes
         ):
             break
-        vis = plan.visible[level]
-        fed = plan.counts[level]
-        if vis is None:  # a chain level: the node sees everything before it; plain causal
-            step_plan, mask = BasePlan(), ones_mask(prefix_len + fed, draft.device)
-        else:
-            mask = torch.ones(1, 1, len(nodes), prefix_len + fed, dtype=torch.bool)
-            mask[0, 0, :, prefix_len:] = vis
-            mask = mask.to(draft.device)
-            step_plan = MaskedPlan(mask)
+        step_plan, mask = _level_plan(plan, level, prefix_len, draft.device)
         logits = draft.step(
             [path[i][-1] for i in nodes],
             torch.full((len(nodes),), level),
@@ -224,16 +207,7 @@ def draft_tree_on_device(
     if pick is not None or min_confidence > 0:
         raise ValueError("drafting on the device takes the draft's top-k, with no confidence cut")
     tree = plan.tree
-    base = draft.length
-    logits = draft.step(
-        pending,
-        torch.arange(len(pending)),
-        BasePlan(),
-        ones_mask(base + len(pending), draft.device),
-        slice(len(pending) - 1, len(pending)),
-    )
-    root_pos = draft.next_pos + len(pending) - 1
-    prefix_len = base + len(pending)
+    logits, root_pos, prefix_len = _feed_pending(draft, pending)
     children = logits[0].topk(plan.top_k, dim=-1).indices  # [rows, k] on the device
     levels = []
     for level in range(1, tree.depth + 1):
@@ -254,6 +228,20 @@ def draft_tree_on_device(
         children = logits[0].topk(plan.top_k, dim=-1).indices
     node_tokens = torch.cat(levels).tolist()  # the one read of the step's drafting
     return Proposal(tree, node_tokens, prefix_len, root_pos)
+
+
+def _feed_pending(draft: Side, pending: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Feed the pending tokens as a causal chain: the root's logits ``[1, 1, V]``, the root's
+    position, and the draft cache's length after them (where the tree's nodes start)."""
+    base = draft.length
+    logits = draft.step(
+        pending,
+        torch.arange(len(pending)),
+        BasePlan(),
+        ones_mask(base + len(pending), draft.device),
+        slice(len(pending) - 1, len(pending)),
+    )
+    return logits, draft.next_pos + len(pending) - 1, base + len(pending)
 
 
 def _level_plan(plan: DraftPlan, level: int, prefix_len: int, device):
