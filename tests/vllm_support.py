@@ -4,9 +4,10 @@
   that agrees with it, so drafts are accepted), saved as checkpoint directories with a word-level
   tokenizer over the shared 128-token vocabulary and the processor files vLLM's multimodal
   pipeline reads.
-* :func:`register_test_architecture`: the test architectures of tests/vllm_test_plugin (vLLM's
-  own Qwen2.5-VL and LLaVA-OneVision model classes, changed only where the CPU test environment
-  needs it; the plugin says how), which vLLM also registers in every process it starts.
+* :func:`register_test_architecture`: the test architecture of tests/vllm_test_plugin (vLLM's
+  own Qwen2.5-VL model class with a torchvision-free processor; the plugin says how), which
+  vLLM also registers in every process it starts. The micro pair's architecture is the
+  package's own (:mod:`specvlm.vllm_plugin.models`).
 * :func:`video`, :func:`prompt`: distinct random videos and prompts.
 * :func:`micro_engine`, :func:`micro_requests`: the embedded micro LLaVA-OneVision pair (a
   trained target and draft) served by vLLM.
@@ -24,8 +25,8 @@ import torch
 
 from tests import tiny_models as tm
 
-ARCHITECTURE = "PlainVideoQwen2_5_VL"  # the names tests/vllm_test_plugin registers
-MICRO_ARCHITECTURE = "MicroLlavaOnevision"
+ARCHITECTURE = "PlainVideoQwen2_5_VL"  # the name tests/vllm_test_plugin registers
+MICRO_ARCHITECTURE = "SpecVLMMicroLlavaOnevision"  # the package's (specvlm.vllm_plugin.models)
 _SPECIALS = {
     112: "<|im_end|>",
     113: "<|endoftext|>",

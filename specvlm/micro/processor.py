@@ -64,8 +64,10 @@ machine has no torchvision: PyPI's wheels do not load beside the CPU torch 2.13 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
+import json
 import os
 from collections.abc import Iterator
 
@@ -193,7 +195,9 @@ def build_processor(
         return _build_processor(tokenizer, frame_size, patch_size)
 
 
-def _build_processor(tokenizer, frame_size: int, patch_size: int) -> LlavaOnevisionProcessor:
+def _build_processor(
+    tokenizer, frame_size: int, patch_size: int, processor_cls=LlavaOnevisionProcessor
+) -> LlavaOnevisionProcessor:
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
     )
@@ -211,13 +215,43 @@ def _build_processor(tokenizer, frame_size: int, patch_size: int) -> LlavaOnevis
         do_normalize=False,
         do_pad=True,
     )
-    return LlavaOnevisionProcessor(
+    return processor_cls(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
         num_image_tokens=(frame_size // patch_size) ** 2,
         vision_feature_select_strategy="full",
         chat_template=CHAT_TEMPLATE,
+    )
+
+
+class _CheckedVideoProcessorLlavaOnevision(LlavaOnevisionProcessor):
+    """The stock processor; its argument check, which looks for torchvision's video base class
+    on the top-level transformers module, is skipped for the video processor (built here)."""
+
+    def check_argument_for_proper_class(self, argument_name, argument):
+        if argument_name == "video_processor":
+            return type(argument)
+        return super().check_argument_for_proper_class(argument_name, argument)
+
+
+@functools.lru_cache(maxsize=4)
+def micro_processor(path: str) -> LlavaOnevisionProcessor:
+    """The processor of the micro checkpoint at ``path``, built without torchvision and without
+    touching transformers' module (what vLLM serves the pair with: specvlm.vllm_plugin.models).
+    Its sizes are read from the checkpoint (``processor_config.json``, ``config.json``); the
+    tokenizer is the checkpoint's."""
+    from transformers import AutoTokenizer
+
+    with open(os.path.join(path, "processor_config.json")) as f:
+        frame_size = json.load(f)["video_processor"]["size"]["height"]
+    with open(os.path.join(path, "config.json")) as f:
+        patch_size = json.load(f)["vision_config"]["patch_size"]
+    return _build_processor(
+        AutoTokenizer.from_pretrained(path),
+        frame_size,
+        patch_size,
+        processor_cls=_CheckedVideoProcessorLlavaOnevision,
     )
 
 

@@ -66,6 +66,45 @@ def add_vllm_args_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="the target: a checkpoint directory, a hub id, or `micro` (the embedded pair's)",
+    )
+    parser.add_argument(
+        "--draft",
+        metavar="DRAFT",
+        default=None,
+        help="the SpecVLM draft (directory, hub id or `micro`); without it, the target alone",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (8000)")
+    parser.add_argument(
+        "--frames",
+        metavar="N",
+        type=int,
+        default=None,
+        help="frames per video, sampled uniformly (default: every frame; vLLM's own: 32)",
+    )
+    parser.add_argument(
+        "--num-speculative-tokens", metavar="K", type=int, default=4, help="chain length (4)"
+    )
+    parser.add_argument(
+        "--drop-rate", type=float, default=0.9, help="share of video tokens pruned (0.9)"
+    )
+    parser.add_argument("--mass", type=float, default=0.4, help="Stage I attention mass (0.4)")
+    parser.add_argument("--selector", default="two_stage", help="pruning selector (two_stage)")
+    parser.add_argument(
+        "--draft-sampled",
+        action="store_true",
+        help="also draft sampled requests (CUDA only; default: greedy requests only)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the server's command instead of running it"
+    )
+
+
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     _add_demo_clip_arguments(parser.add_argument_group("the video and the question"))
     _add_demo_run_arguments(parser.add_argument_group("SpecVLM and generation"))

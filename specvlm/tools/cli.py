@@ -1,5 +1,5 @@
 """Command-line entry point: ``specvlm <command>`` (``demo``, ``bench``, ``selfcheck``,
-``vllm-args``).
+``serve``, ``vllm-args``).
 
 The parser is built from :mod:`specvlm.tools.arguments` alone; a command's module (which
 defines the Triton kernels) is imported once the command is chosen and its backend set.
@@ -32,6 +32,7 @@ examples:
   specvlm demo --temperature 0.7 --seed 1  sampling instead of greedy decoding
   specvlm bench --quick --out bench-results
   specvlm selfcheck                        every kernel against its PyTorch reference
+  specvlm serve micro --draft micro        vLLM's OpenAI server, the embedded pair
   eval "vllm serve TARGET $(specvlm vllm-args --draft DRAFT)"   vLLM with a SpecVLM draft
 
 Each command's options: specvlm COMMAND --help"""
@@ -56,6 +57,14 @@ COMMANDS = {
         "run every kernel against its PyTorch reference",
         "Every kernel on small random inputs against its fp64 PyTorch reference, with timings.",
         arguments.add_selfcheck_arguments,
+    ),
+    "serve": (
+        "serve a model over HTTP (vLLM's OpenAI API), with or without a SpecVLM draft",
+        "vLLM's OpenAI-compatible server for MODEL, with the SpecVLM draft --draft (without it,\n"
+        "the target alone). Every option vLLM's server takes may follow (--max-model-len,\n"
+        "--allowed-local-media-path, ...). docs/serving.md has the worked commands.\n"
+        "  specvlm serve micro --draft micro      the embedded pair on 127.0.0.1:8000",
+        arguments.add_serve_arguments,
     ),
     "vllm-args": (
         "print the vllm serve flags that add a SpecVLM draft",
@@ -162,9 +171,22 @@ def _vllm_args(args) -> int:
     return 0
 
 
+def _serve(args, passthrough: list[str]) -> int:
+    from specvlm.vllm_plugin import launch  # light: no vLLM, no torch
+
+    try:
+        launch.check_serve_args(args)
+        return launch.main(args, passthrough)
+    except ToolError as err:
+        print(f"specvlm serve: error: {err}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, commands = _parsers()
     args, unknown = parser.parse_known_args(argv)
+    if args.command == "serve":  # the rest is vLLM's server options
+        return _serve(args, unknown)
     if unknown:  # the command's own usage, not the top-level one
         commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
