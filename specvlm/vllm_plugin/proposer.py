@@ -137,8 +137,13 @@ class SpecVLMProposer:
             )
 
     def attach(self, runner) -> None:
-        """Called by the worker once the runner holds the target: wrap its attention layers."""
+        """Called by the worker once the runner holds the target: wrap its attention layers (and
+        give the scorer the tensor-parallel group, whose ranks each see a shard of the heads)."""
+        from vllm.distributed import get_tp_group
+
         self.runner = runner
+        group = get_tp_group()
+        self.scorer.group = group if group.world_size > 1 else None
         layers = runner.vllm_config.compilation_config.static_forward_context
         self.scorer.install(
             runner,

@@ -13,6 +13,13 @@ per layer.
 Which flat batch rows belong to which request comes from the step's scheduler output (the worker
 hands it over before the forward) and the runner's batch order, not from backend-specific
 attention metadata, so the same code serves every attention backend.
+
+Under tensor parallelism each rank's wrapper sees only its shard of the heads, so each rank's
+buffer is the mean over its ``Hq / TP`` heads. After each forward (:meth:`PrefillScorer.
+reduce_completed`, which the worker calls) the buffers of the requests whose scores completed in
+that step are summed over the tensor-parallel group in one collective
+(:func:`all_reduce_scores`) and divided by the group's size: every rank then holds the mean over
+all heads, and every rank prunes alike.
 """
 
 from __future__ import annotations
@@ -81,6 +88,8 @@ class PrefillScorer:
         self.layers = 0
         self._scheduled: dict = {}
         self._chunks: dict[str, _Chunk] | None = {}
+        self.group = None  # the tensor-parallel group (vLLM's GroupCoordinator); None: one rank
+        self._completed: list[str] = []  # requests whose scores completed in this step
 
     # ---------------------------------------------------------------- set-up
     def install(self, runner, attention_layers: dict) -> None:
@@ -116,6 +125,25 @@ class PrefillScorer:
     def end_step(self) -> None:
         """After the forward (the worker calls it): nothing to locate until the next step."""
         self._chunks = {}
+
+    def reduce_completed(self) -> None:
+        """After a forward that ran (the worker calls it on every rank): the scores completed in
+        it, summed over the tensor-parallel group, before any rank prunes with them.
+
+        Every rank reaches the collective in the same order, or none does: ranks run the same
+        schedule (the same scheduler output, the same runner batch order, the same number of
+        wrapped layers), so the same requests complete their prefill in the same step on every
+        rank, and their buffers (same lengths: the same layouts) are reduced in one collective
+        per step, in sorted request-id order. A step where nothing completed makes no
+        collective on any rank."""
+        done, self._completed = sorted(set(self._completed)), []
+        states = [self.pending.get(rid) for rid in done]
+        states = [s for s in states if s is not None and s.buffer is not None]
+        # the buffers are inference tensors (made in the forward): new ones replace them
+        with torch.inference_mode():
+            reduced = all_reduce_scores([s.buffer for s in states], self.group)
+        for state, buffer in zip(states, reduced, strict=True):
+            state.buffer = buffer
 
     def _locate(self) -> dict[str, _Chunk]:
         runner, chunks, offset = self.runner, {}, 0
@@ -187,6 +215,8 @@ class PrefillScorer:
                 state.queries.setdefault(name, []).append(q[text_from:rows].clone())
             if end == state.prompt_len:
                 self._score_layer(state, name, layer)
+                if state.layers_done == self.layers:
+                    self._completed.append(rid)
 
     def _score_layer(self, state: PendingScores, name: str, layer) -> None:
         keys = torch.cat(state.keys.pop(name))  # [L, Hk, D]
@@ -210,6 +240,22 @@ class PrefillScorer:
             q_offset=state.layout.text_start - origin,
             out=state.buffer,
         )
+
+
+def all_reduce_scores(buffers: list[torch.Tensor], group) -> list[torch.Tensor]:
+    """Each fp32 score buffer's mean over the ranks of ``group`` (new tensors, the same shapes).
+
+    ``group``: anything with ``world_size`` and ``all_reduce(tensor) -> tensor`` (a sum), such
+    as vLLM's ``GroupCoordinator`` (``vllm.distributed.get_tp_group()``); None or a world of one
+    rank: the buffers themselves, and no collective. Each rank's buffers hold the mean over its
+    equal share of the heads, so the sum over ranks divided by the world size is the mean over
+    all heads. The buffers (same count and lengths on every rank) go in one collective."""
+    if group is None or group.world_size == 1 or not buffers:
+        return list(buffers)
+    flat = torch.cat([b.reshape(-1) for b in buffers])
+    summed = group.all_reduce(flat) / group.world_size
+    sizes = [b.numel() for b in buffers]
+    return [part.view_as(b) for part, b in zip(torch.split(summed, sizes), buffers, strict=True)]
 
 
 def _as_heads(x: torch.Tensor, layer) -> torch.Tensor:

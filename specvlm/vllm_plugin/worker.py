@@ -6,7 +6,8 @@ multimodal inputs, nor the end of a prefill, nor finished requests. The worker h
 with three additions: after the model is loaded it gives the proposer the model runner
 (:meth:`~specvlm.vllm_plugin.proposer.SpecVLMProposer.attach`); before each step it passes the
 scheduler output on (:meth:`~specvlm.vllm_plugin.proposer.SpecVLMProposer.begin_step`: finished
-and aborted requests are released, prompt chunks located for the scorer); and
+and aborted requests are released, prompt chunks located for the scorer); after each forward it
+has the scorer sum the scores completed in it over the tensor-parallel ranks; and
 ``llm.collective_rpc("specvlm_stats")`` reports the proposer's counters.
 """
 
@@ -44,10 +45,15 @@ class _SpecVLMMixin:
         if drafter is not None:
             drafter.begin_step(scheduler_output)
         try:
-            return super().execute_model(scheduler_output, *args, **kwargs)
+            result = super().execute_model(scheduler_output, *args, **kwargs)
         finally:
             if drafter is not None:
                 drafter.scorer.end_step()  # the forward is over: nothing more to locate
+        if drafter is not None:
+            # the scores completed in this forward, summed over the tensor-parallel ranks (every
+            # rank runs this step; a forward that raised makes no collective)
+            drafter.scorer.reduce_completed()
+        return result
 
     def specvlm_stats(self) -> dict:
         """The proposer's counters, the requests it holds state for, and this worker's pid."""
