@@ -10,11 +10,14 @@ import json
 import os
 import sys
 
+# before anything imports transformers or vLLM (here and in a spawned process, which imports
+# this module again): hide the packages scripts/test_vllm.sh names, as `specvlm serve` does
+importlib.import_module("specvlm.vllm_plugin.server")
+
 
 def main() -> None:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    importlib.import_module("specvlm.vllm_plugin.server")  # hides SPECVLM_HIDE_PACKAGES first
     from vllm import SamplingParams
 
     from specvlm.vllm_plugin import engine_args
