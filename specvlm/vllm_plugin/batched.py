@@ -52,6 +52,8 @@ class BatchedDraftCache:
     key of the caller's (a request id). Belongs to one proposer: not shared between threads."""
 
     def __init__(self, slots: int = 4, headroom: int = 64):
+        # the store is written under inference mode only (its tensors are inference tensors:
+        # no autograd bookkeeping), whichever mode the caller runs in
         if slots < 1 or headroom < 0:
             raise ValueError(f"slots must be >= 1 and headroom >= 0, got {slots}, {headroom}")
         self.initial_slots = slots
@@ -78,6 +80,7 @@ class BatchedDraftCache:
     def __contains__(self, key: Hashable) -> bool:
         return key in self.slot_of
 
+    @torch.inference_mode()
     def admit(self, key: Hashable, cache) -> None:
         """Copy ``cache`` (a prefilled transformers ``DynamicCache``) into a free slot for
         ``key``."""
@@ -98,6 +101,7 @@ class BatchedDraftCache:
         self.owners.append(key)
         self.slot_of[key] = slot
 
+    @torch.inference_mode()
     def release(self, key: Hashable) -> None:
         """Free ``key``'s slot (nothing if it holds none); the last live slot moves into it."""
         slot = self.slot_of.pop(key, None)
@@ -132,6 +136,7 @@ class BatchedDraftCache:
             self.values[layer][slot : slot + 1, :, :length],
         )
 
+    @torch.inference_mode()
     def reserve(self, slots: int, capacity: int) -> None:
         """At least ``slots`` slots of ``capacity`` entries: doubled (copying the store) until
         they fit."""
@@ -193,6 +198,7 @@ class _StepCache:
         return self.past
 
 
+@torch.inference_mode()
 def draft_chains(
     store: BatchedDraftCache,
     keys: list[Hashable],
