@@ -8,10 +8,10 @@ What vLLM runs per step, for ``B`` concurrent requests and chains of ``k`` token
 * with the plugin: the target verifies ``B * (k + 1)`` tokens in one forward, and the draft runs
   ``k`` forwards (the pending tokens, then one per chain position but the last) on its pruned
   context. As built, they are batched across requests (``k`` forwards of ``B`` requests,
-  :mod:`specvlm.vllm_plugin.batched`), each also copying every request's draft cache into the
-  batch and back (counted as four reads and writes of the draft caches); the
-  rows "per request" are drafting request after request (``B * k`` forwards of one request), as
-  the plugin's first version did.
+  :mod:`specvlm.vllm_plugin.batched`), over one persistent batched draft cache that each
+  forward writes in place (no cache copies: each request's draft cache is read once per
+  forward, by its attention); the rows "per request" are drafting request after request
+  (``B * k`` forwards of one request), as the plugin's first version did.
 
 A step emits ``(1 - a**(k + 1)) / (1 - a)`` tokens per request on average when each chain
 position is accepted with probability ``a`` (given, not modelled). Each forward costs
@@ -69,9 +69,7 @@ def decode_speedup(
     alone = batch_forward_seconds(target, gpu, s.target_gpus, batch, 1, ctx_t)
     verify = batch_forward_seconds(target, gpu, s.target_gpus, batch, s.k + 1, ctx_t)
     if batched_draft:
-        copied = draft.kv_bytes_per_token() * batch * ctx_d if batch > 1 else 0.0  # 1: no copy
-        copies = 4 * 2.0 * copied / gpu.bandwidth  # pad, stack, append, copy back: read + write
-        drafting = s.k * (batch_forward_seconds(draft, gpu, 1, batch, 1, ctx_d) + copies)
+        drafting = s.k * batch_forward_seconds(draft, gpu, 1, batch, 1, ctx_d)
     else:
         drafting = batch * s.k * batch_forward_seconds(draft, gpu, 1, 1, 1, ctx_d)
     return tokens_per_step(acceptance, s.k) * alone / (verify + drafting)
