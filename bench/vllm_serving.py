@@ -108,12 +108,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per request")
     parser.add_argument("--frames", type=int, default=16, help="raw frames per video")
-    parser.add_argument("-k", type=int, default=3, help="num_speculative_tokens")
+    parser.add_argument(
+        "-k", type=int, default=4, help="num_speculative_tokens (default: specvlm vllm-args')"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        help="run only the configurations whose name contains this (repeatable)",
+    )
+    parser.add_argument(
+        "--levels", default="1,4,8", help="concurrency levels, comma-separated (default 1,4,8)"
+    )
     args = parser.parse_args()
     import torch
     import vllm
 
-    levels = (1, 4, 8)
+    levels = tuple(int(n) for n in args.levels.split(","))
     spec = dict(num_speculative_tokens=args.k)
     with tempfile.TemporaryDirectory() as root:
         paths = vs.write_pair(root)
@@ -134,41 +144,52 @@ def main() -> None:
                 **kwargs,
             )
 
-        configs = {
-            "micro: target alone": _run(micro_engine(), ignore_eos=False, **micro),
-            "micro: SpecVLM (drop 0.9)": _run(
+        runs = {
+            "micro: target alone": lambda: _run(micro_engine(), ignore_eos=False, **micro),
+            "micro: SpecVLM (drop 0.9)": lambda: _run(
                 micro_engine(**engine_args(draft=vs.micro_draft(), **spec)),
                 ignore_eos=False,
                 **micro,
             ),
-            "micro: naive (drop 0)": _run(
+            "micro: naive (drop 0)": lambda: _run(
                 micro_engine(**engine_args(draft=vs.micro_draft(), drop_rate=0.0, **spec)),
                 ignore_eos=False,
                 **micro,
             ),
-            "micro, 961 video tokens: target alone": _run(micro_engine(), ignore_eos=False, **long),
-            "micro, 961 video tokens: SpecVLM (drop 0.9)": _run(
+            "micro, 961 video tokens: target alone": lambda: _run(
+                micro_engine(), ignore_eos=False, **long
+            ),
+            "micro, 961 video tokens: SpecVLM (drop 0.9)": lambda: _run(
                 micro_engine(**engine_args(draft=vs.micro_draft(), **spec)),
                 ignore_eos=False,
                 **long,
             ),
-            "micro, 961 video tokens: naive (drop 0)": _run(
+            "micro, 961 video tokens: naive (drop 0)": lambda: _run(
                 micro_engine(**engine_args(draft=vs.micro_draft(), drop_rate=0.0, **spec)),
                 ignore_eos=False,
                 **long,
             ),
-            "small: target alone": _run(lambda: _tiny(paths["target"]), batch=tiny_batch, **tiny),
-            "small: SpecVLM (drop 0.9)": _run(
+            "small: target alone": lambda: _run(
+                lambda: _tiny(paths["target"]), batch=tiny_batch, **tiny
+            ),
+            "small: SpecVLM (drop 0.9)": lambda: _run(
                 lambda: _tiny(paths["target"], **engine_args(draft=paths["draft"], **spec)),
                 batch=tiny_batch,
                 **tiny,
             ),
-            "agreeing: target alone": _run(lambda: _tiny(paths["blind"]), batch=tiny_batch, **tiny),
-            "agreeing: SpecVLM (drop 0.9)": _run(
+            "agreeing: target alone": lambda: _run(
+                lambda: _tiny(paths["blind"]), batch=tiny_batch, **tiny
+            ),
+            "agreeing: SpecVLM (drop 0.9)": lambda: _run(
                 lambda: _tiny(paths["blind"], **engine_args(draft=paths["blind_copy"], **spec)),
                 batch=tiny_batch,
                 **tiny,
             ),
+        }
+        configs = {
+            name: run()
+            for name, run in runs.items()
+            if not args.only or any(part in name for part in args.only)
         }
     result = dict(
         hardware=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (CPU only)",

@@ -348,10 +348,11 @@ def decoder_forward(
     position_ids: torch.Tensor | None,
     attention_mask: torch.Tensor,
     *,
-    logits_rows: slice | None = None,
+    logits_rows: slice | torch.Tensor | None = None,
     extra: dict | None = None,
 ) -> torch.Tensor | None:
-    """One decoder forward with our cache; the logits of ``logits_rows`` (None: no logits)."""
+    """One decoder forward with our cache; the logits of ``logits_rows`` (None: no logits; a
+    long tensor ``[B]``: batch row ``b``'s entry ``logits_rows[b]`` only, ``[B, 1, V]``)."""
     kwargs = {cache_argument_name(decoder): cache}
     out = decoder(
         inputs_embeds=inputs_embeds,
@@ -364,7 +365,11 @@ def decoder_forward(
     if logits_rows is None:
         return None
     hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
-    hidden = hidden[:, logits_rows]
+    if isinstance(logits_rows, torch.Tensor):
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        hidden = hidden[rows, logits_rows.to(hidden.device)][:, None]
+    else:
+        hidden = hidden[:, logits_rows]
     return lm_head(hidden.to(lm_head.weight.device))
 
 

@@ -181,7 +181,8 @@ def test_packages_that_cannot_load_are_found_and_hidden(tmp_path, monkeypatch):
     assert done.returncode == 0 and done.stdout.strip() == "hidden", done.stderr
     # without the hiding the import fails with the package's own error
     env.pop("SPECVLM_HIDE_PACKAGES")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    unhidden = f"import specvlm.vllm_plugin.server\nimport {name}\n"
+    done = subprocess.run([sys.executable, "-c", unhidden], capture_output=True, text=True, env=env)
     assert "operator torchvision::nms" in done.stderr
 
 

@@ -334,6 +334,8 @@ def test_no_draft_state_leaks_over_100_requests(vllm_run):
         # what is alive is at most the last call's 10 requests (vLLM reports a request finished
         # with the next step's scheduler output)
         assert stats["live_states"] <= 10
+        # the batched draft cache reuses the slots of finished requests
+        assert stats["draft_cache"]["live"] <= 10 and stats["draft_cache"]["slots"] <= 16
     last = after[-1]
     assert last["requests"] == len(REQUESTS) + 100
     assert last["released"] >= last["requests"] - 10
@@ -345,6 +347,7 @@ def test_an_aborted_request_frees_its_draft_state(vllm_run):
     assert abort["during"]["live_states"] >= 1
     assert abort["after"]["released"] > abort["during"]["released"]
     assert abort["after"]["live_states"] <= 1  # only the request served after the abort
+    assert abort["after"]["draft_cache"]["live"] <= 1
 
 
 @needs_vllm

@@ -17,7 +17,7 @@ How the draft runs (:data:`DRAFTING`):
   also copying every request's draft cache into the batch and back (counted as four reads and
   writes of the draft caches; one request drafts on its own cache, no copy);
 * ``"persistent"``: the same forwards on a batched draft cache that persists across steps, so
-  nothing is copied.
+  nothing is copied (the plugin as built: :class:`specvlm.vllm_plugin.batched.BatchedDraftCache`).
 
 Where the draft runs (:data:`PLACEMENT`):
 
@@ -143,8 +143,8 @@ SCENARIOS = (
 # (drafting, placement, how the table names it)
 MODES = (
     ("per_request", "replicated", "per request, replicated (the first version)"),
-    ("batched", "replicated", "batched with cache copies, replicated (built)"),
-    ("persistent", "replicated", "persistent batched cache, replicated"),
+    ("batched", "replicated", "batched with cache copies, replicated (the previous build)"),
+    ("persistent", "replicated", "persistent batched cache, replicated (built)"),
     ("persistent", "tensor_parallel", "persistent batched cache, draft tensor-parallel"),
 )
 

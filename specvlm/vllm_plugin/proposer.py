@@ -11,11 +11,14 @@ request:
   (:mod:`~specvlm.vllm_plugin.scoring`); the draft prefills the prompt with the video tokens that
   the selector keeps (:func:`specvlm.speculation.kept_positions`,
   :func:`specvlm.speculation.draft_prefill`: the library's own steps);
-* then, every step: the draft's cache is cut back to the longest prefix it shares with the
-  request's committed tokens (what vLLM accepted), the rest is fed, and the draft proposes a
-  chain of ``num_speculative_tokens`` tokens; all requests of the step together, one forward of
-  the batch per chain position (:func:`specvlm.vllm_plugin.batched.draft_chains`, which gives
-  each request what :func:`specvlm.drafting.draft_tree` on a chain gives it alone).
+  the prefilled cache is copied once into the request's slot of the proposer's
+  :class:`~specvlm.vllm_plugin.batched.BatchedDraftCache`;
+* then, every step: the slot is cut back to the longest prefix it shares with the request's
+  committed tokens (what vLLM accepted: only the slot's length is set), the rest is fed, and the
+  draft proposes a chain of ``num_speculative_tokens`` tokens; all requests of the step
+  together, one forward of the batch per chain position, each writing its new entries in place
+  in its slot (:func:`specvlm.vllm_plugin.batched.draft_chains`, which gives each request what
+  :func:`specvlm.drafting.draft_tree` on a chain gives it alone).
 
 vLLM verifies every proposed token with the target (greedy: the target's argmax), so a greedy
 request's output is the target's whatever the draft proposes. **Sampled requests get no
@@ -23,7 +26,7 @@ proposals** unless ``draft_sampled`` is set (refused on vLLM's CPU backend, whos
 sampling is biased: :func:`~specvlm.vllm_plugin.compat.check_sampled_drafts`): they are decoded
 by the target alone, exactly as vLLM samples. Requests without a video (or with more than one,
 or with images) get no proposals either: plain decoding. A finished or aborted request's draft
-state is dropped (:meth:`release`).
+state is dropped and its slot freed for the next request (:meth:`release`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from specvlm.families import family_of
 from specvlm.side import Side
 from specvlm.speculation import draft_prefill, kept_positions
 from specvlm.vllm_plugin import CONFIG_KEY, validated_settings
-from specvlm.vllm_plugin.batched import draft_chains
+from specvlm.vllm_plugin.batched import BatchedDraftCache, draft_chains
 from specvlm.vllm_plugin.compat import check_sampled_drafts, check_vllm_version
 from specvlm.vllm_plugin.scoring import PrefillScorer
 
@@ -47,9 +50,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DraftState:
-    """One request's draft: its :class:`Side` after the pruned prefill (None: plain decoding),
-    the cache length and next position right after the prompt, and the tokens after the prompt
-    that its cache holds."""
+    """One request's draft: its :class:`Side` after the pruned prefill (None: plain decoding;
+    its cache lives in the proposer's :class:`BatchedDraftCache`, under the request's id), the
+    cache length and next position right after the prompt, and the tokens after the prompt that
+    its cache holds."""
 
     side: Side | None
     prompt_len: int
@@ -110,6 +114,7 @@ class SpecVLMProposer:
         self.target_vocab = int(vllm_config.model_config.get_vocab_size())
         self.trust_remote_code = bool(vllm_config.model_config.trust_remote_code)
         self.states: dict[str, DraftState] = {}
+        self.caches = BatchedDraftCache()  # every drafted request's draft cache, one slot each
         self.stats = ProposerStats()
         self.scorer = PrefillScorer(self._needs_scores)
         self.runner = None
@@ -191,6 +196,7 @@ class SpecVLMProposer:
     def release(self, req_id: str) -> None:
         """Drop a finished or aborted request's draft state."""
         self.scorer.release(req_id)
+        self.caches.release(req_id)
         if self.states.pop(req_id, None) is not None:
             self.stats.released += 1
 
@@ -318,10 +324,12 @@ class SpecVLMProposer:
             self.stats.kept[hash(tuple(prompt_ids))] = kept.tolist()
             while len(self.stats.kept) > 64:
                 self.stats.kept.pop(next(iter(self.stats.kept)))
+        self.caches.admit(rid, side.cache)  # the one copy of the prefilled cache
+        base_len, side.cache = self.caches.length(rid), None
         return DraftState(
             side,
             len(prompt_ids),
-            base_len=side.length,
+            base_len=base_len,
             base_pos=side.next_pos.clone(),
         )
 
@@ -340,22 +348,26 @@ class SpecVLMProposer:
         """Each request's draft cut back to what it shares with its committed tokens, fed the
         rest, and a chain of ``k`` proposed; all requests together, one forward per chain
         position (:func:`~specvlm.vllm_plugin.batched.draft_chains`). Returns (row, chain)."""
-        pending = []
-        for _, state, committed in batch:
+        pending, keys = [], []
+        for row, state, committed in batch:
             shared = 0
             for mine, theirs in zip(state.fed, committed, strict=False):
                 if mine != theirs:
                     break
                 shared += 1
             shared = min(shared, len(committed) - 1)  # the last committed token is the root
-            state.side.keep(state.base_len + shared, [])
+            rid = self.runner.input_batch.req_ids[row]
+            self.caches.cut(rid, state.base_len + shared)
             state.side.next_pos = state.base_pos + shared
             pending.append(committed[shared:])
+            keys.append(rid)
+        sides = [state.side for _, state, _ in batch]
         try:
-            chains = draft_chains([state.side for _, state, _ in batch], pending, self.k)
+            chains = draft_chains(self.caches, keys, sides, pending, self.k)
         except Exception as err:  # never take the engine down: these requests decode plainly
-            for _, state, _ in batch:
+            for rid, (_, state, _) in zip(keys, batch, strict=True):
                 state.side = None
+                self.caches.release(rid)
             self._give_up(f"{len(batch)} requests", "drafting", err)
             return []
         out = []
@@ -366,7 +378,8 @@ class SpecVLMProposer:
 
     def live_states(self) -> int:
         """Requests this proposer holds anything for (draft state, scores, or a record)."""
-        return len(set(self.states) | set(self.scorer.pending) | self.scorer.seen)
+        held = set(self.states) | set(self.scorer.pending) | self.scorer.seen
+        return len(held | set(self.caches.slot_of))
 
 
 def _samples(request) -> bool:

@@ -56,12 +56,17 @@ class _SpecVLMMixin:
         return result
 
     def specvlm_stats(self) -> dict:
-        """The proposer's counters, the requests it holds state for, and this worker's pid."""
+        """The proposer's counters, the requests it holds state for, its batched draft cache's
+        size (slots, capacity, live slots, growths) and this worker's pid."""
         drafter = self._specvlm_drafter()
         if drafter is None:
             return {}
         stats = dict(vars(drafter.stats), kept=dict(drafter.stats.kept))  # a snapshot
-        return dict(stats, live_states=drafter.live_states(), pid=os.getpid())
+        caches = drafter.caches
+        store = dict(
+            slots=caches.slots, capacity=caches.capacity, live=caches.live, growths=caches.growths
+        )
+        return dict(stats, live_states=drafter.live_states(), draft_cache=store, pid=os.getpid())
 
     def _specvlm_drafter(self):
         from specvlm.vllm_plugin.proposer import SpecVLMProposer
