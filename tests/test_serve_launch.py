@@ -140,9 +140,18 @@ def test_a_directory_without_a_config_is_refused(tmp_path, monkeypatch):
 
 def test_qwen3_vl_with_a_draft_is_refused_with_the_reason(tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}))
-    with pytest.raises(ToolError, match="not served with a SpecVLM draft: vLLM 0.32's Qwen3-VL"):
+    with pytest.raises(ToolError, match="qwen3_vl target is not served with a SpecVLM draft"):
         _argv(str(tmp_path), "--draft", str(tmp_path), monkeypatch=monkeypatch)
     assert _argv(str(tmp_path), monkeypatch=monkeypatch)[0] == str(tmp_path)  # alone: served
+
+
+def test_the_proposer_refuses_a_qwen3_vl_target_with_the_same_reason():
+    from specvlm.vllm_plugin.compat import check_drafted_family
+
+    with pytest.raises(ValueError, match="Qwen3-VL module builds transformers' Qwen3-VL video"):
+        check_drafted_family("qwen3_vl")
+    for family in ("llava_onevision", "qwen2_5_vl", None):
+        check_drafted_family(family)
 
 
 def test_the_cli_refuses_in_one_line_with_exit_code_2(capsys):

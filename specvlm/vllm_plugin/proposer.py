@@ -42,7 +42,11 @@ from specvlm.side import Side
 from specvlm.speculation import draft_prefill, kept_positions
 from specvlm.vllm_plugin import CONFIG_KEY, validated_settings
 from specvlm.vllm_plugin.batched import BatchedDraftCache, draft_chains
-from specvlm.vllm_plugin.compat import check_sampled_drafts, check_vllm_version
+from specvlm.vllm_plugin.compat import (
+    check_drafted_family,
+    check_sampled_drafts,
+    check_vllm_version,
+)
 from specvlm.vllm_plugin.scoring import PrefillScorer
 
 logger = logging.getLogger(__name__)
@@ -110,6 +114,7 @@ class SpecVLMProposer:
             checked["draft_sampled"], current_platform.is_cpu()
         )
         self.target_type = getattr(vllm_config.model_config.hf_config, "model_type", None)
+        check_drafted_family(self.target_type)
         self.dtype = vllm_config.model_config.dtype
         self.target_vocab = int(vllm_config.model_config.get_vocab_size())
         self.trust_remote_code = bool(vllm_config.model_config.trust_remote_code)
