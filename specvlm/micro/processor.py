@@ -74,10 +74,8 @@ from collections.abc import Iterator
 import numpy as np
 from transformers import AutoProcessor, LlavaOnevisionConfig, LlavaOnevisionProcessor
 
+from specvlm.micro.clips import FRAME_SIZE, PATCH_SIZE, num_video_tokens  # noqa: F401  (re-export)
 from specvlm.micro.tokenizer import CHAT_TEMPLATE, build_tokenizer
-
-FRAME_SIZE = 64
-PATCH_SIZE = 8
 
 # The video / image processor settings that avoid every torchvision op but the resize (see
 # FINDINGS and RESIZE).
@@ -263,12 +261,6 @@ def load_processor(path: str | os.PathLike):
     """``AutoProcessor.from_pretrained(path)`` (inside :func:`torchvision_stand_ins`)."""
     with torchvision_stand_ins():
         return AutoProcessor.from_pretrained(str(path))
-
-
-def num_video_tokens(frames: int, frame_size: int = FRAME_SIZE, patch_size: int = PATCH_SIZE):
-    """<video> tokens of one video after expansion: frames * ceil(P / 2)**2 + 1."""
-    p = frame_size // patch_size
-    return frames * ((p + 1) // 2) ** 2 + 1
 
 
 def prompt(processor, question: str) -> str:

@@ -51,14 +51,18 @@ def add_vllm_args_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--draft", required=True, metavar="CKPT", help="the draft checkpoint (directory or hub id)"
     )
+    _add_vllm_draft_options(parser)
+
+
+def _add_vllm_draft_options(parser: argparse.ArgumentParser) -> None:
+    """The draft's options inside vLLM (specvlm.vllm_plugin.engine_args), for `vllm-args` and
+    `serve`."""
     parser.add_argument(
-        "--num-speculative-tokens", metavar="K", type=int, default=4, help="chain length (4)"
+        "--num-speculative-tokens", metavar="K", type=int, default=4, help="chain length"
     )
-    parser.add_argument(
-        "--drop-rate", type=float, default=0.9, help="share of video tokens pruned (0.9)"
-    )
-    parser.add_argument("--mass", type=float, default=0.4, help="Stage I attention mass (0.4)")
-    parser.add_argument("--selector", default="two_stage", help="pruning selector (two_stage)")
+    parser.add_argument("--drop-rate", type=float, default=0.9, help="share of video tokens pruned")
+    parser.add_argument("--mass", type=float, default=0.4, help="Stage I attention mass")
+    parser.add_argument("--selector", default="two_stage", help="pruning selector")
     parser.add_argument(
         "--draft-sampled",
         action="store_true",
@@ -78,8 +82,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the SpecVLM draft (directory, hub id or `micro`); without it, the target alone",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (8000)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port")
     parser.add_argument(
         "--frames",
         metavar="N",
@@ -87,19 +91,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="frames per video, sampled uniformly (default: every frame; vLLM's own: 32)",
     )
-    parser.add_argument(
-        "--num-speculative-tokens", metavar="K", type=int, default=4, help="chain length (4)"
-    )
-    parser.add_argument(
-        "--drop-rate", type=float, default=0.9, help="share of video tokens pruned (0.9)"
-    )
-    parser.add_argument("--mass", type=float, default=0.4, help="Stage I attention mass (0.4)")
-    parser.add_argument("--selector", default="two_stage", help="pruning selector (two_stage)")
-    parser.add_argument(
-        "--draft-sampled",
-        action="store_true",
-        help="also draft sampled requests (CUDA only; default: greedy requests only)",
-    )
+    _add_vllm_draft_options(parser)
     parser.add_argument(
         "--dry-run", action="store_true", help="print the server's command instead of running it"
     )

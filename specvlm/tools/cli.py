@@ -172,11 +172,11 @@ def _vllm_args(args) -> int:
 
 
 def _serve(args, passthrough: list[str]) -> int:
-    from specvlm.vllm_plugin import launch  # light: no vLLM, no torch
+    from specvlm.tools import serve  # light: no vLLM, no torch
 
     try:
-        launch.check_serve_args(args)
-        return launch.main(args, passthrough)
+        serve.check_serve_args(args)
+        return serve.main(args, passthrough)
     except ToolError as err:
         print(f"specvlm serve: error: {err}", file=sys.stderr)
         return 2

@@ -19,8 +19,16 @@ and ``eval "vllm serve TARGET_DIR $(specvlm vllm-args --draft DRAFT_DIR)"`` serv
 * :mod:`~specvlm.vllm_plugin.worker`: the ``--worker-cls`` seam: gives the proposer the model
   runner (request ids, video inputs, the step's scheduled tokens) and frees the draft state of
   finished or aborted requests.
+* :mod:`~specvlm.vllm_plugin.batched`: the persistent batched draft cache (a slot per request)
+  and the batched chain drafting over it.
 * :mod:`~specvlm.vllm_plugin.compat`: the vLLM versions this was written against; any other
-  version is refused in one line before the engine starts.
+  version is refused in one line before the engine starts; the families not drafted for.
+* :mod:`~specvlm.vllm_plugin.models`: the package's ``vllm.general_plugins`` entry point, which
+  registers two LLaVA-OneVision architectures (:mod:`~specvlm.vllm_plugin.llava_model`, and the
+  embedded micro pair's, :mod:`specvlm.micro.vllm_model`).
+* :mod:`~specvlm.vllm_plugin.server`: the process ``specvlm serve``
+  (:mod:`specvlm.tools.serve`) becomes: vLLM's OpenAI-compatible API server, with the media
+  packages that cannot load hidden first.
 
 Nothing here imports vLLM at import time of this package: only the engine imports the modules
 above, by name.

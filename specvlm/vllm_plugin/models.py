@@ -7,7 +7,7 @@ that works:
 
 * ``SpecVLMLlavaOnevision``: vLLM's own LLaVA-OneVision model class with one vLLM 0.32 bug
   fixed: videos of different frame counts in one step take the engine down
-  (``specvlm/vllm_plugin/micro_model.py`` says how). ``specvlm serve`` selects it for a local
+  (``specvlm/vllm_plugin/llava_model.py`` says how). ``specvlm serve`` selects it for a local
   LLaVA-OneVision checkpoint.
 * ``SpecVLMMicroLlavaOnevision``: the same, with two more differences the embedded pair
   (``specvlm/assets/micro``, saved by transformers 5) needs:
@@ -38,7 +38,11 @@ import types
 
 LLAVA_ARCHITECTURE = "SpecVLMLlavaOnevision"
 MICRO_ARCHITECTURE = "SpecVLMMicroLlavaOnevision"
-MICRO_MODULE = "specvlm.vllm_plugin.micro_model"
+# where vLLM finds each class, by name (imported only when served)
+CLASSES = {
+    LLAVA_ARCHITECTURE: "specvlm.vllm_plugin.llava_model",
+    MICRO_ARCHITECTURE: "specvlm.micro.vllm_model",
+}
 
 # module -> (its PIL twin, the names vLLM imports from it)
 _PIL_TWINS = {
@@ -58,9 +62,9 @@ def register() -> None:
     from vllm import ModelRegistry
 
     known = ModelRegistry.get_supported_archs()
-    for name in (LLAVA_ARCHITECTURE, MICRO_ARCHITECTURE):
+    for name, module in CLASSES.items():
         if name not in known:  # by name: vLLM imports the class only when it serves it
-            ModelRegistry.register_model(name, f"{MICRO_MODULE}:{name}")
+            ModelRegistry.register_model(name, f"{module}:{name}")
 
 
 def stand_in_unimportable_image_modules() -> list[str]:

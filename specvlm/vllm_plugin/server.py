@@ -3,7 +3,7 @@
 ``python -m specvlm.vllm_plugin.server MODEL [vLLM server options]`` is vLLM's own API server
 entry (``vllm.entrypoints.launchers.api_server.entry.main``) with one step first: the packages
 named in ``SPECVLM_HIDE_PACKAGES`` (set by ``specvlm serve`` to those that cannot be imported
-here, see :mod:`specvlm.vllm_plugin.launch`) are hidden from this process, before anything
+here, see :mod:`specvlm.tools.serve`) are hidden from this process, before anything
 imports transformers or vLLM. A hidden package is ``None`` in ``sys.modules``: importing it
 raises ``ImportError`` and ``importlib.util.find_spec`` reports it missing, so transformers and
 vLLM take their paths for a missing torchvision instead of failing on a broken one. vLLM's
