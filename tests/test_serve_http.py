@@ -46,6 +46,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _unhidden_environment() -> dict:
+    """This process's environment without scripts/test_vllm.sh's hiding: `specvlm serve` finds
+    the packages that cannot load itself, as for a user."""
+    from specvlm.vllm_plugin.server import HIDE_ENV, SITE_DIR
+
+    env = {k: v for k, v in os.environ.items() if k != HIDE_ENV}
+    path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != SITE_DIR]
+    if path:
+        env["PYTHONPATH"] = os.pathsep.join(path)
+    else:
+        env.pop("PYTHONPATH", None)
+    return env
+
+
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
@@ -61,8 +75,8 @@ def _server(media_dir: str, log_path: str, draft: bool):
     command = [sys.executable, "-m", "specvlm.tools.cli", "serve", "micro", "--port", str(port)]
     command += (["--draft", "micro"] if draft else []) + SERVER_OPTIONS
     command += ["--allowed-local-media-path", media_dir]
-    env = {**os.environ, "VLLM_PLUGINS": "specvlm", "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
-    env.pop("SPECVLM_HIDE_PACKAGES", None)  # `specvlm serve` finds them itself
+    env = {**_unhidden_environment(), "VLLM_PLUGINS": "specvlm"}
+    env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
     log = open(log_path, "w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"

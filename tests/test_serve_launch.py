@@ -172,27 +172,38 @@ def _broken_package(root) -> str:
     return "brokenvision"
 
 
-def test_packages_that_cannot_load_are_found_and_hidden(tmp_path, monkeypatch):
+def test_packages_that_cannot_load_are_found_and_hidden_in_every_fresh_process(
+    tmp_path, monkeypatch
+):
+    """As vLLM's own fresh interpreters see it (``python -m vllm.model_executor.models.registry``
+    inspects a model class in one): nothing of specvlm imported, the hiding comes from the
+    environment ``specvlm serve`` gives the server; a ``sitecustomize`` it shadows still runs."""
+    from specvlm.vllm_plugin.server import hiding_environment
+
     name = _broken_package(tmp_path)
+    other_site = tmp_path / "other_site"
+    other_site.mkdir()
+    (other_site / "sitecustomize.py").write_text("import builtins\nbuiltins.CHAINED = True\n")
+    path = os.pathsep.join([str(tmp_path), str(other_site)])
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", path)
     assert launch.unloadable_packages((name, "json", "no_such_package_here")) == [name]
     probe = (
-        "import importlib.util, specvlm.vllm_plugin.server\n"
+        "import builtins, importlib.util, sys\n"
         f"assert importlib.util.find_spec({name!r}) is None\n"
+        "assert 'specvlm' not in sys.modules\n"
         "try:\n"
         f"    import {name}\n"
         "except ImportError:\n"
-        "    print('hidden')\n"
+        "    print('hidden', getattr(builtins, 'CHAINED', False))\n"
     )
-    env = dict(os.environ, SPECVLM_HIDE_PACKAGES=name)
+    env = hiding_environment(dict(os.environ), [name])
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
-    assert done.returncode == 0 and done.stdout.strip() == "hidden", done.stderr
-    # without the hiding the import fails with the package's own error
-    env.pop("SPECVLM_HIDE_PACKAGES")
-    unhidden = f"import specvlm.vllm_plugin.server\nimport {name}\n"
-    done = subprocess.run([sys.executable, "-c", unhidden], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "hidden True", done.stderr
+    # without it the import fails with the package's own error
+    done = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True)
     assert "operator torchvision::nms" in done.stderr
+    assert hiding_environment({"A": "1"}, []) == {"A": "1"}
 
 
 def test_a_package_already_imported_cannot_be_hidden():

@@ -5,14 +5,9 @@ tests/test_vllm_plugin.py in a subprocess."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
-
-# before anything imports transformers or vLLM (here and in a spawned process, which imports
-# this module again): hide the packages scripts/test_vllm.sh names, as `specvlm serve` does
-importlib.import_module("specvlm.vllm_plugin.server")
 
 
 def main() -> None:

@@ -7,14 +7,9 @@ NUMA node per rank)."""
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import os
 import sys
-
-# before anything imports transformers or vLLM (here and in a spawned process, which imports
-# this module again): hide the packages scripts/test_vllm.sh names, as `specvlm serve` does
-importlib.import_module("specvlm.vllm_plugin.server")
 
 
 def main() -> None:

