@@ -5,11 +5,11 @@ transformers 5 saves, and the pair's torchvision-free HF processor."""
 
 from __future__ import annotations
 
-from vllm.model_executor.models import llava_onevision as llava
-from vllm.model_executor.models.utils import WeightsMapper
-from vllm.multimodal import MULTIMODAL_REGISTRY
-
-from specvlm.vllm_plugin.llava_model import SpecVLMLlavaOnevision
+# first: llava_model gives vLLM's LLaVA-OneVision module the helpers it imports, where
+# torchvision cannot be imported, before that module is imported
+from specvlm.vllm_plugin.llava_model import SpecVLMLlavaOnevision, llava  # isort: skip
+from vllm.model_executor.models.utils import WeightsMapper  # isort: skip
+from vllm.multimodal import MULTIMODAL_REGISTRY  # isort: skip
 
 _Stock = llava.LlavaOnevisionForConditionalGeneration
 
