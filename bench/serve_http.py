@@ -8,7 +8,9 @@ scripts/test_vllm.sh::
 
 Requests: held-out caption questions of the embedded pair on 60-frame clips (961 video tokens)
 or 8-frame clips (``--frames 8``: 129), as ``data:`` URLs, greedy, streamed, stopping at the
-answer's end (8-13 tokens). Per request, decode time is from its first streamed token to its
+answer's end (8-13 tokens). Every request has a clip of its own: a video sent again would come
+from vLLM's prefix cache, which the plugin cannot score (``docs/serving.md``, limits).
+Per request, decode time is from its first streamed token to its
 last, over the tokens after the first; a level's decode tok/s is those tokens summed over its
 requests over that time summed (1 request), or over the wall time from the first request's first
 token to the last request's last token (concurrent requests). Acceptance comes from the
@@ -114,13 +116,18 @@ def _level(client, clips, concurrency: int) -> dict:
     )
 
 
-def _round(clients: dict, clips, levels, offset: int) -> dict:
+def _round(clients: dict, clips, levels) -> dict:
+    """Each level on 4 requests (4 at a time, or one after another), on clips no server has seen:
+    a repeated video would come from vLLM's prefix cache, unscored."""
     out = {}
     for name, client in clients.items():
         out[name] = {}
+        start = 0
         for level in levels:
-            rotated = clips[offset:] + clips[:offset]
-            runs = [_level(client, rotated[i * level :], level) for i in range(max(1, 4 // level))]
+            runs = []
+            for _ in range(max(1, 4 // level)):
+                runs.append(_level(client, clips[start : start + level], level))
+                start += level
             out[name][level] = dict(
                 decode_tok_s=statistics.median(r["decode_tok_s"] for r in runs),
                 tok_s=statistics.median(r["tok_s"] for r in runs),
@@ -148,12 +155,17 @@ def main() -> int:
         clients = {
             n: OpenAI(base_url=f"{u}/v1", api_key="none", timeout=300) for n, u in urls.items()
         }
-        clips = _clips(args.frames, 8)
+        per_round = sum(level * max(1, 4 // level) for level in args.levels)
+        warm = 1 + max(args.levels)
+        clips = _clips(args.frames, warm + args.rounds * per_round)
         for client in clients.values():  # warm-up
-            _level(client, clips, 1)
-            _level(client, clips, max(args.levels))
+            _level(client, clips[:1], 1)
+            _level(client, clips[1:warm], max(args.levels))
         before = _spec_counts(urls["specvlm"])
-        rounds = [_round(clients, clips, args.levels, r) for r in range(args.rounds)]
+        rounds = [
+            _round(clients, clips[warm + r * per_round : warm + (r + 1) * per_round], args.levels)
+            for r in range(args.rounds)
+        ]
         after = _spec_counts(urls["specvlm"])
     finally:
         for process in processes.values():
