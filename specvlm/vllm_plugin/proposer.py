@@ -31,6 +31,7 @@ state is dropped and its slot freed for the next request (:meth:`release`).
 
 from __future__ import annotations
 
+import collections
 import logging
 from dataclasses import dataclass, field
 
@@ -74,6 +75,7 @@ class ProposerStats:
     failed: int = 0  # requests decoded plainly because their draft could not be set up
     scored_after_cached_prefix: int = 0  # scored, the prompt's start from vLLM's prefix cache
     unscored_cached_video: int = 0  # not scored: the video itself came from the prefix cache
+    scores_reused: int = 0  # ... and pruned with the scores of an earlier request with that video
     released: int = 0
     proposed_tokens: int = 0
     scored: int = 0  # video requests whose target scores were measured
@@ -119,6 +121,7 @@ class SpecVLMProposer:
         self.target_vocab = int(vllm_config.model_config.get_vocab_size())
         self.trust_remote_code = bool(vllm_config.model_config.trust_remote_code)
         self.states: dict[str, DraftState] = {}
+        self.video_scores: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
         self.caches = BatchedDraftCache()  # every drafted request's draft cache, one slot each
         self.stats = ProposerStats()
         self.scorer = PrefillScorer(self._needs_scores)
@@ -302,12 +305,7 @@ class SpecVLMProposer:
         prompt_ids, video = found
         inputs = self._inputs(prompt_ids, video)
         layout = self.family.video_layout(self.model, inputs["input_ids"], inputs)
-        scores = measured.grid_scores(self.scorer.layers) if measured is not None else None
-        if scores is not None:
-            self.stats.scored += 1
-            self.stats.scored_after_cached_prefix += bool(measured.origin)
-        elif measured is not None and not measured.scorable:
-            self.stats.unscored_cached_video += 1
+        scores = self._scores(request, measured)
         keep_seq, kept = kept_positions(
             len(prompt_ids), layout, scores, self.drop_rate, self.selector
         )
@@ -337,6 +335,29 @@ class SpecVLMProposer:
             base_len=base_len,
             base_pos=side.next_pos.clone(),
         )
+
+    def _scores(self, request, measured) -> torch.Tensor | None:
+        """The request's video scores: measured in its prefill; else, where its video came from
+        vLLM's prefix cache (unscored), those of the last request with the same video (asked
+        another question of it, typically: an approximation, for the pruning only); else None
+        (Stage II alone)."""
+        scores = measured.grid_scores(self.scorer.layers) if measured is not None else None
+        key = _video_key(request)
+        if scores is not None:
+            self.stats.scored += 1
+            self.stats.scored_after_cached_prefix += bool(measured.origin)
+            if key is not None:
+                self.video_scores[key] = scores
+                self.video_scores.move_to_end(key)
+                while len(self.video_scores) > VIDEO_SCORES_KEPT:
+                    self.video_scores.popitem(last=False)
+        elif measured is not None and not measured.scorable:
+            scores = self.video_scores.get(key) if key is not None else None
+            if scores is not None:
+                self.stats.scores_reused += 1
+            else:
+                self.stats.unscored_cached_video += 1
+        return scores
 
     def _engine_positions(self, request, prompt_len: int) -> torch.Tensor | None:
         """vLLM's own M-RoPE positions of the prompt ``[3, 1, L]`` (None for 1-D RoPE): the
@@ -385,6 +406,17 @@ class SpecVLMProposer:
         """Requests this proposer holds anything for (draft state, scores, or a record)."""
         held = set(self.states) | set(self.scorer.pending) | self.scorer.seen
         return len(held | set(self.caches.slot_of))
+
+
+VIDEO_SCORES_KEPT = 256  # videos whose scores are kept for a later request with the same video
+
+
+def _video_key(request) -> str | None:
+    """vLLM's hash of the request's one video (None if it has none or several)."""
+    features = list(getattr(request, "mm_features", None) or [])
+    if len(features) != 1:
+        return None
+    return getattr(features[0], "identifier", None) or getattr(features[0], "mm_hash", None)
 
 
 def _samples(request) -> bool:

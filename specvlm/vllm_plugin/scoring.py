@@ -183,7 +183,8 @@ class PrefillScorer:
         state.scorable = False
         logger.warning(
             "specvlm: request %s's video came from vLLM's prefix cache, so it was not scored "
-            "in this prefill; its draft keeps a spread of the video tokens",
+            "in this prefill; its draft is pruned with the scores of the last request with the "
+            "same video, or keeps a spread of the video tokens where there was none",
             rid,
         )
         return False
