@@ -1,15 +1,16 @@
 """Decode speed over HTTP, as a user serves: ``specvlm serve micro`` (the target alone) against
 ``specvlm serve micro --draft micro`` (SpecVLM), both started with their defaults and running at
-once on two ports, asked the same questions with the ``openai`` client, the rounds alternating
-between them so that both see the same load. Run in the vLLM environment made by
-scripts/test_vllm.sh::
+once on two ports, asked the same questions with the ``openai`` client; each round runs the
+target alone, then SpecVLM, so that both see the same load over the run. Run in the vLLM
+environment made by scripts/test_vllm.sh::
 
     .venv-vllm/bin/python bench/serve_http.py --out docs/bench/serve_http.json
 
 Requests: held-out caption questions of the embedded pair on 60-frame clips (961 video tokens)
 or 8-frame clips (``--frames 8``: 129), as ``data:`` URLs, greedy, streamed, stopping at the
 answer's end (8-13 tokens). Every request has a clip of its own: a video sent again would come
-from vLLM's prefix cache, which the plugin cannot score (``docs/serving.md``, limits).
+from vLLM's prefix cache, unscored in its prefill (``docs/serving.md``, limits), so each level
+measures first-time videos.
 Per request, decode time is from its first streamed token to its
 last, over the tokens after the first; a level's decode tok/s is those tokens summed over its
 requests over that time summed (1 request), or over the wall time from the first request's first

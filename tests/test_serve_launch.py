@@ -112,6 +112,9 @@ def test_relative_paths_are_made_absolute(monkeypatch, tmp_path):
 def test_a_hub_id_is_passed_on_unchanged(monkeypatch):
     argv = _argv("Qwen/Qwen2.5-VL-32B-Instruct", monkeypatch=monkeypatch)
     assert argv[0] == "Qwen/Qwen2.5-VL-32B-Instruct" and "--hf-overrides" not in argv
+    assert "--media-io-kwargs" not in argv  # vLLM's own frame sampling for a real model
+    argv = _argv("Qwen/Qwen2.5-VL-32B-Instruct", "--frames", "24", monkeypatch=monkeypatch)
+    assert json.loads(_flag(argv, "--media-io-kwargs")) == {"video": {"num_frames": 24}}
 
 
 @pytest.mark.parametrize(
@@ -121,6 +124,9 @@ def test_a_hub_id_is_passed_on_unchanged(monkeypatch):
         (["micro", "--frames", "0"], "--frames must be >= 1"),
         (["micro", "--draft-sampled"], "need --draft"),
         (["micro", "--num-speculative-tokens", "3"], "need --draft"),
+        (["micro", "--drop-rate", "0.5", "--mass", "0.3"], "--drop-rate, --mass need --draft"),
+        (["micro", "--draft", "micro", "--draft-sampled"], "draft_sampled=True needs vLLM's CUDA"),
+        (["micro", "--draft", "~/no/such/dir"], "no such checkpoint directory"),
         (["./nowhere", "--draft", "micro"], "no such checkpoint directory"),
         (["micro", "--draft", "micro", "--drop-rate", "1.5"], "drop_rate must be in [0, 1)"),
         (["micro", "--draft", "micro", "--selector", "best"], "selector must be one of"),

@@ -38,11 +38,14 @@ class _Impl:
 
 
 class _GlooGroup:
-    """The two methods of vLLM's GroupCoordinator that the scorer uses, over gloo; counts the
+    """What the scorer uses of vLLM's GroupCoordinator, over gloo; counts the
     collectives."""
 
     def __init__(self, world_size: int):
+        import torch.distributed as dist
+
         self.world_size = world_size
+        self.rank_in_group = dist.get_rank()
         self.calls = 0
 
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -110,8 +113,20 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
     try:
         unreduced, _ = _serve(rank, 2, None)
         scores, calls = _serve(rank, 2, _GlooGroup(2))
+        # ranks that disagree (rank 1 gave up on its request): no hang, each keeps its own
+        own = [torch.full((1, 3), 7.0)] if rank == 0 else []
+        result = all_reduce_scores(own, _GlooGroup(2))
+        disagreeing = len(result) == len(own) and all(
+            torch.equal(a, b) for a, b in zip(result, own, strict=True)
+        )
         torch.save(
-            dict(scores=scores, calls=calls, unreduced=unreduced, kept=_kept(scores)),
+            dict(
+                scores=scores,
+                calls=calls,
+                unreduced=unreduced,
+                kept=_kept(scores),
+                disagreeing=disagreeing,
+            ),
             f"{out_dir}/rank{rank}.pt",
         )
     finally:
@@ -131,7 +146,9 @@ def test_all_reduced_scores_equal_all_heads_and_ranks_prune_alike(tmp_path):
     full_kept = _kept(full)
     assert no_collective == [0, 0, 0]
     for r in ranks:
-        assert r["calls"] == [1, 1, 0]  # one collective per step that completed a request
+        # every step the size check; then the buffers, in the steps that completed a request
+        assert r["calls"] == [2, 2, 1]
+        assert r["disagreeing"]  # one rank held none: no hang, each kept its own buffers
         for rid in REQUESTS:
             # the mean over the 4 heads, from two means over 2: fp32 rounding only
             torch.testing.assert_close(r["scores"][rid], full[rid], rtol=1e-5, atol=1e-7)

