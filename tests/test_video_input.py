@@ -8,6 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from specvlm.micro.clip_file import write_video as write_clip
 from specvlm.tools.video_input import InputError, frame_indices, read_video, sample_frames
 
 av = pytest.importorskip("av")
@@ -15,19 +16,17 @@ av = pytest.importorskip("av")
 
 def write_video(path, frames: int, width: int = 64, height: int = 48, fps: int = 25) -> None:
     """A video whose frame i is grey at level 16 + 5 * (i % 40) with one white column that
-    moves: each frame tells which it is (modulo 40)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.bit_rate = 20_000_000  # nearly lossless: the grey levels survive
+    moves: each frame tells which it is (modulo 40). Made one frame at a time (900 frames of
+    320x240 are never held at once)."""
+
+    def made():
         image = np.zeros((height, width, 3), np.uint8)
         for i in range(frames):
             image[:] = 16 + 5 * (i % 40)
             image[:, i % width] = 255
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            yield image  # encoded before the next one is drawn
+
+    write_clip(path, made(), fps=fps)
 
 
 def ids(frames: np.ndarray) -> list[int]:

@@ -10,20 +10,26 @@ correct answer (the target answers 87% of held-out questions right).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 
 import numpy as np
 
 
-def write_video(path: str, video: np.ndarray, fps: int = 8) -> None:
-    """``video`` (frames, height, width, 3) uint8 RGB as an MPEG-4 file at ``path``."""
+def write_video(path, frames, fps: int = 8) -> None:
+    """``frames`` (an array ``(frames, height, width, 3)`` or any iterable of ``(height, width,
+    3)`` frames, uint8 RGB; each is encoded as it comes) as an MPEG-4 file at ``path``."""
     import av
 
-    with av.open(path, "w") as container:
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError("a video needs at least one frame")
+    with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
-        stream.bit_rate = 20_000_000  # nearly lossless: the shapes' colours survive
-        for frame in video:
+        stream.width, stream.height, stream.pix_fmt = first.shape[1], first.shape[0], "yuv420p"
+        stream.bit_rate = 20_000_000  # nearly lossless: colours and grey levels survive
+        for frame in itertools.chain([first], frames):
             image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             for packet in stream.encode(image):
                 container.mux(packet)

@@ -54,15 +54,32 @@ def add_vllm_args_arguments(parser: argparse.ArgumentParser) -> None:
     _add_vllm_draft_options(parser)
 
 
+# the draft's options inside vLLM (specvlm.vllm_plugin.engine_args) and their defaults, for
+# `vllm-args` and `serve` (which refuses any of them changed without --draft)
+VLLM_DRAFT_DEFAULTS = dict(
+    num_speculative_tokens=4, drop_rate=0.9, mass=0.4, selector="two_stage", draft_sampled=False
+)
+
+
 def _add_vllm_draft_options(parser: argparse.ArgumentParser) -> None:
-    """The draft's options inside vLLM (specvlm.vllm_plugin.engine_args), for `vllm-args` and
-    `serve`."""
+    defaults = VLLM_DRAFT_DEFAULTS
     parser.add_argument(
-        "--num-speculative-tokens", metavar="K", type=int, default=4, help="chain length"
+        "--num-speculative-tokens",
+        metavar="K",
+        type=int,
+        default=defaults["num_speculative_tokens"],
+        help="chain length",
     )
-    parser.add_argument("--drop-rate", type=float, default=0.9, help="share of video tokens pruned")
-    parser.add_argument("--mass", type=float, default=0.4, help="Stage I attention mass")
-    parser.add_argument("--selector", default="two_stage", help="pruning selector")
+    parser.add_argument(
+        "--drop-rate",
+        type=float,
+        default=defaults["drop_rate"],
+        help="share of video tokens pruned",
+    )
+    parser.add_argument(
+        "--mass", type=float, default=defaults["mass"], help="Stage I attention mass"
+    )
+    parser.add_argument("--selector", default=defaults["selector"], help="pruning selector")
     parser.add_argument(
         "--draft-sampled",
         action="store_true",

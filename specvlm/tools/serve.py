@@ -43,6 +43,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from specvlm.tools.arguments import VLLM_DRAFT_DEFAULTS
 from specvlm.tools.common import EMBEDDED, ToolError
 from specvlm.vllm_plugin.compat import check_drafted_family, check_sampled_drafts
 from specvlm.vllm_plugin.server import hiding_environment
@@ -129,36 +130,15 @@ def unloadable_packages(packages=MEDIA_PACKAGES) -> list[str]:
 
 def server_argv(args, passthrough: list[str]) -> list[str]:
     """The server's command line (after ``python -m specvlm.vllm_plugin.server``)."""
-    from specvlm.vllm_plugin import serve_flags
-
     target = resolve_checkpoint(args.model, "target")
+    kind, cpu = model_type(target), cpu_build()
     argv = [target, "--host", args.host, "--port", str(args.port)]
-    argv += _architecture(target, passthrough)
+    argv += _architecture(target, kind, passthrough)
     if args.model == MICRO and not _given(passthrough, "--served-model-name"):
         argv += ["--served-model-name", MICRO]  # the name requests give (vLLM's: the path)
     if args.draft is not None:
-        try:
-            check_drafted_family(model_type(target))
-        except ValueError as err:
-            raise ToolError(f"{args.model}: {err}") from err
-        draft = resolve_checkpoint(args.draft, "draft")
-        try:
-            check_sampled_drafts(args.draft_sampled, cpu_build())
-        except ValueError as err:
-            raise ToolError(str(err)) from err
-        options = dict(
-            draft=draft,
-            num_speculative_tokens=args.num_speculative_tokens,
-            drop_rate=args.drop_rate,
-            mass=args.mass,
-            selector=args.selector,
-            draft_sampled=args.draft_sampled,
-        )
-        try:
-            argv += serve_flags(**options)
-        except ValueError as err:
-            raise ToolError(str(err)) from err
-    if cpu_build() and not _given(passthrough, "--gpu-memory-utilization"):
+        argv += _draft_flags(args, kind, cpu)
+    if cpu and not _given(passthrough, "--gpu-memory-utilization"):
         argv += ["--gpu-memory-utilization", str(CPU_MEMORY_SHARE)]
     frames = args.frames if args.frames is not None else (-1 if args.model == MICRO else None)
     if frames is not None and not _given(passthrough, "--media-io-kwargs"):
@@ -166,13 +146,30 @@ def server_argv(args, passthrough: list[str]) -> list[str]:
     return argv + _absolute_media_path(passthrough)
 
 
-def _architecture(target: str, passthrough: list[str]) -> list[str]:
+def _draft_flags(args, kind: str | None, cpu: bool) -> list[str]:
+    """The plugin's flags for ``--draft`` (:func:`specvlm.vllm_plugin.serve_flags`), checked."""
+    from specvlm.vllm_plugin import serve_flags
+
+    try:
+        check_drafted_family(kind)
+    except ValueError as err:
+        raise ToolError(f"{args.model}: {err}") from err
+    draft = resolve_checkpoint(args.draft, "draft")
+    options = {name: getattr(args, name) for name in VLLM_DRAFT_DEFAULTS}
+    try:
+        check_sampled_drafts(args.draft_sampled, cpu)
+        return serve_flags(draft=draft, **options)
+    except ValueError as err:
+        raise ToolError(str(err)) from err
+
+
+def _architecture(target: str, kind: str | None, passthrough: list[str]) -> list[str]:
     """The package's LLaVA-OneVision classes (:mod:`specvlm.vllm_plugin.models`) for a local
     LLaVA-OneVision checkpoint, and float32 for the embedded pair (saved in float32; vLLM's CPU
     backend would run it in bfloat16), unless given."""
     from specvlm.vllm_plugin.models import LLAVA_ARCHITECTURE, MICRO_ARCHITECTURE
 
-    if model_type(target) != "llava_onevision" or _given(passthrough, "--hf-overrides"):
+    if kind != "llava_onevision" or _given(passthrough, "--hf-overrides"):
         return []
     micro = Path(target) == EMBEDDED / "target"
     architecture = MICRO_ARCHITECTURE if micro else LLAVA_ARCHITECTURE
@@ -204,14 +201,11 @@ def check_serve_args(args) -> None:
         raise ToolError(f"--port must be in 1..65535, got {args.port}")
     if args.frames is not None and args.frames < 1:
         raise ToolError(f"--frames must be >= 1, got {args.frames}")
-    draft_options = {
-        "--num-speculative-tokens": args.num_speculative_tokens != 4,
-        "--drop-rate": args.drop_rate != 0.9,
-        "--mass": args.mass != 0.4,
-        "--selector": args.selector != "two_stage",
-        "--draft-sampled": args.draft_sampled,
-    }
-    given = [flag for flag, changed in draft_options.items() if changed]
+    given = [
+        "--" + name.replace("_", "-")
+        for name, default in VLLM_DRAFT_DEFAULTS.items()
+        if getattr(args, name) != default
+    ]
     if args.draft is None and given:
         raise ToolError(f"{', '.join(given)} need --draft (the draft's options)")
 

@@ -58,7 +58,7 @@ _PIL_TWINS = {
 
 
 def register() -> None:
-    """Register the micro pair's architecture with vLLM (idempotent)."""
+    """Register both architectures with vLLM, by name (idempotent)."""
     from vllm import ModelRegistry
 
     known = ModelRegistry.get_supported_archs()
