@@ -24,6 +24,8 @@ from specvlm.choice import CHILDREN, TokenChooser
 from specvlm.devices import cuda_devices, synchronized_now
 from specvlm.families import Family, family_of
 from specvlm.generation import GeneratedSequence, GenerationSetup
+from specvlm.lookahead_gate import AlwaysLookAhead, LookaheadGate
+from specvlm.overlap import check_overlap, overlapping
 from specvlm.policy import TREE_SIZES, AutoPolicy, Choice
 from specvlm.speculation import Run, Settings, generate_tokens
 from specvlm.stats import GenerationStats
@@ -48,6 +50,7 @@ def accelerate(
     seed: int = 0,
     children: str = "top_k",
     capture="auto",
+    overlap="auto",
 ) -> SpeculativeDecoder:
     """Wrap ``(target, draft)`` for lossless speculative decoding with verifier-guided pruning.
 
@@ -94,6 +97,13 @@ def accelerate(
             target eager (:mod:`specvlm.capture.decision`). Never changes the output;
             ``last_stats.captured`` / ``target_captured`` / ``capture_reason`` say what a call
             ran.
+        overlap: overlapped drafting (:mod:`specvlm.overlap`): the draft's vision tower runs
+            while the target prefills, and the draft drafts the next step's tree on a worker
+            of its own (a thread; on a CUDA draft, a stream) while the target verifies the
+            current one. ``True``: always; ``False``: the sequential loop; ``"auto"``
+            (default): where the draft has a GPU the target does not use. Never changes the
+            output; ``last_stats.overlapped`` / ``lookahead_used`` / ``overlap_hidden`` say
+            what a call did.
     """
     if isinstance(models, nn.Module) or not isinstance(models, Sequence) or len(models) != 2:
         raise TypeError("accelerate expects a pair (target, draft) of models")
@@ -111,6 +121,7 @@ def accelerate(
         seed=seed,
         children=children,
         capture=capture,
+        overlap=overlap,
     )
 
 
@@ -150,6 +161,7 @@ class SpeculativeDecoder:
         policy="auto",
         speculate=None,
         capture="auto",
+        overlap="auto",
     ):
         self.family: Family = family_of(target, "target")
         draft_family = family_of(draft, "draft")
@@ -191,6 +203,10 @@ class SpeculativeDecoder:
             self._check_attention(role, model)
         self._check_tree_ranks()
         self.capture = capture
+        self.overlap = check_overlap(overlap)
+        # overlap="auto": look ahead where it paid over this decoder's calls (True: always)
+        auto = self.overlap == "auto"
+        self._lookahead_gate = LookaheadGate() if auto else AlwaysLookAhead()
         self._capture = PairCapture(self.family, target, draft, capture, speculate)
         self.settings = Settings(
             self.family,
@@ -354,7 +370,8 @@ class SpeculativeDecoder:
             if choice is not None and choice.speculate:
                 run.keep_speculating = lambda stats: self.policy.keep_speculating(choice, stats)
             self._capture.attach(captured, run)
-            generate_tokens(run)
+            with overlapping(run, self.overlap, self._lookahead_gate):
+                generate_tokens(run)
             self._capture.report(captured, run)
         if run.streamer is not None:
             run.streamer.end()

@@ -45,18 +45,19 @@ class TokenChooser:
         probs = torch.softmax(scores, dim=-1)
         return int(torch.multinomial(probs, 1, generator=self.setup.generator)[0, 0])
 
-    def children(self, sequence: GeneratedSequence):
-        """The picker ``draft_tree`` uses (None: the draft's top-k)."""
+    def children(self, sequence: GeneratedSequence, generator: torch.Generator | None = None):
+        """The picker ``draft_tree`` uses (None: the draft's top-k); sampled children are drawn
+        with ``generator`` (default: the call's)."""
         if not self.sampled_children:
             return None
-        setup = self.setup
+        generator = self.setup.generator if generator is None else generator
 
         def pick(logits: torch.Tensor, k: int, paths: list[list[int]]) -> Children:
             def rows():
                 return [sequence.extended(path) for path in paths]
 
             q = torch.softmax(self._scores(rows, logits), dim=-1)
-            drawn = sampler.sample_children(q, k, setup.generator)
+            drawn = sampler.sample_children(q, k, generator)
             probs = torch.gather(q, 1, drawn.clamp(min=0)) * (drawn >= 0)
             return Children(drawn.tolist(), probs.tolist(), q)
 

@@ -148,7 +148,7 @@ def draft_tree(
     """
     pick = pick or TopKChildren(with_probs=min_confidence > 0)
     tree = plan.tree
-    logits, root_pos, prefix_len = _feed_pending(draft, pending)
+    logits, root_pos, prefix_len = feed_pending(draft, pending)
     first = pick(logits[0, -1:], plan.top_k, [[]])
     children = {-1: (first.tokens[0], first.probs[0])}
     sampled = {} if first.draft_probs is None else {-1: first.draft_probs[0]}
@@ -207,7 +207,7 @@ def draft_tree_on_device(
     if pick is not None or min_confidence > 0:
         raise ValueError("drafting on the device takes the draft's top-k, with no confidence cut")
     tree = plan.tree
-    logits, root_pos, prefix_len = _feed_pending(draft, pending)
+    logits, root_pos, prefix_len = feed_pending(draft, pending)
     children = logits[0].topk(plan.top_k, dim=-1).indices  # [rows, k] on the device
     levels = []
     for level in range(1, tree.depth + 1):
@@ -230,7 +230,7 @@ def draft_tree_on_device(
     return Proposal(tree, node_tokens, prefix_len, root_pos)
 
 
-def _feed_pending(draft: Side, pending: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+def feed_pending(draft: Side, pending: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Feed the pending tokens as a causal chain: the root's logits ``[1, 1, V]``, the root's
     position, and the draft cache's length after them (where the tree's nodes start)."""
     base = draft.length

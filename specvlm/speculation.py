@@ -14,7 +14,9 @@
    forward and the token chooser accepts a path, :mod:`specvlm.verify`) -> **commit** (both
    caches keep only that path) -> **emit** (the path and the bonus token, one at a time, until a
    stopping criterion holds). After each step the run may give up speculating (the automatic
-   policy, when the acceptance seen does not pay for drafting).
+   policy, when the acceptance seen does not pay for drafting). With ``overlap``
+   (:mod:`specvlm.overlap`) the same loop drafts the next tree while the target verifies, and
+   the draft's vision tower runs during step 1.
 5. :func:`decode_plain`: the target alone, one forward per token, as ``target.generate`` does:
    the whole decode when speculation was not chosen (steps 2-4 are skipped), or the rest of it
    after speculation gave up.
@@ -33,7 +35,7 @@ from torch import nn
 from specvlm import positions, selectors
 from specvlm.attention import BasePlan, ScorePlan, attention_plan
 from specvlm.choice import TokenChooser
-from specvlm.decoder import capture_decoder_inputs, decoder_forward, new_cache
+from specvlm.decoder import DecoderInputs, capture_decoder_inputs, decoder_forward, new_cache
 from specvlm.devices import synchronized_now
 from specvlm.drafting import DraftPlan, Proposal, draft_tree
 from specvlm.families import Family, VideoLayout
@@ -78,6 +80,11 @@ class Run:
     adopt: dict[str, Callable[[Side], Side]] = field(default_factory=dict)
     # how a step's tree is drafted (draft_tree, or draft_tree_on_device with captured steps)
     drafter: Callable[..., Proposal] = draft_tree
+    # step 4's loop: speculate below, or the overlapped one (specvlm.overlap); None: speculate
+    speculator: Callable[[Run, int], int | None] | None = None
+    # the draft's decoder inputs (its vision tower's work), computed ahead of step 3 by the
+    # overlapped schedule while the target prefills; None: step 3 computes them
+    draft_inputs: Callable[[], DecoderInputs] | None = None
     target: Side | None = None  # set by prefill_target
     draft: Side | None = None  # set by prefill_draft
     layout: VideoLayout | None = None  # where the video tokens are (None: no video)
@@ -129,7 +136,7 @@ def generate_tokens(run: Run) -> None:
     # time is the speculate / verify loop (docs/design.md, "Timing").
     run.stream([root])
     if speculating:
-        root = speculate(run, root)
+        root = (run.speculator or speculate)(run, root)
         finished = root is None
     if not finished:
         decode_plain(run, root)
@@ -248,6 +255,7 @@ def prefill_draft(run: Run, keep_seq: torch.Tensor) -> None:
         keep_seq,
         run.settings.draft_positions,
         target_vocab=run.target.lm_head.weight.shape[0],
+        captured=None if run.draft_inputs is None else run.draft_inputs(),
     )
     run.stats.draft_forwards += 1
     run.stats.draft_prefill = run.now() - t0
@@ -262,15 +270,18 @@ def draft_prefill(
     draft_positions: str,
     target_vocab: int,
     prompt_position_ids: torch.Tensor | None = None,
+    captured: DecoderInputs | None = None,
 ) -> Side:
     """The draft's prefill of the prompt ``inputs`` (batch 1) without the positions
     ``keep_seq`` drops; returns its :class:`Side`, proposing in a vocabulary of
     ``target_vocab`` rows. ``prompt_position_ids``: the prompt's positions as the target runs
     them (``[R, 1, L]`` or ``[1, L]``), where the serving engine computes its own; default: the
-    draft model's own (transformers')."""
+    draft model's own (transformers'). ``captured``: :func:`draft_decoder_inputs`, where they
+    were computed ahead (default: computed here)."""
     prompt_len = inputs["input_ids"].shape[1]
     decoder, head = family.decoder(model), family.lm_head(model)
-    captured = capture_decoder_inputs(model, decoder, _to_device(inputs, _device_of(decoder)))
+    if captured is None:
+        captured = draft_decoder_inputs(family, model, inputs)
     if captured.inputs_embeds.shape[1] != prompt_len:
         raise ValueError(
             "target and draft expand the prompt to different lengths "
@@ -308,6 +319,14 @@ def draft_prefill(
     )
 
 
+def draft_decoder_inputs(family: Family, model: nn.Module, inputs: dict) -> DecoderInputs:
+    """The draft's multimodal wrapper run up to its text decoder on the whole prompt (its
+    vision tower and projector included): what :func:`draft_prefill` prunes and prefills. It
+    does not depend on the target's scores."""
+    decoder = family.decoder(model)
+    return capture_decoder_inputs(model, decoder, _to_device(inputs, _device_of(decoder)))
+
+
 def speculate(run: Run, root: int) -> int | None:
     """Step 4: draft -> verify -> commit -> emit, until generation is finished (returns None) or
     the run gives up speculating (returns the last emitted token, which the target has not
@@ -334,16 +353,31 @@ def speculate(run: Run, root: int) -> int | None:
         commit = plan_commit(proposal, verdict)
         apply_commit(run.target, target_base, run.draft, proposal, commit)
         pending = commit.pending
-        stats.accepted_lengths.append(len(verdict.accepted) + 1)
-        stats.drafted_depths.append(proposal.tree.depth)
-        stats.record_step(proposal.tree, verdict.accepted)
-        if run.emit(verdict.tokens(proposal)):
+        if emit_step(run, proposal, verdict):
             stats.decode += run.now() - t0
             return None
-        if run.keep_speculating is not None and not run.keep_speculating(stats):
-            stats.fallback_step = len(stats.accepted_lengths)
+        if gives_up(run):
             stats.decode += run.now() - t0
             return pending[-1]
+
+
+def emit_step(run: Run, proposal: Proposal, verdict) -> bool:
+    """Record a verified step in the stats and emit its tokens; True when generation is then
+    finished."""
+    stats = run.stats
+    stats.accepted_lengths.append(len(verdict.accepted) + 1)
+    stats.drafted_depths.append(proposal.tree.depth)
+    stats.record_step(proposal.tree, verdict.accepted)
+    return run.emit(verdict.tokens(proposal))
+
+
+def gives_up(run: Run) -> bool:
+    """Whether the run stops speculating after this step (the automatic policy, when the
+    acceptance seen does not pay for drafting); records the step where it did."""
+    if run.keep_speculating is None or run.keep_speculating(run.stats):
+        return False
+    run.stats.fallback_step = len(run.stats.accepted_lengths)
+    return True
 
 
 def decode_plain(run: Run, last: int) -> None:

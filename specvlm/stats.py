@@ -47,6 +47,13 @@ class GenerationStats:
     plain_tokens: int = 0  # tokens decoded by the target alone, one forward each
     plain_decode: float = 0.0  # seconds of that plain decoding (part of ``decode``)
     fallback_step: int | None = None  # speculation stopped after this many steps (policy)
+    # --- overlapped drafting (accelerate(overlap=), specvlm.overlap) ----------------------------
+    overlapped: bool = False  # whether the draft worked on its own worker while the target did
+    overlap_reason: str = ""  # why (one line)
+    lookahead_steps: int = 0  # verifications during which the draft drafted the next tree ahead
+    lookahead_hits: int = 0  # ... whose looked-ahead tree was the one the next step used
+    overlap_busy: float = 0.0  # seconds the draft's worker drafted during decode
+    overlap_wait: float = 0.0  # ... of them the target's side waited for after verifying
     calibration: float = 0.0  # seconds spent measuring forward costs before this call
     predicted_speedup: float | None = None  # the policy's expected decode speedup of its choice
     reason: str = ""  # why the policy chose what it chose (one line)
@@ -68,6 +75,20 @@ class GenerationStats:
                     self.rank_offers[rank] += 1
             if i + 1 < len(walk):
                 self.rank_hits[tree.paths[walk[i + 1]][-1]] += 1
+
+    @property
+    def lookahead_used(self) -> float:
+        """Share of the verifications whose next tree had been drafted ahead and was used."""
+        steps = len(self.accepted_lengths)
+        return self.lookahead_hits / steps if steps else 0.0
+
+    @property
+    def overlap_hidden(self) -> float:
+        """Share of the draft worker's decode time hidden behind the target's verification (1:
+        the target never waited for it)."""
+        if self.overlap_busy <= 0:
+            return 0.0
+        return max(0.0, 1.0 - self.overlap_wait / self.overlap_busy)
 
     def finish(self) -> None:
         """Derived fields, once the call is done."""

@@ -100,7 +100,17 @@ def plan_commit(proposal: Proposal, verdict: Verdict) -> Commit:
 
 def apply_commit(target: Side, target_base: int, draft: Side, proposal: Proposal, commit: Commit):
     """Both caches keep only the accepted path; both sides' next positions move on."""
+    commit_target(target, target_base, commit)
+    commit_draft(draft, proposal, commit)
+
+
+def commit_target(target: Side, target_base: int, commit: Commit) -> None:
+    """The target's cache keeps the root and the accepted nodes; its next position moves on."""
     target.keep(target_base, commit.target_keep)
     target.next_pos = target.next_pos + commit.target_advance
+
+
+def commit_draft(draft: Side, proposal: Proposal, commit: Commit) -> None:
+    """The draft's cache keeps the accepted nodes it was fed; its next position moves on."""
     draft.keep(proposal.prefix_len, commit.draft_keep)
     draft.next_pos = proposal.root_pos + commit.draft_advance

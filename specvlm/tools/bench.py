@@ -75,13 +75,14 @@ COLORS = {
     "naive_sd": "#9467bd",
     "assisted_generation": "#8c564b",
     "specvlm": "#d62728",
+    "overlap": "#e377c2",
     "auto": "#17becf",
     "attention": "#ff7f0e",
     "uniform": "#2ca02c",
     "random": "#1f77b4",
     "autoregressive_compiled": "#7f7f7f",
 }
-MARKERS = dict(zip(COLORS, "osD^XvP*h", strict=True))
+MARKERS = dict(zip(COLORS, "osD^XvP*hp", strict=True))
 
 
 @dataclass

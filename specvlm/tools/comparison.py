@@ -52,6 +52,7 @@ __all__ = ["METHODS", "compare", "run_method"]
 
 _SELECTOR = {
     "specvlm": "two_stage",
+    "overlap": "two_stage",
     "attention": "attention",
     "uniform": "uniform",
     "random": "random",
@@ -141,6 +142,7 @@ def spec_decoder(
         selector=_SELECTOR[method],
         tree=tree,
         capture=capture,
+        overlap=True if method == "overlap" else "auto",
     )
 
 
@@ -152,6 +154,12 @@ def _stats_fields(method: str, stats) -> dict:
         "kept_video_tokens": stats.kept_video_tokens,
         "captured": stats.captured,
     }
+    if method == "overlap":
+        fields.update(
+            lookahead_used=stats.lookahead_used,
+            overlap_hidden=stats.overlap_hidden,
+            overlapped=stats.overlapped,
+        )
     if method == "auto":
         fields.update(
             speculated=stats.speculated,
