@@ -23,6 +23,8 @@ from tests.test_sampler import g_test
 pytestmark = pytest.mark.usefixtures("one_thread", "reference_kernels")
 
 TREE = [[0], [1], [0, 0], [0, 1], [1, 0], [0, 0, 0]]
+# noise on the noisy copy's LM head, relative to its weights' spread: bets both hit and miss
+NOISE = {"llava_onevision": 0.6, "qwen2_5_vl": 0.2, "qwen3_vl": 0.2}
 _PAIRS: dict = {}
 
 
@@ -34,7 +36,7 @@ def _pair(family):
         gen = torch.Generator().manual_seed(11)
         with torch.no_grad():
             head = noisy.lm_head.weight
-            head.add_(torch.randn(head.shape, generator=gen) * head.std() * 0.6)
+            head.add_(torch.randn(head.shape, generator=gen) * head.std() * NOISE[family])
         _PAIRS[family] = (target, draft, noisy, tm.make_inputs(family, target))
     return _PAIRS[family]
 
@@ -60,6 +62,21 @@ def test_greedy_output_is_the_targets_with_hits_and_misses(family):
         assert 0.0 <= stats.lookahead_used <= 1.0
     assert hits > 0, "no looked-ahead tree was ever used: the hit path is untested"
     assert steps > hits, "every look-ahead hit: the roll-back path is untested"
+
+
+@pytest.mark.parametrize("family", tm.FAMILIES)
+def test_every_bet_of_an_exact_copy_hits(family):
+    """A draft equal to the target on every video token agrees with it everywhere, so every
+    bet hits: a slip in the draft's cache or positions after a look-ahead would show here as
+    misses (the output alone cannot show it: the target verifies anyway)."""
+    target, _, _, inputs = _pair(family)
+    copy = tm.make_copy_draft(target)
+    for tree in (TREE, [[0], [1]], [[0], [0, 0], [0, 0, 0]]):
+        sd = specvlm.accelerate((target, copy), drop_rate=0.0, tree=tree, overlap=True)
+        assert torch.equal(_greedy(sd, inputs, 20), _greedy(target, inputs, 20))
+        stats = sd.last_stats
+        assert stats.lookahead_steps >= 3
+        assert stats.lookahead_hits == stats.lookahead_steps
 
 
 def test_a_wrong_hit_rule_is_caught(monkeypatch):
@@ -127,12 +144,16 @@ def _law(target, inputs):
     return law
 
 
-@pytest.mark.parametrize("children", ["top_k", "sampled"])
-def test_sampled_tokens_follow_the_target(children):
-    target, _, noisy, _ = _pair("llava_onevision")
-    inputs = tm.make_inputs("llava_onevision", target, seed=3, frames=2)
+@pytest.mark.parametrize(
+    "family,children", [(f, "top_k") for f in tm.FAMILIES] + [("llava_onevision", "sampled")]
+)
+def test_sampled_tokens_follow_the_target(family, children):
+    target, _, noisy, _ = _pair(family)
+    inputs = tm.make_inputs(family, target, seed=3, frames=2)
+    # the tiny Qwen drafts agree with their targets on no pruned video: their bets miss always
+    drop_rate = 0.5 if family == "llava_onevision" else 0.0
     sd = specvlm.accelerate(
-        (target, noisy), drop_rate=0.5, tree=SAMPLE_TREE, children=children, overlap=True
+        (target, noisy), drop_rate=drop_rate, tree=SAMPLE_TREE, children=children, overlap=True
     )
     gen = torch.Generator().manual_seed(2)
     start = inputs["input_ids"].shape[1]
@@ -143,9 +164,9 @@ def test_sampled_tokens_follow_the_target(children):
         counts[tuple(out[0, start:].tolist())] += 1
         hits += sd.last_stats.lookahead_hits
         steps += sd.last_stats.lookahead_steps
-    assert hits > 30 and steps - hits > 30, f"hits {hits} of {steps}: a path untested"
+    assert hits > 20 and steps - hits > 20, f"hits {hits} of {steps}: a path untested"
     p_value = g_test(counts, _law(target, inputs))
-    assert p_value > 1e-3, f"overlap/{children}: G-test p = {p_value:.2e}"
+    assert p_value > 1e-3, f"overlap/{family}/{children}: G-test p = {p_value:.2e}"
 
 
 def test_seeded_sampling_repeats():
