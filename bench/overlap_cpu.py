@@ -3,7 +3,7 @@ overlapped one (``accelerate(overlap=True)``: the draft on a thread of its own),
 caption questions, greedy. Every output is checked against the target's own ``generate``.
 
     PYTHONPATH=. python bench/overlap_cpu.py [--clips 24] [--frames 60] [--repeats 3]
-        [--threads 1,2] [--out docs/bench/overlap_cpu.json]
+        [--threads 1,2] [--capture] [--out docs/bench/overlap_cpu.json]
 
 Per intra-op thread count (``torch.set_num_threads``), each clip runs both loops alternately
 ``--repeats`` times and the fastest decode of each counts; the ratio is summed decode time,
@@ -32,17 +32,24 @@ from specvlm.tools.video_input import VideoPrompter
 PROMPT = "describe the video ."
 
 
-def measure(target, draft, prompts: list[dict], repeats: int, max_new_tokens: int) -> dict:
+def measure(
+    target, draft, prompts: list[dict], repeats: int, max_new_tokens: int, capture: bool = False
+) -> dict:
     """Sequential and overlapped decode over ``prompts`` (fixed settings: drop 0.9, default
-    tree), fastest of ``repeats`` per prompt and loop."""
+    tree; ``capture``: both sides on captured steps, compiled in an untimed warm-up call per
+    prompt), fastest of ``repeats`` per prompt and loop."""
     decoders = {
-        ov: specvlm.accelerate((target, draft), policy=None, overlap=ov) for ov in (False, True)
+        ov: specvlm.accelerate((target, draft), policy=None, overlap=ov, capture=capture)
+        for ov in (False, True)
     }
     totals = {ov: dict(decode_s=0.0, prompt_s=0.0, steps=0, tokens=0) for ov in (False, True)}
     hits = lookaheads = 0
     busy = wait = 0.0
     for inputs in prompts:
         expected = target.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
+        if capture:
+            for sd in decoders.values():
+                sd.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
         best: dict = {}
         for _ in range(repeats):
             for ov, sd in decoders.items():
@@ -74,6 +81,8 @@ def measure(target, draft, prompts: list[dict], repeats: int, max_new_tokens: in
         "lookahead_used": hits / max(ov["steps"], 1),
         "overlap_hidden": max(0.0, 1.0 - wait / busy) if busy else 0.0,
         "worker_ms_per_lookahead": 1e3 * busy / max(lookaheads, 1),
+        # the look-ahead gate's estimates over every call of the overlapped decoder
+        "gate": decoders[True].last_stats.overlap_reason,
     }
 
 
@@ -84,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--capture", action="store_true", help="captured steps on both sides")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     target = AutoModelForImageTextToText.from_pretrained(EMBEDDED / "target").eval()
@@ -96,12 +106,13 @@ def main(argv: list[str] | None = None) -> None:
         "clips": args.clips,
         "frames": args.frames,
         "video_tokens": int((prompts[0]["input_ids"] == target.config.video_token_id).sum()),
+        "capture": args.capture,
         "by_threads": {},
     }
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
         with torch.no_grad():
-            row = measure(target, draft, prompts, args.repeats, args.max_new_tokens)
+            row = measure(target, draft, prompts, args.repeats, args.max_new_tokens, args.capture)
         result["by_threads"][threads] = row
         print(
             f"threads {threads}: decode {row['decode_speedup']:.2f}x the sequential loop, "

@@ -22,6 +22,7 @@ from specvlm.capture.call import CallRunners, PairCapture
 from specvlm.capture.runner import CaptureFailed
 from specvlm.choice import CHILDREN, TokenChooser
 from specvlm.devices import cuda_devices, synchronized_now
+from specvlm.draft_worker import DraftWorkers
 from specvlm.families import Family, family_of
 from specvlm.generation import GeneratedSequence, GenerationSetup
 from specvlm.lookahead_gate import AlwaysLookAhead, LookaheadGate
@@ -101,9 +102,11 @@ def accelerate(
             while the target prefills, and the draft drafts the next step's tree on a worker
             of its own (a thread; on a CUDA draft, a stream) while the target verifies the
             current one. ``True``: always; ``False``: the sequential loop; ``"auto"``
-            (default): where the draft has a GPU the target does not use. Never changes the
-            output; ``last_stats.overlapped`` / ``lookahead_used`` / ``overlap_hidden`` say
-            what a call did.
+            (default): where the draft has a GPU the target does not use, betting only where
+            bets paid so far. Greedy output is the target's as always; sampled output has the
+            target's distribution (a seeded call repeats, with tokens other than
+            ``overlap=False``'s); ``last_stats.overlapped`` / ``lookahead_used`` /
+            ``overlap_hidden`` say what a call did.
     """
     if isinstance(models, nn.Module) or not isinstance(models, Sequence) or len(models) != 2:
         raise TypeError("accelerate expects a pair (target, draft) of models")
@@ -207,6 +210,7 @@ class SpeculativeDecoder:
         # overlap="auto": look ahead where it paid over this decoder's calls (True: always)
         auto = self.overlap == "auto"
         self._lookahead_gate = LookaheadGate() if auto else AlwaysLookAhead()
+        self._draft_workers = DraftWorkers()  # overlap: each calling thread's draft thread
         self._capture = PairCapture(self.family, target, draft, capture, speculate)
         self.settings = Settings(
             self.family,
@@ -370,7 +374,7 @@ class SpeculativeDecoder:
             if choice is not None and choice.speculate:
                 run.keep_speculating = lambda stats: self.policy.keep_speculating(choice, stats)
             self._capture.attach(captured, run)
-            with overlapping(run, self.overlap, self._lookahead_gate):
+            with overlapping(run, self.overlap, self._lookahead_gate, self._draft_workers):
                 generate_tokens(run)
             self._capture.report(captured, run)
         if run.streamer is not None:

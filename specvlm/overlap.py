@@ -2,7 +2,8 @@
 
 The sequential loop (:func:`specvlm.speculation.speculate`) adds the draft's time and the
 target's: draft a tree, then verify it, then draft the next one. Here the draft runs on a
-worker of its own (a thread; on a CUDA draft, also a stream of its own) and two things overlap:
+worker of its own (:mod:`specvlm.draft_worker`: a thread per calling thread; on a GPU of the
+draft's own, also a stream) and two things overlap:
 
 - **Prefill.** The draft's multimodal wrapper (its vision tower and projector on the whole
   video) does not depend on the target's scores: it runs while the target prefills. Only the
@@ -25,22 +26,21 @@ Timeline of one step (``docs/design.md``, "Overlapped drafting")::
 Lossless by construction: the target verifies every tree exactly as in the sequential loop,
 and a looked-ahead tree is used only when its prefix is exactly the emitted one, so it is the
 tree the draft proposes after that prefix (greedy), or a draw from the draft's distribution
-after it, made with the draft's own random stream and independent of the target's acceptance
-(sampling). Tests: ``tests/test_overlap.py``.
+after it, made with a seed of the tree's own and independent of the target's acceptance
+(sampling: :class:`TreeChildren`). Tests: ``tests/test_overlap.py``.
 """
 
 from __future__ import annotations
 
-import contextvars
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from specvlm.draft_worker import DraftWorker, DraftWorkers
 from specvlm.drafting import EMPTY, DraftPlan, Proposal, feed_pending
 from specvlm.lookahead_gate import LookaheadGate
 from specvlm.speculation import (
@@ -88,88 +88,35 @@ def decide_overlap(setting, target: nn.Module, draft: nn.Module) -> tuple[bool, 
 # -------------------------------------------------------------------------------------------
 # The worker
 # -------------------------------------------------------------------------------------------
-class DraftWorker:
-    """One thread for the draft's work in one ``generate`` call; with ``own_stream`` (a CUDA
-    draft on a device the target does not use), one stream.
-
-    Each job starts after everything the caller had queued on the draft's device (an event on
-    the caller's stream), runs under ``torch.no_grad()`` in a copy of the caller's context, and
-    its result is handed over with the caller's stream waiting for the job's work (no host
-    synchronisation). Every job of the call finishes before :meth:`close` returns.
-
-    Why a stream only on a device of the draft's own: memory the job frees goes back to the
-    stream it was allocated on, and on a device the caller is using at the same time (the
-    target's verification) the caller could reuse it while the job's kernels still read it.
-    On a shared GPU the job runs on the default stream: its kernels queue behind the target's,
-    and only the host work (Python, launches) overlaps."""
-
-    def __init__(self, device: torch.device, own_stream: bool = False):
-        self.device = device
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="specvlm-draft")
-        side = own_stream and device.type == "cuda"
-        self._stream = torch.cuda.Stream(device) if side else None
-        self.busy = 0.0  # seconds the worker spent on jobs
-        self.waited = 0.0  # seconds callers waited for a job's result
-
-    def submit(self, fn: Callable, *args) -> Future:
-        ready = None
-        if self._stream is not None:
-            ready = torch.cuda.current_stream(self.device).record_event()
-        return self._pool.submit(contextvars.copy_context().run, self._job, ready, fn, args)
-
-    def result(self, job: Future):
-        """The job's value, once it is done (its exception, raised here, if it failed)."""
-        t0 = time.perf_counter()
-        value, done = job.result()
-        self.waited += time.perf_counter() - t0
-        if done is not None:
-            torch.cuda.current_stream(self.device).wait_event(done)
-        return value
-
-    def _job(self, ready, fn: Callable, args: tuple):
-        t0 = time.perf_counter()
-        stream = self._stream
-        try:
-            with torch.no_grad(), torch.cuda.stream(stream) if stream else nullcontext():
-                if ready is not None:
-                    stream.wait_event(ready)
-                value = fn(*args)
-                done = stream.record_event() if stream is not None else None
-        finally:
-            self.busy += time.perf_counter() - t0
-        return value, done
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
 @contextmanager
-def overlapping(run: Run, setting, gate: LookaheadGate):
+def overlapping(run: Run, setting, gate: LookaheadGate, workers: DraftWorkers):
     """The block runs ``run`` overlapped where :func:`decide_overlap` says so for ``setting``
-    (and the run speculates), its look-aheads where ``gate`` says they pay; its draft worker is
-    closed, every job finished, on the way out, also on error."""
-    on, run.stats.overlap_reason = decide_overlap(setting, run.target_model, run.draft_model)
+    (and the run speculates), on this thread's draft worker from ``workers``, its look-aheads
+    where ``gate`` says they pay. Every job of the call has finished on the way out, also on
+    error."""
+    on, reason = decide_overlap(setting, run.target_model, run.draft_model)
+    run.stats.overlap_reason = reason if run.settings.speculate else "no speculation"
     if not (on and run.settings.speculate):
         yield
         return
     device = next(run.settings.family.decoder(run.draft_model).parameters()).device
     target_devices = {p.device for p in run.target_model.parameters()}
-    worker = DraftWorker(device, own_stream=device not in target_devices)
-    try:
+    with workers.for_draft(device, own_stream=device not in target_devices) as worker:
         attach(run, worker, gate)
         yield
-    finally:
-        worker.close()
 
 
 def attach(run: Run, worker: DraftWorker, gate: LookaheadGate) -> None:
     """Make ``run`` overlapped: the draft's decoder inputs start now, on the worker (they run
-    while the target prefills), and step 4 is :func:`speculate_overlapped`."""
+    while the target prefills); the captured steps' adoption runs there too, and step 4 is
+    :func:`speculate_overlapped`."""
     settings = run.settings
     job = worker.submit(draft_decoder_inputs, settings.family, run.draft_model, run.inputs)
     run.draft_inputs = lambda: worker.result(job)
+    adopt = run.adopt.get("draft")
+    if adopt is not None:  # graphs are recorded by the thread that will replay them
+        run.adopt["draft"] = lambda side: worker.call(adopt, side)
     run.speculator = lambda run, root: speculate_overlapped(run, root, worker, gate)
-    run.stats.overlapped = True
 
 
 # -------------------------------------------------------------------------------------------
@@ -196,6 +143,7 @@ class Ahead:
     guess: Guess
     bonus: int
     proposal: Proposal
+    seconds: float  # the worker's time on it
 
     def hit(self, accepted: list[int], bonus: int) -> bool:
         return accepted == self.guess.nodes and bonus == self.bonus
@@ -223,7 +171,7 @@ def look_ahead(run: Run, plan: DraftPlan, proposal: Proposal, guess: Guess, pick
     """On the worker: commit the draft to ``guess`` (its cache keeps the guessed path), feed the
     path's last node, take the draft's top-1 as the bonus, and draft the next tree from it.
     ``pick_after(tokens)``: the children picker for a sequence extended by ``tokens``."""
-    draft = run.draft
+    t0, draft = time.perf_counter(), run.draft
     draft.keep(proposal.prefix_len, guess.nodes[: guess.fed])  # fed nodes sit at their index
     draft.next_pos = proposal.root_pos + 1 + guess.fed
     logits, _, _ = feed_pending(draft, guess.tokens[-1:])
@@ -238,7 +186,7 @@ def look_ahead(run: Run, plan: DraftPlan, proposal: Proposal, guess: Guess, pick
         settings.min_draft_confidence,
         pick_after([*guess.tokens, bonus]),
     )
-    return Ahead(guess, bonus, following)
+    return Ahead(guess, bonus, following, time.perf_counter() - t0)
 
 
 def resume_pending(run: Run, proposal: Proposal, verdict, ahead: Ahead | None) -> list[int]:
@@ -271,7 +219,8 @@ def speculate_overlapped(
     :func:`~specvlm.speculation.speculate` (same return), the next tree drafted on the worker
     while the target verifies, where ``gate`` says it pays. Its stats: ``lookahead_*`` and
     ``overlap_*``."""
-    t0, busy0, waited0 = run.now(), worker.busy, worker.waited
+    t0 = run.now()
+    run.stats.overlapped = True
     step = _Stepper(run, worker, gate)
     proposal = step.draft([root])
     try:
@@ -284,61 +233,84 @@ def speculate_overlapped(
             if ahead is not None:
                 proposal, root = ahead.proposal, ahead.bonus
             else:
-                proposal, root = step.draft(step.pending), step.pending[-1]
+                proposal, root = step.draft_after_miss()
     finally:
         run.stats.decode += run.now() - t0
-        run.stats.overlap_busy += worker.busy - busy0
-        run.stats.overlap_wait += worker.waited - waited0
         run.stats.overlap_reason += f"; {gate.describe()}"
 
 
 class _Stepper:
-    """The overlapped loop's two moves for one call: drafting on the caller's thread, and
-    verifying with the next tree drafted ahead on the worker."""
+    """The overlapped loop's moves for one call, all of the draft's work on the worker:
+    drafting a tree (first, and after a miss), and verifying with the next tree drafted ahead
+    on a bet."""
 
     def __init__(self, run: Run, worker: DraftWorker, gate: LookaheadGate):
         self.run, self.worker, self.gate = run, worker, gate
         self.plan = DraftPlan.of(run.settings.tree)
         self.full_mask = verify_mask(run.settings.tree)
-        self.pick_after = children_after(run)
-        self.pending: list[int] = []  # after a miss: what the draft must be fed next
+        self.children = TreeChildren(run)
+        self.seed = self.children.next_seed()  # the next tree's children's seed
+        self.missed: tuple | None = None  # the last step's (proposal, verdict, look-ahead)
 
     def draft(self, pending: list[int]) -> Proposal:
-        """The sequential loop's drafting (first, and after a miss)."""
-        run, t0 = self.run, time.perf_counter()
-        proposal = run.drafter(
+        """The first tree, drafted on the worker as the sequential loop drafts."""
+        return self._timed(self._draft, pending, self.children.after(self.seed))
+
+    def draft_after_miss(self) -> tuple[Proposal, int]:
+        """After a step whose bet missed (or that made none): the draft's cache keeps what it
+        holds of the accepted path, and the next tree is drafted; returns it and its root."""
+        proposal, verdict, ahead = self.missed
+        pick_after = self.children.after(self.seed)
+
+        def resume_and_draft():
+            pending = resume_pending(self.run, proposal, verdict, ahead)
+            return self._draft(pending, pick_after), pending[-1]
+
+        return self._timed(resume_and_draft)
+
+    def _timed(self, fn, *args):
+        t0 = time.perf_counter()
+        value = self.worker.call(fn, *args)
+        self.gate.record_drafting(time.perf_counter() - t0)
+        return value
+
+    def _draft(self, pending: list[int], pick_after) -> Proposal:
+        run = self.run
+        return run.drafter(
             run.draft,
             self.plan,
             pending,
             run.chooser.stop_tokens,
             run.settings.min_draft_confidence,
-            self.pick_after([]),
+            pick_after([]),
         )
-        self.gate.record_drafting(time.perf_counter() - t0)
-        return proposal
 
     def verify(self, proposal: Proposal, root: int):
         """Verify ``proposal`` (``root`` first) and commit the target; returns the verdict and
-        the looked-ahead step when it hit (None otherwise: ``self.pending`` is then set)."""
+        the looked-ahead step when its bet hit (None otherwise: see :meth:`draft_after_miss`)."""
         run, stats = self.run, self.run.stats
+        self.seed = self.children.next_seed()  # drawn whether or not the next tree is bet on
         guess = guess_of(proposal, run.chooser.stop_tokens, _room(run))
         job = None
         if guess is not None and self.gate.look_ahead():
-            job = self.worker.submit(look_ahead, run, self.plan, proposal, guess, self.pick_after)
+            pick_after = self.children.after(self.seed)
+            job = self.worker.submit(look_ahead, run, self.plan, proposal, guess, pick_after)
             stats.lookahead_steps += 1
         t0, target_base = time.perf_counter(), run.target.length
         verdict = verify_tree(
             run.target, proposal, self.full_mask, root, run.chooser.decide(run.sequence)
         )
+        waited = time.perf_counter()
         ahead = None if job is None else self.worker.result(job)
+        if ahead is not None:
+            stats.overlap_busy += ahead.seconds
+            stats.overlap_wait += time.perf_counter() - waited
         hit = ahead is not None and ahead.hit(verdict.accepted, verdict.bonus)
         self.gate.record_step(job is not None, time.perf_counter() - t0, hit)
         commit_target(run.target, target_base, plan_commit(proposal, verdict))
         stats.lookahead_hits += hit
-        if hit:
-            return verdict, ahead
-        self.pending = resume_pending(run, proposal, verdict, ahead)
-        return verdict, None
+        self.missed = None if hit else (proposal, verdict, ahead)
+        return verdict, (ahead if hit else None)
 
 
 def _room(run: Run) -> int:
@@ -363,18 +335,36 @@ class _Extended:
         return self.sequence.extended([*self.tokens, *path])
 
 
-def children_after(run: Run) -> Callable[[list[int]], object]:
-    """``pick_after(tokens)``: the children picker for the sequence followed by ``tokens``
-    (None: the draft's top-k). Sampled children draw from a generator of the draft's own,
-    seeded once from the call's: the worker's draws never interleave with the target's, so a
-    seeded call gives the same tokens every time."""
-    chooser = run.chooser
-    if not chooser.sampled_children:
-        return lambda tokens: None
-    setup = chooser.setup
-    given = setup.generator
-    seed = torch.randint(
-        2**62, (1,), generator=given, device=given.device if given is not None else "cpu"
-    )
-    generator = torch.Generator(setup.device).manual_seed(int(seed))
-    return lambda tokens: chooser.children(_Extended(run.sequence, tokens), generator)
+class TreeChildren:
+    """How each tree's children are picked: the draft's top-k, or, for sampled children, drawn
+    with a generator of the tree's own, seeded from a stream of seeds the caller's thread
+    draws once per tree in step order (itself seeded once from the call's generator). So the
+    worker's draws never interleave with the target's, and a tree is drawn with the same seed
+    whether it was bet on or drafted after a miss: a seeded call repeats."""
+
+    def __init__(self, run: Run):
+        self.run, self.chooser = run, run.chooser
+        self._seeds = None
+        if self.chooser.sampled_children:
+            given = self.chooser.setup.generator
+            device = given.device if given is not None else "cpu"
+            first = torch.randint(2**62, (1,), generator=given, device=device)
+            self._seeds = torch.Generator().manual_seed(int(first))
+
+    def next_seed(self) -> int | None:
+        if self._seeds is None:
+            return None
+        return int(torch.randint(2**62, (1,), generator=self._seeds))
+
+    def after(self, seed: int | None) -> Callable[[list[int]], object]:
+        """``pick_after(tokens)``: the picker for the sequence followed by ``tokens`` (None:
+        the draft's top-k)."""
+        if seed is None:
+            return lambda tokens: None
+        chooser, sequence = self.chooser, self.run.sequence
+
+        def pick_after(tokens):
+            generator = torch.Generator(chooser.setup.device).manual_seed(seed)
+            return chooser.children(_Extended(sequence, tokens), generator)
+
+        return pick_after

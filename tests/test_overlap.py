@@ -13,6 +13,7 @@ import torch
 
 import specvlm
 from specvlm import lookahead_gate, overlap
+from specvlm.draft_worker import DraftWorker, DraftWorkers
 from specvlm.drafting import EMPTY, Proposal
 from specvlm.lookahead_gate import LookaheadGate
 from specvlm.trees import Tree
@@ -125,23 +126,7 @@ SAMPLE_TREE = [[0], [1]]  # depth 1: a look-ahead fits in NEW tokens
 def _law(target, inputs):
     from tests import test_sampling_distribution as tsd
 
-    law = {(): 1.0}
-    for _ in range(NEW):
-        grown: dict = {}
-        for prefix, p in law.items():
-            with torch.no_grad():
-                out = target.generate(
-                    **tsd._extended(inputs, prefix),
-                    max_new_tokens=1,
-                    output_scores=True,
-                    return_dict_in_generate=True,
-                    **OPTIONS,
-                )
-            probs = torch.softmax(out.scores[0][0].double(), dim=-1)
-            for tok in torch.nonzero(probs > 0).flatten().tolist():
-                grown[prefix + (tok,)] = p * float(probs[tok])
-        law = grown
-    return law
+    return tsd.exact_law(target, inputs, NEW, OPTIONS)
 
 
 @pytest.mark.parametrize(
@@ -169,13 +154,18 @@ def test_sampled_tokens_follow_the_target(family, children):
     assert p_value > 1e-3, f"overlap/{family}/{children}: G-test p = {p_value:.2e}"
 
 
-def test_seeded_sampling_repeats():
-    """The worker draws sampled children from a generator of its own, seeded from the call's:
-    the same seed gives the same tokens."""
+@pytest.mark.parametrize("gated", [False, True])
+def test_seeded_sampling_repeats(gated):
+    """Each tree's sampled children are drawn with a seed of their own, the same whether the
+    tree was bet on or drafted after a miss: the same seed gives the same tokens, also when
+    the gate's (timing-driven) choices differ from call to call."""
     target, _, noisy, inputs = _pair("qwen2_5_vl")
     sd = specvlm.accelerate(
-        (target, noisy), drop_rate=0.5, tree=TREE, children="sampled", overlap=True
+        (target, noisy), drop_rate=0.0, tree=TREE, children="sampled", overlap=True
     )
+    if gated:
+        flips = iter([True, False] * 100)
+        sd._lookahead_gate.look_ahead = lambda: next(flips)
     outs = [
         sd.generate(**inputs, max_new_tokens=10, generator=torch.Generator().manual_seed(4),
                     **OPTIONS)
@@ -231,7 +221,7 @@ class _FakeSide:
 def test_roll_back_after_a_miss(accepted, bonus, kept, pending):
     p = _proposal([[0], [1], [0, 0], [1, 0], [0, 0, 0]], [5, 6, 7, 8, 9])
     guess = overlap.guess_of(p, frozenset(), room=10)
-    ahead = overlap.Ahead(guess, bonus=99, proposal=p)
+    ahead = overlap.Ahead(guess, bonus=99, proposal=p, seconds=0.0)
     side = _FakeSide()
     run = SimpleNamespace(draft=side)
     got = overlap.resume_pending(run, p, Verdict(accepted, bonus), ahead)
@@ -246,15 +236,51 @@ def test_roll_back_without_a_look_ahead_is_the_sequential_commit():
     assert side.kept == (10, [0, 2]) and got == [9, 3]
 
 
-def test_a_failing_job_raises_in_the_caller_and_close_waits():
-    worker = overlap.DraftWorker(torch.device("cpu"))
+def test_a_failing_job_raises_in_the_caller_and_drain_waits():
+    worker = DraftWorker(torch.device("cpu"), own_stream=False)
     job = worker.submit(lambda: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         worker.result(job)
     seen = []
     worker.submit(lambda: seen.append(torch.is_grad_enabled()))
-    worker.close()
-    assert seen == [False]  # the job ran, without autograd, before close returned
+    worker.drain()
+    assert seen == [False]  # the job ran, without autograd, before drain returned
+
+
+def test_jobs_run_under_the_callers_inference_mode_and_autocast():
+    worker = DraftWorker(torch.device("cpu"), own_stream=False)
+
+    def state():
+        return torch.is_inference_mode_enabled(), torch.is_autocast_enabled("cpu")
+
+    assert worker.call(state) == (False, False)
+    with torch.inference_mode():
+        assert worker.call(state) == (True, False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert worker.call(state) == (False, True)
+
+
+def test_a_cpu_worker_lives_for_one_call():
+    workers = DraftWorkers()
+    cpu = torch.device("cpu")
+    with workers.for_draft(cpu, own_stream=False) as first:
+        job = first.submit(lambda: 7)
+    assert job.done() and job.result()[0] == 7  # finished on the way out
+    with workers.for_draft(cpu, own_stream=False) as second:
+        assert second is not first
+    with pytest.raises(RuntimeError):  # the first worker's thread has ended
+        first.submit(lambda: None)
+
+
+def test_generate_under_inference_mode():
+    """A caller's ``torch.inference_mode()`` reaches the worker (the draft's cache tensors are
+    inference tensors there too)."""
+    target, _, noisy, inputs = _pair("llava_onevision")
+    sd = specvlm.accelerate((target, noisy), drop_rate=0.5, tree=TREE, overlap=True)
+    with torch.inference_mode():
+        out = _greedy(sd, inputs, 12)
+    assert torch.equal(out, _greedy(target, inputs, 12))
+    assert sd.last_stats.lookahead_steps > 0
 
 
 # -------------------------------------------------------------------------------------------
@@ -297,15 +323,21 @@ def test_the_gate_weighs_what_a_hit_saves_against_the_slowdown(
 
 
 def test_auto_gates_the_look_ahead_and_stays_lossless():
-    """The gated loop (what "auto" runs where it overlaps), forced on a CPU pair."""
+    """The gated loop (what "auto" runs where it overlaps), forced on a CPU pair: it bets
+    exactly when the gate says so, and the gate does say no (after its first bets it wants
+    steps without one to compare)."""
     target, draft, _, inputs = _pair("qwen3_vl")
     sd = specvlm.accelerate((target, draft), drop_rate=0.5, tree=TREE, overlap=True)
-    sd._lookahead_gate = LookaheadGate()
+    gate = sd._lookahead_gate = LookaheadGate()
+    answers = []
+    real = gate.look_ahead
+    gate.look_ahead = lambda: answers.append(real()) or answers[-1]
     expected = _greedy(target, inputs, 14)
+    bets = 0
     for _ in range(4):
         assert torch.equal(_greedy(sd, inputs, 14), expected)
-    stats = sd.last_stats
-    assert stats.lookahead_steps < len(stats.accepted_lengths)  # a random draft never hits
+        bets += sd.last_stats.lookahead_steps
+    assert bets == sum(answers) and not all(answers)
 
 
 def test_the_cpu_bench_runs_on_the_embedded_pair(tmp_path):

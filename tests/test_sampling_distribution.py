@@ -66,11 +66,13 @@ def _extended(inputs: dict, prefix: tuple[int, ...]) -> dict:
     return out
 
 
-def exact_law(target, inputs) -> dict[tuple[int, ...], float]:
-    """P(first NEW tokens) under ``target.generate(**inputs, **OPTIONS)``, by enumeration."""
+def exact_law(target, inputs, new=NEW, options=None) -> dict[tuple[int, ...], float]:
+    """P(first ``new`` tokens) under ``target.generate(**inputs, **options)`` (default
+    OPTIONS), by enumeration."""
+    options = OPTIONS if options is None else options
     eos = set(tm.GENERATION_EOS if isinstance(tm.GENERATION_EOS, list) else [tm.GENERATION_EOS])
     law = {(): 1.0}
-    for _ in range(NEW):
+    for _ in range(new):
         grown: dict = {}
         for prefix, p in law.items():
             if prefix and prefix[-1] in eos:  # generation ended there
@@ -82,7 +84,7 @@ def exact_law(target, inputs) -> dict[tuple[int, ...], float]:
                     max_new_tokens=1,
                     output_scores=True,
                     return_dict_in_generate=True,
-                    **OPTIONS,
+                    **options,
                 )
             probs = torch.softmax(out.scores[0][0].double(), dim=-1)
             for tok in torch.nonzero(probs > 0).flatten().tolist():

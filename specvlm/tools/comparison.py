@@ -69,7 +69,7 @@ def auto_decoder(target, draft, *, capture="auto") -> specvlm.SpeculativeDecoder
     key = (id(target), id(draft), capture)
     sd = _AUTO.get(key)
     if sd is None or sd.target is not target or sd.draft is not draft:
-        sd = _AUTO[key] = specvlm.accelerate((target, draft), capture=capture)
+        sd = _AUTO[key] = specvlm.accelerate((target, draft), capture=capture, overlap=False)
     return sd
 
 
@@ -78,7 +78,9 @@ def naive_decoder(
 ) -> specvlm.SpeculativeDecoder:
     """Naive speculative decoding: SpecVLM's loop with the draft on every video token (drop
     rate 0), without scoring the video (only pruning needs the scores)."""
-    sd = specvlm.accelerate((target, draft), drop_rate=0.0, seed=seed, tree=tree, capture=capture)
+    sd = specvlm.accelerate(
+        (target, draft), drop_rate=0.0, seed=seed, tree=tree, capture=capture, overlap=False
+    )
     sd.settings = replace(sd.settings, score_video=False)
     return sd
 
@@ -142,7 +144,7 @@ def spec_decoder(
         selector=_SELECTOR[method],
         tree=tree,
         capture=capture,
-        overlap=True if method == "overlap" else "auto",
+        overlap=method == "overlap",  # the other methods are the sequential loop
     )
 
 
