@@ -357,3 +357,30 @@ def test_the_cpu_bench_runs_on_the_embedded_pair(tmp_path):
     row = json.loads(out.read_text())["by_threads"]["1"]
     assert row["decode_speedup"] > 0 and row["sequential"]["tokens"] > 0
     assert row["sequential"]["tokens"] == row["overlapped"]["tokens"]
+
+
+def _on(*devices):
+    """A stand-in model whose parameters live on ``devices``."""
+    params = [SimpleNamespace(device=torch.device(d)) for d in devices]
+    return SimpleNamespace(parameters=lambda: iter(params))
+
+
+@pytest.mark.parametrize(
+    "target,draft,on,reason",
+    [
+        (("cuda:0", "cuda:1"), ("cuda:2",), True, "auto: the draft has a GPU of its own"),
+        (("cuda:0", "cuda:1"), ("cuda:1",), False, "auto: the draft shares a GPU"),
+        (("cuda:0",), ("cpu",), False, "auto: a model is on the CPU"),
+        (("cpu",), ("cpu",), False, "auto: a model is on the CPU"),
+    ],
+)
+def test_what_auto_decides_by_device(target, draft, on, reason):
+    got, why = overlap.decide_overlap("auto", _on(*target), _on(*draft))
+    assert got is on and why.startswith(reason)
+    assert overlap.decide_overlap(True, _on(*target), _on(*draft)) == (True, "overlap=True")
+    assert overlap.decide_overlap(False, _on(*target), _on(*draft)) == (False, "overlap=False")
+
+
+def test_auto_does_not_overlap_a_draft_that_is_the_target():
+    model = _on("cuda:0")
+    assert overlap.decide_overlap("auto", model, model) == (False, "auto: the draft is the target")
