@@ -100,7 +100,7 @@ def accelerate(
             ran.
         overlap: overlapped drafting (:mod:`specvlm.overlap`): the draft's vision tower runs
             while the target prefills, and the draft drafts the next step's tree on a worker
-            of its own (a thread; on a CUDA draft, a stream) while the target verifies the
+            of its own (a thread; on a GPU of its own, a stream) while the target verifies the
             current one. ``True``: always; ``False``: the sequential loop; ``"auto"``
             (default): where the draft has a GPU the target does not use, betting only where
             bets paid so far. Greedy output is the target's as always; sampled output has the
@@ -108,24 +108,11 @@ def accelerate(
             ``overlap=False``'s); ``last_stats.overlapped`` / ``lookahead_used`` /
             ``overlap_hidden`` say what a call did.
     """
+    options = dict(locals())  # every keyword argument, passed on as given
+    models = options.pop("models")
     if isinstance(models, nn.Module) or not isinstance(models, Sequence) or len(models) != 2:
         raise TypeError("accelerate expects a pair (target, draft) of models")
-    return SpeculativeDecoder(
-        models[0],
-        models[1],
-        policy=policy,
-        speculate=speculate,
-        drop_rate=drop_rate,
-        mass=mass,
-        selector=selector,
-        tree=tree,
-        draft_positions=draft_positions,
-        min_draft_confidence=min_draft_confidence,
-        seed=seed,
-        children=children,
-        capture=capture,
-        overlap=overlap,
-    )
+    return SpeculativeDecoder(models[0], models[1], **options)
 
 
 def _check_rate(name: str, value, low: float, high: float, high_open: bool) -> float:
