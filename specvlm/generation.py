@@ -267,83 +267,23 @@ def resolve(model, input_ids, generation_config=None, kwargs: dict | None = None
     than ``max_length``, ``stop_strings`` without a tokenizer, ...). Warns as ``generate`` warns.
     """
     kwargs = dict(kwargs or {})
-    generator = kwargs.pop("generator", None)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    args = {
-        name: kwargs.pop(name, None)
-        for name in (
-            "logits_processor",
-            "stopping_criteria",
-            "prefix_allowed_tokens_fn",
-            "synced_gpus",
-            "assistant_model",
-            "streamer",
-            "negative_prompt_ids",
-            "negative_prompt_attention_mask",
-            "custom_generate",
-            "trust_remote_code",
-            "inputs",
-        )
-    }
-    for name, reason in REFUSED_ARGUMENTS.items():
-        value = args.get(name, kwargs.get(name))
-        if value is not None:
-            raise _refuse(name, value, reason, f"leave {name} unset")
-    if args["synced_gpus"]:
-        raise _refuse("synced_gpus", True, "one process only", "pass synced_gpus=False")
+    generator, args = _call_arguments(kwargs)
     kwargs["input_ids"] = input_ids
     mode_kwargs = decoder.generation_mode_kwargs(
         model, kwargs, args["synced_gpus"], None, args["streamer"]
     )
     if mode_kwargs.get("synced_gpus"):
         raise _refuse("synced_gpus", True, "one process only", "pass synced_gpus=False")
-
-    # generate's step 1: merge the options, keep the model kwargs apart.
-    has_default_max_length = (
-        kwargs.get("max_length") is None
-        and (generation_config is None or generation_config.max_length is None)
-        and model.generation_config.max_length is None
-    )
-    has_default_min_length = (
-        kwargs.get("min_length") is None
-        and (generation_config is None or generation_config.min_length is None)
-        and model.generation_config.min_length is None
-    )
+    defaults = _default_lengths(model, generation_config, kwargs)
     gc, model_kwargs = decoder.merged_generation_config(model, generation_config, kwargs)
     _check_fields(gc)
     mode = gc.get_generation_mode(None)
     if mode not in (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE):
         raise NotImplementedError(f"generation mode {mode!s} is not supported by specvlm")
     decoder.validate_model_kwargs(model, model_kwargs)
-
-    # Step 3: the prompt.
-    prompt, input_name, model_kwargs = decoder.generation_inputs(
-        model, args["inputs"], gc, model_kwargs
-    )
-    if input_name != "input_ids" or model_kwargs.get("inputs_embeds") is not None:
-        raise _refuse("inputs_embeds", prompt, REFUSED_ARGUMENTS["inputs_embeds"], "pass input_ids")
-    if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2:
-        raise ValueError("input_ids must be a [batch, length] tensor")
-    if prompt.shape[0] != 1:
-        raise NotImplementedError(
-            f"batch size {prompt.shape[0]} is not supported by specvlm (batch size 1 only)"
-        )
-    device = prompt.device
-    mask = model_kwargs.get("attention_mask")
-    decoder.prepare_special_tokens(model, gc, mask is not None, device)
-    if mask is None:
-        mask = decoder.generation_attention_mask(model, prompt, gc, model_kwargs)
-    if not bool((mask == 1).all()):
-        raise NotImplementedError(
-            "padded prompts (zeros in attention_mask, or pad tokens in input_ids without a "
-            "mask) are not supported by specvlm"
-        )
-
-    # Step 6: the length; step 8: processors and stopping criteria.
-    gc = decoder.resolve_generation_length(
-        model, gc, has_default_max_length, has_default_min_length, prompt
-    )
+    prompt, model_kwargs = _prompt(model, args["inputs"], gc, model_kwargs)
+    # generate's step 6: the length; step 8: processors and stopping criteria.
+    gc = decoder.resolve_generation_length(model, gc, *defaults, prompt)
     processors = decoder.generation_logits_processor(
         model,
         gc,
@@ -356,6 +296,81 @@ def resolve(model, input_ids, generation_config=None, kwargs: dict | None = None
     criteria = decoder.generation_stopping_criteria(
         model, gc, args["stopping_criteria"] or StoppingCriteriaList(), mode_kwargs.get("tokenizer")
     )
+    return _setup(gc, prompt, model_kwargs, processors, criteria, generator, args, mode_kwargs)
+
+
+# The arguments of ``generate`` that are not generation options.
+_CALL_ARGUMENTS = (
+    "logits_processor",
+    "stopping_criteria",
+    "prefix_allowed_tokens_fn",
+    "synced_gpus",
+    "assistant_model",
+    "streamer",
+    "negative_prompt_ids",
+    "negative_prompt_attention_mask",
+    "custom_generate",
+    "trust_remote_code",
+    "inputs",
+)
+
+
+def _call_arguments(kwargs: dict) -> tuple[torch.Generator | None, dict]:
+    """Take specvlm's ``generator`` and ``generate``'s own arguments out of ``kwargs``; refuse
+    what the loop cannot honour."""
+    generator = kwargs.pop("generator", None)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    args = {name: kwargs.pop(name, None) for name in _CALL_ARGUMENTS}
+    for name, reason in REFUSED_ARGUMENTS.items():
+        value = args.get(name, kwargs.get(name))
+        if value is not None:
+            raise _refuse(name, value, reason, f"leave {name} unset")
+    if args["synced_gpus"]:
+        raise _refuse("synced_gpus", True, "one process only", "pass synced_gpus=False")
+    return generator, args
+
+
+def _default_lengths(model, generation_config, kwargs: dict) -> tuple[bool, bool]:
+    """Whether ``max_length`` / ``min_length`` are left at their defaults (the call, its
+    config and the model's config all unset), as ``generate`` records before merging."""
+
+    def unset(name: str) -> bool:
+        return (
+            kwargs.get(name) is None
+            and (generation_config is None or getattr(generation_config, name) is None)
+            and getattr(model.generation_config, name) is None
+        )
+
+    return unset("max_length"), unset("min_length")
+
+
+def _prompt(model, inputs, gc: GenerationConfig, model_kwargs: dict) -> tuple:
+    """``generate``'s step 3, the prompt: ``input_ids`` of batch 1, unpadded; the special
+    tokens prepared. Returns it and the model kwargs (an attention mask added)."""
+    prompt, input_name, model_kwargs = decoder.generation_inputs(model, inputs, gc, model_kwargs)
+    if input_name != "input_ids" or model_kwargs.get("inputs_embeds") is not None:
+        raise _refuse("inputs_embeds", prompt, REFUSED_ARGUMENTS["inputs_embeds"], "pass input_ids")
+    if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2:
+        raise ValueError("input_ids must be a [batch, length] tensor")
+    if prompt.shape[0] != 1:
+        raise NotImplementedError(
+            f"batch size {prompt.shape[0]} is not supported by specvlm (batch size 1 only)"
+        )
+    mask = model_kwargs.get("attention_mask")
+    decoder.prepare_special_tokens(model, gc, mask is not None, prompt.device)
+    if mask is None:
+        mask = decoder.generation_attention_mask(model, prompt, gc, model_kwargs)
+    if not bool((mask == 1).all()):
+        raise NotImplementedError(
+            "padded prompts (zeros in attention_mask, or pad tokens in input_ids without a "
+            "mask) are not supported by specvlm"
+        )
+    return prompt, model_kwargs
+
+
+def _setup(gc, prompt, model_kwargs, processors, criteria, generator, args, mode_kwargs):
+    """The :class:`GenerationSetup` of the resolved call."""
     max_lengths = [c.max_length for c in criteria if isinstance(c, MaxLengthCriteria)]
     max_length = min(max_lengths) if max_lengths else int(gc.max_length)
     eos, pad = decoder.special_token_tensors(gc)

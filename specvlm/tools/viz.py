@@ -55,92 +55,27 @@ def save_pruning_figure(
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.lines import Line2D
-        from matplotlib.patches import Rectangle
     except ImportError as err:  # pragma: no cover - the demo checks before any work
         raise RuntimeError("--save-viz needs matplotlib (pip install matplotlib)") from err
 
     t, h, w = grid
-    total = t * h * w
-    heat = scores.float().reshape(t, h, w).numpy()
-    two_stage = selector == "two_stage"
-    kinds = np.zeros(total, dtype=np.int8)  # 0 dropped, 1 Stage I (or kept), 2 Stage II
-    if kept is not None:
-        kinds[kept.long().numpy()] = 2 if selector == "two_stage" else 1
-        if selector == "two_stage":
-            first = stage_one(scores, int(kept.numel()), mass).numpy()
-            kinds[first & (kinds == 2)] = 1
-    kinds = kinds.reshape(t, h, w)
-    pick = np.linspace(0, len(frames) - 1, t).round().astype(int)
+    kinds = token_kinds(scores, kept, grid, selector, mass)
     frame_h, frame_w = frames.shape[1:3]
-    cell_w, cell_h = frame_w / w, frame_h / h
-    vmax = float(heat.max()) if heat.size and heat.max() > 0 else 1.0
-
     col_w = 1.7
     fig_h = 2 * col_w * frame_h / frame_w + 1.5
     fig, axes = plt.subplots(
         2, t, figsize=(col_w * t + 1.0, fig_h), squeeze=False, layout="constrained"
     )
-    image = None
-    for i in range(t):
-        top, bottom = axes[0][i], axes[1][i]
-        top.imshow(frames[pick[i]], extent=(0, frame_w, frame_h, 0))
-        top.set_title(f"frame {i}", fontsize=8)
-        image = bottom.imshow(
-            heat[i], cmap="magma", vmin=0.0, vmax=vmax, extent=(0, frame_w, frame_h, 0)
-        )
-        for r, c in zip(*np.nonzero(kinds[i]), strict=True):
-            style = STAGE_II if kinds[i, r, c] == 2 else STAGE_I if two_stage else KEPT
-            for ax in (top, bottom):
-                ax.add_patch(
-                    Rectangle((c * cell_w, r * cell_h), cell_w, cell_h, fill=False, **style)
-                )
-        for ax in (top, bottom):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_aspect("equal")
+    image = _draw_columns(axes, frames, scores.float().reshape(t, h, w).numpy(), kinds, selector)
     axes[0][0].set_ylabel("frames", fontsize=8)
     axes[1][0].set_ylabel("target's scores", fontsize=8)
     bar = fig.colorbar(image, ax=list(axes[1]), fraction=0.025, pad=0.01)
     bar.set_label("attention score (sum over layers)", fontsize=7)
     bar.ax.tick_params(labelsize=6)
-
-    n_kept = int((kinds > 0).sum())
-    parts = [f"selector {selector}"]
-    if drop_rate is not None:
-        parts.append(f"drop rate {drop_rate:g}")
-    if kept is None:
-        parts.append(f"nothing pruned (the answer ended at its first token), {total} video tokens")
-    else:
-        what = f"kept {n_kept} of {total} video tokens"
-        if selector == "two_stage":
-            n_first = int((kinds == 1).sum())
-            what += f" (Stage I {n_first}, Stage II {n_kept - n_first})"
-        parts.append(what)
-    if tau is not None:
-        parts.append(f"tau {tau:.2f}")
-    title = ", ".join(parts)
+    title = _title(kinds, kept is None, selector, drop_rate, tau)
     fig.suptitle(title + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
     if kept is not None:
-        if selector == "two_stage":
-            handles = [
-                Line2D(
-                    [],
-                    [],
-                    color=STAGE_I["edgecolor"],
-                    linestyle="-",
-                    label=f"Stage I: top scores up to {mass:g} of the mass",
-                ),
-                Line2D(
-                    [],
-                    [],
-                    color=STAGE_II["edgecolor"],
-                    linestyle="--",
-                    label="Stage II: spread over frames and a lattice",
-                ),
-            ]
-        else:
-            handles = [Line2D([], [], color=KEPT["edgecolor"], label=f"kept ({selector})")]
+        handles = _legend_handles(selector, mass)
         fig.legend(
             handles=handles,
             loc="outside lower center",
@@ -150,3 +85,90 @@ def save_pruning_figure(
         )
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def token_kinds(
+    scores: torch.Tensor, kept: torch.Tensor | None, grid: tuple[int, int, int], selector, mass
+) -> np.ndarray:
+    """Int8 ``[T, H, W]``: 0 dropped, 1 Stage I (or kept, for other selectors), 2 Stage II."""
+    t, h, w = grid
+    kinds = np.zeros(t * h * w, dtype=np.int8)
+    if kept is not None:
+        kinds[kept.long().numpy()] = 2 if selector == "two_stage" else 1
+        if selector == "two_stage":
+            first = stage_one(scores, int(kept.numel()), mass).numpy()
+            kinds[first & (kinds == 2)] = 1
+    return kinds.reshape(t, h, w)
+
+
+def _draw_columns(axes, frames: np.ndarray, heat: np.ndarray, kinds: np.ndarray, selector: str):
+    """Each token frame's column: the frame and the scores, kept tokens outlined on both;
+    returns the last heat map's image (for the colour bar)."""
+    from matplotlib.patches import Rectangle
+
+    t, h, w = kinds.shape
+    pick = np.linspace(0, len(frames) - 1, t).round().astype(int)
+    frame_h, frame_w = frames.shape[1:3]
+    cell_w, cell_h = frame_w / w, frame_h / h
+    vmax = float(heat.max()) if heat.size and heat.max() > 0 else 1.0
+    image = None
+    for i in range(t):
+        top, bottom = axes[0][i], axes[1][i]
+        top.imshow(frames[pick[i]], extent=(0, frame_w, frame_h, 0))
+        top.set_title(f"frame {i}", fontsize=8)
+        image = bottom.imshow(
+            heat[i], cmap="magma", vmin=0.0, vmax=vmax, extent=(0, frame_w, frame_h, 0)
+        )
+        for r, c in zip(*np.nonzero(kinds[i]), strict=True):
+            two_stage = selector == "two_stage"
+            style = STAGE_II if kinds[i, r, c] == 2 else STAGE_I if two_stage else KEPT
+            for ax in (top, bottom):
+                ax.add_patch(
+                    Rectangle((c * cell_w, r * cell_h), cell_w, cell_h, fill=False, **style)
+                )
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_aspect("equal")
+    return image
+
+
+def _title(kinds: np.ndarray, unpruned: bool, selector: str, drop_rate, tau) -> str:
+    total, n_kept = kinds.size, int((kinds > 0).sum())
+    parts = [f"selector {selector}"]
+    if drop_rate is not None:
+        parts.append(f"drop rate {drop_rate:g}")
+    if unpruned:
+        parts.append(f"nothing pruned (the answer ended at its first token), {total} video tokens")
+    else:
+        what = f"kept {n_kept} of {total} video tokens"
+        if selector == "two_stage":
+            n_first = int((kinds == 1).sum())
+            what += f" (Stage I {n_first}, Stage II {n_kept - n_first})"
+        parts.append(what)
+    if tau is not None:
+        parts.append(f"tau {tau:.2f}")
+    return ", ".join(parts)
+
+
+def _legend_handles(selector: str, mass: float) -> list:
+    from matplotlib.lines import Line2D
+
+    if selector != "two_stage":
+        return [Line2D([], [], color=KEPT["edgecolor"], label=f"kept ({selector})")]
+    return [
+        Line2D(
+            [],
+            [],
+            color=STAGE_I["edgecolor"],
+            linestyle="-",
+            label=f"Stage I: top scores up to {mass:g} of the mass",
+        ),
+        Line2D(
+            [],
+            [],
+            color=STAGE_II["edgecolor"],
+            linestyle="--",
+            label="Stage II: spread over frames and a lattice",
+        ),
+    ]
