@@ -9,12 +9,11 @@ Every public name is loaded on first use (PEP 562): importing a submodule such a
 before the CLI has chosen their backend; nor import torch, so that the CLI refuses a wrong
 argument before torch loads and the GPU report's runner (``specvlm.tools.gpu_report``) starts
 its steps within its deadline (``Tree``, ``chain`` and ``default_tree`` come from
-:mod:`specvlm.trees`, which imports torch).
+:mod:`specvlm.trees`, which imports torch). ``accelerate`` and ``SpeculativeDecoder`` come from
+:mod:`specvlm.speculative_decoder`.
 """
 
 import importlib
-import sys
-import types
 
 _TREES = ("Tree", "chain", "default_tree")
 __all__ = ["GenerationStats", "SpeculativeDecoder", "Tree", "accelerate", "chain", "default_tree"]
@@ -28,7 +27,7 @@ def __getattr__(name: str):
         return trees if name == "trees" else globals()[name]
     if name not in ("GenerationStats", "SpeculativeDecoder", "accelerate"):
         raise AttributeError(f"module 'specvlm' has no attribute {name!r}")
-    from specvlm.accelerate import GenerationStats, SpeculativeDecoder, accelerate
+    from specvlm.speculative_decoder import GenerationStats, SpeculativeDecoder, accelerate
 
     names = {"GenerationStats": GenerationStats, "SpeculativeDecoder": SpeculativeDecoder}
     globals().update(names, accelerate=accelerate)
@@ -37,17 +36,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """Keeps ``specvlm.accelerate`` the function: the first import of the submodule of the same
-    name (``from specvlm.accelerate import ...``, anywhere) binds the package attribute to the
-    module, and here it is bound to the module's ``accelerate`` instead."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name == "accelerate" and isinstance(value, types.ModuleType):
-            value = value.accelerate
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

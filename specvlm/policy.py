@@ -225,9 +225,10 @@ def _locked(method):
 
 class AutoPolicy:
     """Chooses each call's settings; holds what it has measured and observed (per pair: one
-    policy per :class:`~specvlm.accelerate.SpeculativeDecoder`). Safe to share between threads:
-    choosing (with its calibration), the per-step check and learning from a call each hold the
-    policy's lock, so calls in several threads learn from each other's statistics one at a time.
+    policy per :class:`~specvlm.speculative_decoder.SpeculativeDecoder`). Safe to share between
+    threads: choosing (with its calibration), the per-step check and learning from a call each
+    hold the policy's lock, so calls in several threads learn from each other's statistics one
+    at a time.
 
     ``costs``: measured forward costs, ``{(role, device, dtype): ForwardCosts}``; filled on
     demand, or given (tests, or costs measured elsewhere). ``drop_rates``: the candidates.

@@ -126,7 +126,7 @@ def test_every_module_is_parsed(graph):
     assert {"specvlm.families.base", "specvlm.tools.common"} <= set(graph)
     # function-level and `from specvlm import x` imports are edges too
     assert "specvlm.tools.selfcheck" in graph["specvlm.tools.cli"]
-    assert "specvlm.accelerate" in graph["specvlm"]
+    assert "specvlm.speculative_decoder" in graph["specvlm"]
 
 
 def test_library_imports_no_tool_and_no_micro_module(graph):
@@ -143,15 +143,17 @@ def test_no_import_cycle(graph):
 
 def test_the_cli_defines_no_kernels_until_a_command_runs():
     """Building the parser imports no kernel module, so the CLI can still choose the backend;
-    and ``specvlm.accelerate`` stays the function once its submodule has been imported."""
+    and ``specvlm.accelerate`` is the function (no submodule of that name shadows it)."""
     code = (
         "import sys\n"
         "from specvlm.tools import cli\n"
         "cli._parser().parse_args(['demo'])\n"
         "assert 'specvlm_kernels' not in sys.modules, 'kernels imported by the parser'\n"
-        "from specvlm.accelerate import SpeculativeDecoder\n"
+        "from specvlm.speculative_decoder import SpeculativeDecoder\n"
         "import specvlm\n"
         "assert callable(specvlm.accelerate) and specvlm.SpeculativeDecoder is SpeculativeDecoder\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('specvlm.accelerate') is None\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(
@@ -173,14 +175,14 @@ def test_find_cycle_reports_the_cycle():
 
 def test_forbidden_edges_finds_library_to_tools_and_micro():
     graph = {
-        "specvlm.accelerate": {"specvlm.tools.timing", "specvlm.trees"},
+        "specvlm.speculative_decoder": {"specvlm.tools.timing", "specvlm.trees"},
         "specvlm.families.base": {"specvlm.micro.data"},
-        "specvlm.tools.demo": {"specvlm.accelerate", "specvlm.micro.data"},
+        "specvlm.tools.demo": {"specvlm.speculative_decoder", "specvlm.micro.data"},
         "specvlm.trees": set(),
     }
     assert forbidden_edges(graph) == [
-        ("specvlm.accelerate", "specvlm.tools.timing"),
         ("specvlm.families.base", "specvlm.micro.data"),
+        ("specvlm.speculative_decoder", "specvlm.tools.timing"),
     ]
 
 

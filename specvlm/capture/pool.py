@@ -1,6 +1,6 @@
-"""The captured steps of one model of a :class:`~specvlm.accelerate.SpeculativeDecoder` (its
-draft, or its target): static caches and their compiled forwards, kept between calls and handed
-to one call at a time."""
+"""The captured steps of one model of a
+:class:`~specvlm.speculative_decoder.SpeculativeDecoder` (its draft, or its target): static
+caches and their compiled forwards, kept between calls and handed to one call at a time."""
 
 from __future__ import annotations
 
