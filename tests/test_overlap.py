@@ -384,3 +384,29 @@ def test_what_auto_decides_by_device(target, draft, on, reason):
 def test_auto_does_not_overlap_a_draft_that_is_the_target():
     model = _on("cuda:0")
     assert overlap.decide_overlap("auto", model, model) == (False, "auto: the draft is the target")
+
+
+def test_threads_share_an_overlapped_decoder():
+    """Two threads calling one overlapped decoder at once: each call has its own worker, every
+    output is the target's."""
+    import threading
+
+    target, _, noisy, inputs = _pair("qwen2_5_vl")
+    sd = specvlm.accelerate((target, noisy), drop_rate=0.0, tree=TREE, overlap=True)
+    sd._lookahead_gate = LookaheadGate()  # shared estimates, changed under their lock
+    expected = _greedy(target, inputs, 12)
+    results, errors = [], []
+
+    def calls():
+        try:
+            for _ in range(3):
+                results.append(torch.equal(_greedy(sd, inputs, 12), expected))
+        except Exception as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=calls) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors and results == [True] * 6
