@@ -22,11 +22,10 @@ import os
 import platform
 
 import torch
-from transformers import AutoModelForImageTextToText
 
 import specvlm
 from specvlm.micro.data import held_out_clip
-from specvlm.tools.common import EMBEDDED
+from specvlm.tools.common import EMBEDDED, load_pair
 from specvlm.tools.video_input import VideoPrompter
 
 PROMPT = "describe the video ."
@@ -96,8 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--capture", action="store_true", help="captured steps on both sides")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    target = AutoModelForImageTextToText.from_pretrained(EMBEDDED / "target").eval()
-    draft = AutoModelForImageTextToText.from_pretrained(EMBEDDED / "draft").eval()
+    target, draft = load_pair(EMBEDDED / "target", EMBEDDED / "draft", torch.device("cpu"))
     prompter = VideoPrompter(str(EMBEDDED / "target"), target.config)
     prompts = [prompter(held_out_clip(c, frames=args.frames), PROMPT) for c in range(args.clips)]
     result = {

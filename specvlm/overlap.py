@@ -46,12 +46,11 @@ from specvlm.lookahead_gate import LookaheadGate
 from specvlm.speculation import (
     Run,
     draft_decoder_inputs,
+    draft_step,
     emit_step,
     gives_up,
 )
 from specvlm.verify import commit_draft, commit_target, plan_commit, verify_mask, verify_tree
-
-OVERLAP_SETTINGS = ("auto", True, False)
 
 
 # -------------------------------------------------------------------------------------------
@@ -59,7 +58,7 @@ OVERLAP_SETTINGS = ("auto", True, False)
 # -------------------------------------------------------------------------------------------
 def check_overlap(value) -> object:
     """``accelerate(overlap=)``, validated: ``"auto"``, ``True`` or ``False``."""
-    if not any(value is v or (isinstance(value, str) and value == v) for v in OVERLAP_SETTINGS):
+    if not (value is True or value is False or value == "auto"):
         raise ValueError(f"overlap must be 'auto', True or False, got {value!r}")
     return value
 
@@ -177,15 +176,7 @@ def look_ahead(run: Run, plan: DraftPlan, proposal: Proposal, guess: Guess, pick
     logits, _, _ = feed_pending(draft, guess.tokens[-1:])
     bonus = int(logits[0, -1].argmax())
     draft.next_pos = draft.next_pos + 1
-    settings = run.settings
-    following = run.drafter(
-        draft,
-        plan,
-        [bonus],
-        run.chooser.stop_tokens,
-        settings.min_draft_confidence,
-        pick_after([*guess.tokens, bonus]),
-    )
+    following = draft_step(run, plan, [bonus], pick_after([*guess.tokens, bonus]))
     return Ahead(guess, bonus, following, time.perf_counter() - t0)
 
 
@@ -254,7 +245,8 @@ class _Stepper:
 
     def draft(self, pending: list[int]) -> Proposal:
         """The first tree, drafted on the worker as the sequential loop drafts."""
-        return self._timed(self._draft, pending, self.children.after(self.seed))
+        pick = self.children.after(self.seed)([])
+        return self._timed(draft_step, self.run, self.plan, pending, pick)
 
     def draft_after_miss(self) -> tuple[Proposal, int]:
         """After a step whose bet missed (or that made none): the draft's cache keeps what it
@@ -264,7 +256,7 @@ class _Stepper:
 
         def resume_and_draft():
             pending = resume_pending(self.run, proposal, verdict, ahead)
-            return self._draft(pending, pick_after), pending[-1]
+            return draft_step(self.run, self.plan, pending, pick_after([])), pending[-1]
 
         return self._timed(resume_and_draft)
 
@@ -273,17 +265,6 @@ class _Stepper:
         value = self.worker.call(fn, *args)
         self.gate.record_drafting(time.perf_counter() - t0)
         return value
-
-    def _draft(self, pending: list[int], pick_after) -> Proposal:
-        run = self.run
-        return run.drafter(
-            run.draft,
-            self.plan,
-            pending,
-            run.chooser.stop_tokens,
-            run.settings.min_draft_confidence,
-            pick_after([]),
-        )
 
     def verify(self, proposal: Proposal, root: int):
         """Verify ``proposal`` (``root`` first) and commit the target; returns the verdict and

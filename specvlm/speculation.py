@@ -335,17 +335,9 @@ def speculate(run: Run, root: int) -> int | None:
     settings, stats = run.settings, run.stats
     plan = DraftPlan.of(settings.tree)
     full_mask = verify_mask(settings.tree)
-    stop_tokens = run.chooser.stop_tokens
     pending = [root]  # tokens the draft has not processed yet; the last one is the root
     while True:
-        proposal = run.drafter(
-            run.draft,
-            plan,
-            pending,
-            stop_tokens,
-            settings.min_draft_confidence,
-            run.chooser.children(run.sequence),
-        )
+        proposal = draft_step(run, plan, pending, run.chooser.children(run.sequence))
         target_base = run.target.length
         verdict = verify_tree(
             run.target, proposal, full_mask, pending[-1], run.chooser.decide(run.sequence)
@@ -359,6 +351,20 @@ def speculate(run: Run, root: int) -> int | None:
         if gives_up(run):
             stats.decode += run.now() - t0
             return pending[-1]
+
+
+def draft_step(run: Run, plan: DraftPlan, pending: list[int], pick) -> Proposal:
+    """The draft feeds ``pending`` (the last one the root) and drafts the plan's tree with the
+    call's drafter, stop tokens and confidence cut; ``pick``: the children picker (None: the
+    draft's top-k)."""
+    return run.drafter(
+        run.draft,
+        plan,
+        pending,
+        run.chooser.stop_tokens,
+        run.settings.min_draft_confidence,
+        pick,
+    )
 
 
 def emit_step(run: Run, proposal: Proposal, verdict) -> bool:

@@ -30,7 +30,7 @@ from specvlm.tools.perf_model import (
     Gpu,
     Scenario,
     decode_seconds,
-    level_widths,
+    drafting_seconds,
     rates_for_tau,
     with_mix,
 )
@@ -95,12 +95,11 @@ def project_overlap(s: Scenario, gpu: Gpu = H100) -> OverlapProjection:
     prompt = s.text_tokens + s.video_tokens
     mid = s.new_tokens // 2  # caches at mid-generation stand for the average step
     ctx_t, ctx_d = prompt + mid, s.text_tokens + int(s.video_tokens * (1.0 - s.drop_rate)) + mid
-    widths = level_widths(tree)
-    drafting = draft.forward(1, ctx_d) + sum(draft.forward(w, ctx_d) for w in widths[:-1])
+    drafting = drafting_seconds(draft, tree, ctx_d)
     rank0 = rates_for_tau(s.tau, tree)[0]
     return OverlapProjection(
         ar_token_s=decode_seconds(target, s.new_tokens - 1, prompt) / (s.new_tokens - 1),
-        verify_s=target.forward(sum(widths) + 1, ctx_t),
+        verify_s=target.forward(tree.size + 1, ctx_t),
         drafting_s=drafting,
         lookahead_s=draft.forward(1, ctx_d) + drafting,
         hit_rate=rank0 ** (tree.depth + 1),

@@ -183,13 +183,19 @@ def level_widths(tree: Tree) -> list[int]:
     return [len(tree.nodes_at_depth(d)) for d in range(1, tree.depth + 1)]
 
 
-def step_seconds(target, draft, tree: Tree, ctx_t: int, ctx_d: int, depth: int | None = None):
-    """One speculative step with ``tree`` drafted to ``depth`` (default: all of it): the draft
-    feeds the pending token, then each level above the deepest drafted one; the target verifies
-    the root and every drafted node."""
+def drafting_seconds(draft, tree: Tree, ctx_d: int, depth: int | None = None) -> float:
+    """A step's drafting of ``tree`` to ``depth`` (default: all of it): the draft feeds the
+    pending token, then each level above the deepest drafted one."""
     widths = level_widths(tree)[: depth or tree.depth]
-    drafting = draft.forward(1, ctx_d) + sum(draft.forward(w, ctx_d) for w in widths[:-1])
-    return drafting + target.forward(sum(widths) + 1, ctx_t)
+    return draft.forward(1, ctx_d) + sum(draft.forward(w, ctx_d) for w in widths[:-1])
+
+
+def step_seconds(target, draft, tree: Tree, ctx_t: int, ctx_d: int, depth: int | None = None):
+    """One speculative step with ``tree`` drafted to ``depth`` (default: all of it): the
+    drafting (:func:`drafting_seconds`), then the target verifies the root and every drafted
+    node."""
+    nodes = sum(level_widths(tree)[: depth or tree.depth])
+    return drafting_seconds(draft, tree, ctx_d, depth) + target.forward(nodes + 1, ctx_t)
 
 
 def decode_seconds(target, tokens: int, context: int, samples: int = 16) -> float:
