@@ -25,7 +25,7 @@ if [ ! -f "$READY" ] || [ pyproject.toml -nt "$READY" ] || [ scripts/env.sh -nt 
             python -m pip install --quiet torch==2.13.0
         fi
     fi
-    if ! python -c "import specvlm, specvlm_kernels, pytest_benchmark, hypothesis, matplotlib, av" \
+    if ! python -c "import specvlm, specvlm_kernels, pytest_benchmark, hypothesis, matplotlib, av, pyarrow" \
             >/dev/null 2>&1; then
         python -m pip install --quiet -e ".[dev]"
     fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up the environment, then run the whole test suite and the benchmarks as smoke tests, then
-# the vLLM plugin's end-to-end tests (scripts/test_vllm.sh). Extra arguments go to both pytest runs.
+# the vLLM plugin's end-to-end tests (scripts/test_vllm.sh) and SpecVLM inside lmms-eval's CLI
+# (scripts/test_eval.sh). Extra arguments go to every pytest run.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 # Without a GPU, the Triton kernels run under the interpreter (set before they are defined).
@@ -16,3 +17,5 @@ fi
 python -m pytest tests bench --benchmark-disable -q "$@"
 # The vLLM plugin end to end, in its own environment (.venv-vllm; docs/serving.md).
 bash "$(dirname "$0")/test_vllm.sh" "$@"
+# SpecVLM as an lmms-eval model, in its own environment (.venv-eval; docs/eval.md).
+bash "$(dirname "$0")/test_eval.sh" "$@"

@@ -1,7 +1,9 @@
 """The import rules of ``specvlm`` (CONTRIBUTING.md#layout), checked on the source with ``ast``.
 
-* The library (``specvlm/__init__.py``, ``specvlm/*.py``, ``specvlm/families/``) imports
-  nothing from the tools (``specvlm/tools/``) or the embedded pair (``specvlm/micro/``).
+* The library (``specvlm/__init__.py``, ``specvlm/*.py``, ``specvlm/families/``, ...) imports
+  nothing from the applications (``specvlm/tools/``, ``specvlm/eval/`` and the lmms-eval
+  plugin's ``specvlm/models/`` and ``specvlm/tasks/``) or the embedded pair
+  (``specvlm/micro/``).
 * No import cycle among ``specvlm`` modules.
 
 Every import counts: module level and inside functions (a cycle hidden in a function is still
@@ -74,9 +76,14 @@ def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
     return graph
 
 
+# the applications built on the library: the CLI's tools, the eval, and the lmms-eval plugin's
+# packages (`specvlm.models`, `specvlm.tasks`: the names lmms-eval's plugin mechanism imports)
+APPLICATIONS = ("tools", "eval", "models", "tasks")
+
+
 def side_of(module: str) -> str:
     parts = module.split(".")
-    if len(parts) > 1 and parts[1] == "tools":
+    if len(parts) > 1 and parts[1] in APPLICATIONS:
         return TOOLS
     if len(parts) > 1 and parts[1] == "micro":
         return MICRO

@@ -54,6 +54,12 @@ RUN = {
     "specvlm selfcheck": "specvlm selfcheck --help",
     "specvlm vllm-args --draft DRAFT": "specvlm vllm-args --draft DRAFT",
     "specvlm serve": "specvlm serve --help",
+    "specvlm eval": "specvlm eval --help",
+    # two clips, short answers (the full protocol: tests/test_eval.py, CI's own run)
+    "specvlm eval --benchmark micro": (
+        "specvlm eval --benchmark micro --limit 2 --max-new-tokens 6 --no-progress "
+        "--out {tmp}/eval-micro"
+    ),
     "specvlm serve MODEL [--draft DRAFT]": "specvlm serve --help",
 }
 NOT_RUN = {
@@ -70,6 +76,10 @@ NOT_RUN = {
     "specvlm serve micro --draft micro": "starts a server (needs vLLM, absent from .venv): "
     "tests/test_serve_http.py starts it in .venv-vllm and asks it 56+ questions over HTTP",
     "specvlm serve TARGET --draft DRAFT": "real checkpoints on GPUs",
+    "specvlm eval --benchmark mvbench --data DIR": "needs MVBench downloaded; its reader and the "
+    "run end to end on a fixture in MVBench's format: tests/test_eval.py",
+    'pip install "specvlm[eval]"': "a network install of lmms-eval: scripts/test_eval.sh "
+    "installs the extra in .venv-eval and runs lmms-eval's CLI with the model",
 }
 HUB_CHECKPOINT = re.compile(r'"(llava-hf|Qwen)/[\w.-]+"')
 INLINE_COMMAND = re.compile(r"`((?:bash|specvlm|python|pytest|pip) [^`\n]+|\. \.venv[^`\n]*)`")

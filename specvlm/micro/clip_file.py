@@ -41,12 +41,10 @@ def held_out_question(clip: int, frames: int) -> tuple[np.ndarray, str, str]:
     """The ``clip``-th held-out example (cycling through the question types): video, question,
     answer."""
     from specvlm.micro.clips import QUESTION_TYPES
-    from specvlm.micro.data import eval_examples
+    from specvlm.micro.data import held_out_example
 
     qtype = QUESTION_TYPES[clip % len(QUESTION_TYPES)]
-    _, _, video, question, answer = eval_examples(
-        clip // len(QUESTION_TYPES) + 1, (qtype,), frames
-    )[-1]
+    _, _, video, question, answer = held_out_example(qtype, clip // len(QUESTION_TYPES), frames)
     return video, question, answer
 
 

@@ -170,15 +170,17 @@ def train_item(
 
 def eval_examples(n_per_type: int, types: tuple[str, ...] = QUESTION_TYPES, frames=8, size=64):
     """Held-out single-question examples: list of (qtype, seed, video, question, answer)."""
-    out = []
-    for qtype in types:
-        for i in range(n_per_type):
-            seed = EVAL_SEED_BASE + 100_000 * QUESTION_TYPES.index(qtype) + i
-            video, facts = make_clip(seed, frames, size)
-            rng = np.random.default_rng([int(seed), 13])
-            question, answer = make_question(facts, qtype, rng)
-            out.append((qtype, seed, video, question, answer))
-    return out
+    return [held_out_example(qtype, i, frames, size) for qtype in types for i in range(n_per_type)]
+
+
+def held_out_example(qtype: str, i: int, frames: int = 8, size: int = 64):
+    """The ``i``-th held-out example of question type ``qtype``: (qtype, seed, video, question,
+    answer)."""
+    seed = EVAL_SEED_BASE + 100_000 * QUESTION_TYPES.index(qtype) + i
+    video, facts = make_clip(seed, frames, size)
+    rng = np.random.default_rng([int(seed), 13])
+    question, answer = make_question(facts, qtype, rng)
+    return qtype, seed, video, question, answer
 
 
 def held_out_clip(n: int, frames: int = 8, size: int = 64) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""Command-line entry point: ``specvlm <command>`` (``demo``, ``bench``, ``selfcheck``,
-``serve``, ``vllm-args``).
+"""Command-line entry point: ``specvlm <command>`` (``demo``, ``bench``, ``eval``,
+``selfcheck``, ``serve``, ``vllm-args``).
 
 The parser is built from :mod:`specvlm.tools.arguments` alone; a command's module (which
 defines the Triton kernels) is imported once the command is chosen and its backend set.
@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 
+from specvlm.eval.arguments import add_eval_arguments
 from specvlm.tools import arguments
 from specvlm.tools.common import ToolError, check_pair
 
@@ -31,6 +32,8 @@ examples:
   specvlm demo --video clip.mp4 --prompt "what happens ?" --save-viz viz.png
   specvlm demo --temperature 0.7 --seed 1  sampling instead of greedy decoding
   specvlm bench --quick --out bench-results
+  specvlm eval --benchmark micro           the target alone vs SpecVLM on the embedded clips
+  specvlm eval --benchmark mvbench --data MVBench --target T --draft D   a published benchmark
   specvlm selfcheck                        every kernel against its PyTorch reference
   specvlm serve micro --draft micro        vLLM's OpenAI server, the embedded pair
   eval "vllm serve TARGET $(specvlm vllm-args --draft DRAFT)"   vLLM with a SpecVLM draft
@@ -52,6 +55,15 @@ COMMANDS = {
         "over sweeps of drop rate, frames and tree size; prints a summary table, then writes\n"
         "results.json, results.csv and plots to --out.",
         arguments.add_bench_arguments,
+    ),
+    "eval": (
+        "a benchmark, the target alone vs SpecVLM, sample by sample",
+        "A published benchmark (read offline from --data, the dataset's own files) or the\n"
+        "embedded clips, each sample answered by the target alone and by SpecVLM, with the\n"
+        "paper's protocol by default; writes samples.jsonl, summary.json, table.md and\n"
+        "plot.png to --out, and resumes there after an interruption. docs/eval.md has the\n"
+        "command per benchmark.",
+        add_eval_arguments,
     ),
     "selfcheck": (
         "run every kernel against its PyTorch reference",
@@ -112,7 +124,8 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
 
 def _check(args):
     """Every check of ``args`` that needs no torch (:class:`ToolError` on the first failure);
-    returns what the command reuses (``--video``'s frames for the demo, else None)."""
+    returns what the command reuses (``--video``'s frames for the demo, the samples and the
+    sampling options for eval, else None)."""
     if args.command == "demo":
         arguments.check_demo_args(args)
         check_pair(args)
@@ -124,6 +137,10 @@ def _check(args):
     if args.command == "bench":
         arguments.check_bench_args(args)
         check_pair(args)
+    elif args.command == "eval":
+        from specvlm.eval.command import check  # light: no torch
+
+        return check(args)
     elif args.command == "selfcheck":
         arguments.check_selfcheck_args(args)
     else:
@@ -202,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         from specvlm.tools import bench
 
         return bench.main(args)
+    if args.command == "eval":
+        from specvlm.eval import command
+
+        return command.main(args, checked)
     if args.command == "vllm-args":
         return _vllm_args(args)
     return _selfcheck(args)

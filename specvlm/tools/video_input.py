@@ -44,19 +44,25 @@ def frame_indices(total: int, count: int) -> np.ndarray:
     return np.linspace(0, total - 1, count).round().astype(int)
 
 
-def read_video(path: str, frames: int | None = None) -> np.ndarray:
+def read_video(
+    path: str, frames: int | None = None, segment: tuple[float, float] | None = None
+) -> np.ndarray:
     """Decode a video file with PyAV into uint8 ``[frames, H, W, 3]`` (RGB): ``frames`` frames
     spread evenly over the video as :func:`sample_frames` spreads them, or every frame when
     ``frames`` is None (memory grows with the video then).
 
     Frames are picked while decoding: only the wanted frames are converted and kept, so the
     memory held is ``frames`` decoded frames whatever the length of the video, and decoding
-    stops after the last wanted frame. :class:`InputError` for a file that is missing, a
-    directory, has no video stream, or cannot be decoded (the message says which, in one
-    line)."""
+    stops after the last wanted frame. ``segment``: ``(start, end)`` in seconds, the part of
+    the video the frames are spread over (with ``frames`` only; the stream's average frame rate
+    maps seconds to frames). :class:`InputError` for a file that is missing, a directory, has
+    no video stream, or cannot be decoded, or a segment outside the video (the message says
+    which, in one line)."""
     check_video_path(path)
     if frames is not None and frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
+    if segment is not None and frames is None:
+        raise ValueError("a segment needs a frame count")
     import av
 
     try:
@@ -66,14 +72,15 @@ def read_video(path: str, frames: int | None = None) -> np.ndarray:
                 kinds = ", ".join(sorted({s.type for s in streams})) or "none"
                 raise InputError(f"{path} has no video stream (its streams: {kinds})")
             total = streams.video[0].frames or _count_frames(container)
+            rate = float(streams.video[0].average_rate or 0)
         if frames is None:
             kept, _ = _decode_picked(path, None)
             wanted = sorted(kept)
         else:
-            wanted = frame_indices(max(total, 1), frames).tolist()
+            wanted = _picked(total, frames, segment, rate, path)
             kept, decoded = _decode_picked(path, set(wanted))
             if len(kept) < len(set(wanted)) and decoded:  # fewer frames than the header said
-                wanted = frame_indices(decoded, frames).tolist()
+                wanted = _picked(decoded, frames, segment, rate, path)
                 kept, decoded = _decode_picked(path, set(wanted))
         if not kept:
             raise InputError(f"no video frames could be decoded from {path}")
@@ -82,6 +89,28 @@ def read_video(path: str, frames: int | None = None) -> np.ndarray:
         raise
     except Exception as err:  # PyAV raises many types for broken files
         raise InputError(f"cannot decode video {path}: {one_line(err)}") from err
+
+
+def _picked(
+    total: int, frames: int, segment: tuple[float, float] | None, rate: float, path: str
+) -> list[int]:
+    """The indices of ``frames`` frames spread evenly over ``total`` frames, or over the frames
+    of ``segment`` (seconds, at ``rate`` frames per second)."""
+    total = max(total, 1)
+    if segment is None:
+        return frame_indices(total, frames).tolist()
+    start, end = segment
+    if not 0 <= start <= end:
+        raise InputError(f"{path}: bad segment {start:g}-{end:g} s (want 0 <= start <= end)")
+    if rate <= 0:
+        raise InputError(f"{path}: the video has no frame rate, so a segment cannot be read")
+    first = int(start * rate)
+    if first >= total:
+        raise InputError(
+            f"{path}: the segment {start:g}-{end:g} s starts after the video's {total / rate:.1f} s"
+        )
+    last = min(max(int(end * rate), first), total - 1)
+    return (first + frame_indices(last - first + 1, frames)).tolist()
 
 
 def _count_frames(container) -> int:

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# SpecVLM inside lmms-eval (tests/test_lmms_eval.py: lmms-eval's own CLI with the `specvlm`
+# model on a local task over the embedded clips, --include_path) in its own environment,
+# .venv-eval (scripts/env_eval.sh: torch 2.11 with a torchvision that loads, "specvlm[eval]").
+# Where lmms-eval cannot be installed (no package index), the tests are skipped with that reason
+# printed, unless SPECVLM_REQUIRE_LMMS_EVAL=1 (CI). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+status=0
+bash scripts/env_eval.sh || status=$?
+if [ "$status" = 3 ] && [ "${SPECVLM_REQUIRE_LMMS_EVAL:-0}" != 1 ]; then
+    echo "scripts/test_eval.sh: SKIPPED the lmms-eval tests: lmms-eval could not be installed" \
+        "here (see pip's message above)" >&2
+    exit 0
+fi
+[ "$status" = 0 ] || exit "$status"
+# the kernels' PyTorch references on the CPU, as in `specvlm demo`
+unset TRITON_INTERPRET
+export SPECVLM_REQUIRE_LMMS_EVAL=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+exec .venv-eval/bin/python -m pytest tests/test_lmms_eval.py -q -p no:cacheprovider "$@"
