@@ -68,6 +68,16 @@ class _Rows:
             )
         return options
 
+    def choice_by_text(self, index: int, style: str) -> tuple[str, str, str]:
+        """``(prompt, letters, right letter)`` of a row whose ``answer`` is the text of one of
+        its ``candidates`` (MVBench, MLVU)."""
+        candidates = self.options(index, "candidates")
+        answer = self.field(index, "answer", str)
+        if answer not in candidates:
+            raise self.error(index, f"the answer {answer!r} is not one of its candidates")
+        prompt, letters = choice_prompt(self.field(index, "question", str), candidates, style)
+        return prompt, letters, letters[candidates.index(answer)]
+
     def error(self, index: int, what: str) -> ToolError:
         return ToolError(f"{self.benchmark}: {self.path} row {index}: {what}")
 
@@ -119,7 +129,7 @@ def _parquet(path: str, benchmark: str) -> list[dict]:
         raise ToolError(f"{benchmark}: {path} is not a readable parquet file: {err}") from err
 
 
-def _video(data: str, benchmark: str, folders: tuple[str, ...], name: str) -> str:
+def _video(data: str, folders: tuple[str, ...], name: str) -> str:
     """The first of ``data/folder/name`` that exists (the first one if none does: the missing
     file is reported by :func:`check_videos`)."""
     paths = [os.path.join(data, folder, name) for folder in folders]
@@ -172,19 +182,14 @@ def read_mvbench(data: str, style: str, frames: int, count: int | None) -> list[
         path = os.path.join(data, "json", f"{subset}.json")
         rows = _Rows(path, _json(path, bench), bench)
         for i in range(len(rows.rows)):
-            candidates = rows.options(i, "candidates")
-            answer = rows.field(i, "answer", str)
-            if answer not in candidates:
-                raise rows.error(i, f"the answer {answer!r} is not one of its candidates")
-            prompt, letters = choice_prompt(rows.field(i, "question", str), candidates, style)
+            prompt, letters, letter = rows.choice_by_text(i, style)
             segment = (
                 float(rows.field(i, "start", (int, float))),
                 float(rows.field(i, "end", (int, float))),
             )
             if not 0 <= segment[0] <= segment[1]:
                 raise rows.error(i, f"bad start/end {segment}")
-            video = _video(data, bench, folders, rows.field(i, "video", str))
-            letter = letters[candidates.index(answer)]
+            video = _video(data, folders, rows.field(i, "video", str))
             samples.append(Sample(f"{subset}/{i}", prompt, video, letter, letters, segment))
     return samples
 
@@ -219,13 +224,8 @@ def read_mlvu(data: str, style: str, frames: int, count: int | None) -> list[Sam
         path = os.path.join(root, "json", f"{task}.json")
         rows = _Rows(path, _json(path, bench), bench)
         for i in range(len(rows.rows)):
-            candidates = rows.options(i, "candidates")
-            answer = rows.field(i, "answer", str)
-            if answer not in candidates:
-                raise rows.error(i, f"the answer {answer!r} is not one of its candidates")
-            prompt, letters = choice_prompt(rows.field(i, "question", str), candidates, style)
+            prompt, letters, letter = rows.choice_by_text(i, style)
             video = os.path.join(root, "video", task, rows.field(i, "video", str))
-            letter = letters[candidates.index(answer)]
             samples.append(Sample(f"{task}/{i}", prompt, video, letter, letters))
     return samples
 
