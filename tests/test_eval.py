@@ -303,6 +303,21 @@ def test_bad_options_are_one_line_errors(argv, message, capsys, tmp_path):
     assert message in out.err and out.err.count("\n") == 1
 
 
+def test_device_auto_needs_accelerate_and_gpus(capsys, tmp_path):
+    """``--device auto`` (device_map="auto", for a target larger than one GPU) is refused in one
+    line where it cannot work."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine: --device auto would load the models")
+    code, out = _eval(["--benchmark", "micro", "--device", "auto", "--out", str(tmp_path)], capsys)
+    assert code == 2 and out.err.count("\n") == 1
+    if importlib.util.find_spec("accelerate") is None:
+        assert "--device auto needs accelerate" in out.err
+    else:
+        assert "CUDA is not available" in out.err
+
+
 def test_a_missing_dataset_is_refused_before_torch_loads(tmp_path):
     """The dataset check needs no torch: a missing file is refused before any heavy import."""
     code = (

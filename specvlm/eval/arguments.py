@@ -4,6 +4,7 @@ missing or malformed dataset is refused in one line before anything heavy loads)
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 
 from specvlm.eval.benchmarks import BENCHMARKS
@@ -60,7 +61,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     machine = parser.add_argument_group("machine and outputs")
     machine.add_argument("--target", metavar="DIR", help="target checkpoint (default: embedded)")
     machine.add_argument("--draft", metavar="DIR", help="draft checkpoint (default: embedded)")
-    machine.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if any)")
+    machine.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda[:N], or auto: both models spread over every GPU (device_map='auto', as "
+        "a 72B target needs; needs accelerate); default: cuda if any",
+    )
     machine.add_argument("--dtype", default=None, choices=DTYPES, help="default: as saved")
     machine.add_argument("--threads", metavar="N", type=int, help="CPU threads (default 1)")
     machine.add_argument(
@@ -127,6 +133,8 @@ def check_eval_args(args) -> dict | None:
         raise ToolError(f"--benchmark {args.benchmark} reads no files: leave out --data")
     if args.data is not None and not os.path.isdir(args.data):
         raise ToolError(f"--data {args.data} is not a directory")
+    if args.device == "auto" and importlib.util.find_spec("accelerate") is None:
+        raise ToolError('--device auto needs accelerate: pip install "specvlm[hf]"')
     check_output_dir(output_dir(args), "--out")
     if not args.no_plot:
         require_matplotlib("specvlm eval's plot (or --no-plot)")

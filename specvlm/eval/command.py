@@ -20,11 +20,23 @@ from specvlm.tools.common import CAPTURE, ToolError, check_pair, describe_sampli
 def check(args):
     """Every check that needs no torch; returns ``(samples, sampling options or None)``."""
     sampling = check_eval_args(args)
-    check_pair(args)
+    check_pair(_single_device(args))
     samples = benchmark_samples(
         args.benchmark, args.data, args.answer_style, args.frames, args.limit, args.seed
     )
     return samples, sampling
+
+
+def _single_device(args):
+    """``args`` with ``--device auto`` read as the default device (CUDA), for the checks and
+    the thread setting of one device."""
+    if args.device != "auto":
+        return args
+    from copy import copy
+
+    single = copy(args)
+    single.device = None
+    return single
 
 
 def decoder_options(args) -> dict:
@@ -75,7 +87,7 @@ def settings(args, target_dir: str, draft_dir: str, sampling, device) -> dict:
         "specvlm": _describe(options, args.tree_size),
         "capture": args.capture,
         "overlap": args.overlap,
-        "device": str(device),
+        "device": "auto (device_map)" if args.device == "auto" else str(device),
         "dtype": args.dtype,
         "hardware": hardware(device),
     }
@@ -88,7 +100,10 @@ def run(args, samples, sampling) -> dict:
     from specvlm.eval.runner import EvalRun, run_eval
     from specvlm.tools.common import checkpoint_pair
 
-    target_dir, draft_dir, device = checkpoint_pair(args)
+    target_dir, draft_dir, device = checkpoint_pair(_single_device(args))
+    device_map = "auto" if args.device == "auto" else None
+    if device_map and device.type != "cuda":
+        raise ToolError("--device auto spreads the models over GPUs: CUDA is not available")
     protocol = BENCHMARKS[args.benchmark].protocol
     eval_run = EvalRun(
         samples=samples,
@@ -107,6 +122,7 @@ def run(args, samples, sampling) -> dict:
         progress=not args.no_progress,
         plot=not args.no_plot,
         published=BENCHMARKS[args.benchmark].published,
+        device_map=device_map,
     )
     return run_eval(eval_run)
 

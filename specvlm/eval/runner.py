@@ -36,7 +36,7 @@ class EvalRun:
     settings: dict  # run.json (results.open_run)
     target_dir: str
     draft_dir: str
-    device: torch.device
+    device: torch.device  # where the inputs go (with device_map: the target's first device)
     frames: int
     max_new_tokens: int
     decoder_options: dict  # specvlm.accelerate's keywords
@@ -47,6 +47,7 @@ class EvalRun:
     progress: bool = True
     plot: bool = True
     published: dict | None = None
+    device_map: str | None = None  # "auto": the models spread over the GPUs (accelerate)
 
 
 def load_frames(sample: Sample, frames: int) -> np.ndarray:
@@ -138,9 +139,14 @@ class Answering:
 
     def __init__(self, run: EvalRun):
         self.run = run
-        target, draft = load_pair(run.target_dir, run.draft_dir, run.device, run.dtype)
+        target, draft = load_pair(
+            run.target_dir, run.draft_dir, run.device, run.dtype, run.device_map
+        )
         self.prompter = VideoPrompter(run.target_dir, target.config)
         self.paths = _Paths(run, target, draft)
+        self.input_device = run.device
+        if run.device_map is not None:  # where the target's embeddings are
+            self.input_device = target.get_input_embeddings().weight.device
 
     def generate_options(self, max_new_tokens: int | None = None, sampling="run") -> dict:
         """``generate`` options: the run's, or ``max_new_tokens`` / ``sampling`` given."""
@@ -150,7 +156,7 @@ class Answering:
 
     def inputs(self, sample: Sample) -> dict:
         cpu = self.prompter(load_frames(sample, self.run.frames), sample.prompt)
-        return inputs_to(cpu, self.run.device, self.run.dtype)
+        return inputs_to(cpu, self.input_device, self.run.dtype)
 
     def answer(self, index: int, sample: Sample, gen: dict | None = None) -> dict:
         """Both paths on ``sample`` (``gen``: :meth:`generate_options`, the run's by default);

@@ -253,21 +253,25 @@ def checkpoint_pair(args) -> tuple[str, str, torch.device]:
     return target_dir, draft_dir, device
 
 
-def load_pair(target_dir: str, draft_dir: str, device: torch.device, dtype=None):
+def load_pair(target_dir: str, draft_dir: str, device: torch.device, dtype=None, device_map=None):
     """``(target, draft)``: both checkpoints loaded in ``dtype`` (default: as saved), moved to
-    ``device``, in eval mode (without transformers' loading progress bars, which would break
-    the tools' own progress lines)."""
+    ``device`` (or placed by ``device_map``, e.g. ``"auto"``, which needs accelerate), in eval
+    mode (without transformers' loading progress bars, which would break the tools' own
+    progress lines)."""
     from transformers import AutoModelForImageTextToText
     from transformers.utils import logging as hf_logging
 
     kw = {"dtype": dtype} if dtype is not None else {}
+    if device_map is not None:
+        kw["device_map"] = device_map
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        return tuple(
-            AutoModelForImageTextToText.from_pretrained(path, **kw).to(device).eval()
+        models = (
+            AutoModelForImageTextToText.from_pretrained(path, **kw)
             for path in (target_dir, draft_dir)
         )
+        return tuple((m if device_map is not None else m.to(device)).eval() for m in models)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
