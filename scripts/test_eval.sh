@@ -16,5 +16,6 @@ fi
 [ "$status" = 0 ] || exit "$status"
 # the kernels' PyTorch references on the CPU, as in `specvlm demo`
 unset TRITON_INTERPRET
-export SPECVLM_REQUIRE_LMMS_EVAL=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# this environment has lmms-eval: its tests must run, not skip
+export SPECVLM_LMMS_EVAL_ENV=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 exec .venv-eval/bin/python -m pytest tests/test_lmms_eval.py -q -p no:cacheprovider "$@"

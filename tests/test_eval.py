@@ -61,7 +61,9 @@ def test_choice_prompt_labels_options_and_ends_with_the_post_prompt():
 @pytest.mark.parametrize(
     "answer, letter",
     [("B", "B"), ("(C) because", "C"), ("Answer: A.", "A"), ("The answer is D", "D"),
-     ("I think so", None), ("E", None), ("BC", None)],
+     ("I think so", None), ("E", None), ("BC", None),
+     ("A man picks up the cup, so the answer is C.", "C"), ("C because the man left", "C"),
+     ("A. The man", "A"), ("Option (B), since", "B"), ("A dog runs; B", "B")],
 )  # fmt: skip
 def test_answer_letter_takes_the_first_standalone_option_letter(answer, letter):
     assert answer_letter(answer, "ABCD") == letter
@@ -74,7 +76,9 @@ def test_score_by_kind():
     assert score(Sample("2", "q", "v.mp4", "a caption"), "a caption") is None  # needs a judge
     assert score(Sample("3", "q", 4, "a red square ."), "a red square .") == 1.0
     assert score(Sample("4", "q", 4, "a red square ."), "a red circle .") == 0.0
-    assert strip_label("(A) text") == "text" and strip_label("A: text") == "text"
+    assert strip_label("(A) text", "A") == "text" and strip_label("A: text", "A") == "text"
+    assert strip_label("U.S. Army", "A") == "U.S. Army"  # a text that starts like a label
+    assert strip_label("B. text", "A") == "B. text"
 
 
 # --- the readers, on fixtures in each dataset's format ----------------------------------------
@@ -243,6 +247,33 @@ def test_a_torn_last_line_is_dropped_and_a_broken_one_refused(tmp_path):
         results.open_run(str(out), SETTINGS)
 
 
+def test_a_file_cut_before_its_last_newline_still_resumes(tmp_path):
+    out = tmp_path / "run"
+    results.open_run(str(out), SETTINGS)
+    (out / results.SAMPLES_FILE).write_text(json.dumps(_record(0)))  # no final newline
+    assert set(results.open_run(str(out), SETTINGS)) == {"s0"}
+    results.append_sample(str(out), _record(1))
+    assert set(results.open_run(str(out), SETTINGS)) == {"s0", "s1"}
+
+
+def test_failed_samples_are_counted_left_out_and_run_again(tmp_path):
+    failed = {"id": "s1", "index": 1, "error": "cannot decode video x.mp4", "identical": None}
+    summary = results.summarize([_record(0), failed], SETTINGS)
+    assert summary["samples"] == 1 and summary["failed"] == 1 and summary["identical"] == 1
+    assert summary["first_failure"] == "s1: cannot decode video x.mp4"
+    out = str(tmp_path / "run")
+    results.open_run(out, SETTINGS)
+    results.append_sample(out, _record(0))
+    results.append_sample(out, failed)
+    assert set(results.open_run(out, SETTINGS)) == {"s0"}  # s1 runs again
+
+
+def test_sampled_records_are_not_counted_as_different():
+    sampled = [dict(_record(i), identical=None) for i in range(3)]
+    summary = results.summarize(sampled, SETTINGS)  # settings that do not say "sampling"
+    assert summary["identical"] is None and summary["all_identical"] is None
+
+
 def test_summary_aggregates_time_per_token():
     records = [_record(0, decode=(1.0, 0.5)), _record(1, identical=False, tau=5.0, decode=(3, 1))]
     summary = results.summarize(records, SETTINGS, {"tau": 4.15})
@@ -260,7 +291,9 @@ def test_the_table_has_the_run_and_the_published_row():
     pub = {"setting": "72B", "tau": 4.15}
     text = results.table(results.summarize([_record(0)], settings, pub))
     assert "| this run | 1 | 100 (10) | 1/1 | 3.00 | 2.00x | 1.25x | 100.0% / 100.0% |" in text
-    assert "| published (72B) | - | - | - | 4.15 |" in text
+    assert "| published (72B) | - | - | - | 4.15 | - | - | - |" in text
+    text = results.table(results.summarize([_record(0)], settings, {"e2e_speedup": 2.24}))
+    assert "| - | - | 2.24x | - |" in text
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -360,6 +393,67 @@ def test_micro_end_to_end_then_resumed_and_extended(tmp_path, capsys):
     # other settings in the same directory: refused, nothing run
     code, printed = _eval_process([*argv, "--limit", "3", "--frames", "4"], capsys)
     assert code == 2 and "other settings (frames 8 -> 4)" in printed.stderr
+    code, printed = _eval_process([*argv, "--selector", "uniform"], capsys)
+    assert code == 2 and "selector 'two_stage' -> 'uniform'" in printed.stderr
+
+
+DIFFERENT_LAST_TOKEN = """
+import sys
+import torch
+from specvlm.eval import runner
+from specvlm.tools import cli
+
+plain = runner._Paths.specvlm
+
+
+def one_token_off(self, inputs, gen, seed):
+    generate = plain(self, inputs, gen, seed)
+
+    def wrong(streamer):
+        out = generate(streamer).clone()
+        out[0, -1] = (out[0, -1] + 1) % 50  # SpecVLM's last token changed
+        return out
+
+    return wrong
+
+
+runner._Paths.specvlm = one_token_off
+sys.exit(cli.main(["eval", "--benchmark", "micro", "--limit", "2", "--frames", "8",
+                   "--max-new-tokens", "6", "--no-plot", "--no-progress", "--out", sys.argv[1]]))
+"""
+
+
+def test_an_answer_that_differs_is_caught(tmp_path):
+    """A SpecVLM answer one token off the target's is recorded as not identical, and the run
+    exits with code 1: the identity check can fail."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = str(tmp_path / "off")
+    proc = subprocess.run(
+        [sys.executable, "-c", DIFFERENT_LAST_TOKEN, out], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert [r["identical"] for r in _lines(out)] == [False, False]
+    assert "| 0/2 |" in proc.stdout
+
+
+@NEEDS_FILES
+def test_an_unreadable_video_fails_its_sample_not_the_run(fixtures, tmp_path):
+    import shutil
+
+    data = shutil.copytree(fixtures["longvideobench"], tmp_path / "lvb")
+    (data / "videos" / "micro0000.mp4").write_bytes(b"not a video")
+    out = str(tmp_path / "out")
+    argv = ["--benchmark", "longvideobench", "--data", str(data), "--frames", "4"]
+    argv += ["--max-new-tokens", "4", "--no-plot", "--out", out]
+    code, proc = _eval_process(argv)
+    assert code == 1 and "1 samples failed (first: micro0000_0: cannot decode" in proc.stderr
+    records = _lines(out)
+    assert "error" in records[0] and records[1]["identical"] is True and len(records) == 3
+    shutil.copy(data / "videos" / "micro0001.mp4", data / "videos" / "micro0000.mp4")
+    code, proc = _eval_process(argv)  # run again: only the failed sample
+    assert code == 0, proc.stderr
+    records = _lines(out)
+    assert len(records) == 4 and records[-1]["id"] == "micro0000_0" and records[-1]["identical"]
 
 
 def test_sampled_runs_are_not_compared(tmp_path, capsys):

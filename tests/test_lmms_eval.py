@@ -2,8 +2,8 @@
 local task over the embedded clips (``--include_path``).
 
 Needs lmms-eval, which needs a torchvision that loads: ``scripts/test_eval.sh`` runs this file
-in ``.venv-eval`` (and sets SPECVLM_REQUIRE_LMMS_EVAL=1, so a missing lmms-eval fails there
-instead of skipping). In the main environment it is skipped with that reason.
+in ``.venv-eval`` (and sets SPECVLM_LMMS_EVAL_ENV=1, so a missing lmms-eval fails there instead
+of skipping). In the other environments it is skipped with that reason.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-if os.environ.get("SPECVLM_REQUIRE_LMMS_EVAL") != "1":
+if os.environ.get("SPECVLM_LMMS_EVAL_ENV") != "1":
     pytest.importorskip(
         "lmms_eval", reason="lmms-eval is not installed here: scripts/test_eval.sh runs this"
     )
@@ -96,6 +96,25 @@ def test_the_plugin_variable_and_the_target_alone_give_the_same_metric(task_dir,
     assert _responses(spec[1]) == _responses(target[1])
 
 
+def test_the_legacy_plugin_mapping_names_the_model_class():
+    """What ``LMMS_EVAL_PLUGINS=specvlm`` makes lmms-eval import, imported the same way: the
+    class ``specvlm.models.<name>.<AVAILABLE_MODELS[name]>``, and the ``specvlm.tasks`` package
+    it looks up (the entry point would hide a broken mapping in the CLI test)."""
+    import importlib
+
+    from specvlm.eval.lmms_model import SpecVLM
+    from specvlm.models import AVAILABLE_MODELS, manifest
+
+    assert AVAILABLE_MODELS == {"specvlm": "SpecVLM"}
+    for name, class_name in AVAILABLE_MODELS.items():
+        module = importlib.import_module(f"specvlm.models.{name}")
+        assert getattr(module, class_name) is SpecVLM
+    assert importlib.util.find_spec("specvlm.tasks").submodule_search_locations
+    path = manifest().simple_class_path
+    module, _, name = path.rpartition(".")
+    assert getattr(importlib.import_module(module), name) is SpecVLM
+
+
 def test_bad_model_arguments_are_refused_before_loading():
     from specvlm.eval.lmms_model import SpecVLM
 
@@ -105,6 +124,15 @@ def test_bad_model_arguments_are_refused_before_loading():
         SpecVLM(batch_size=4)
     with pytest.raises(ValueError, match="answer_with"):
         SpecVLM(answer_with="draft")
+    for kwargs, message in [
+        ({"tree_size": 8, "drop_rate": "auto"}, "give a drop_rate too"),
+        ({"tree_size": 999}, "tree_size must be in"),
+        ({"dtype": "bf16"}, "dtype must be one of"),
+        ({"selector": "best"}, "unknown selector"),
+        ({"drop_rate": "1.5"}, "drop_rate must be in"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            SpecVLM(**kwargs)
 
 
 def test_the_protocol_shuffle_is_hf_datasets_shuffle():

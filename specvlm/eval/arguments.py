@@ -97,7 +97,7 @@ def _add_specvlm_arguments(group) -> None:
     group.add_argument("--top-k", metavar="K", type=int, help="sample among the top k tokens")
 
 
-def drop_rate_option(value: str | None, protocol: float) -> float | None:
+def drop_rate_option(value: str | None, protocol: float, name: str = "--drop-rate") -> float | None:
     """``--drop-rate`` as a float (the protocol's when not given), or None for ``auto``."""
     if value is None:
         return protocol
@@ -106,9 +106,33 @@ def drop_rate_option(value: str | None, protocol: float) -> float | None:
     try:
         rate = float(value)
     except ValueError:
-        raise ToolError(f"--drop-rate must be a number in [0, 1) or auto, got {value!r}") from None
+        raise ToolError(f"{name} must be a number in [0, 1) or auto, got {value!r}") from None
     if not 0.0 <= rate < 1.0:
-        raise ToolError(f"--drop-rate must be in [0, 1), got {rate}")
+        raise ToolError(f"{name} must be in [0, 1), got {rate}")
+    return rate
+
+
+def check_specvlm_options(
+    drop_rate, tree_size, selector, dtype, protocol_rate: float, cli: bool = True
+) -> float | None:
+    """The SpecVLM options ``specvlm eval`` and the lmms-eval model share (named as options
+    with ``cli``, else as model arguments); returns the drop rate (None: the automatic
+    policy)."""
+
+    def name(option: str) -> str:
+        return f"--{option.replace('_', '-')}" if cli else option
+
+    rate = drop_rate_option(drop_rate, protocol_rate, name("drop_rate"))
+    if tree_size is not None and not 1 <= tree_size <= 256:
+        raise ToolError(f"{name('tree_size')} must be in [1, 256], got {tree_size}")
+    if rate is None and tree_size is not None:
+        raise ToolError(
+            f"{name('tree_size')} fixes the tree: give a {name('drop_rate')} too, not auto"
+        )
+    if selector not in SELECTORS:
+        raise ToolError(f"unknown selector {selector!r}; choose one of {', '.join(SELECTORS)}")
+    if dtype is not None and dtype not in DTYPES:
+        raise ToolError(f"{name('dtype')} must be one of {', '.join(DTYPES)}, got {dtype!r}")
     return rate
 
 
@@ -116,17 +140,15 @@ def check_eval_args(args) -> dict | None:
     """Every check of the options alone (:class:`ToolError` on the first); returns the sampling
     options (None: greedy). The dataset is checked by :func:`specvlm.eval.benchmarks.samples`."""
     benchmark = BENCHMARKS[args.benchmark]
-    for option in ("limit", "frames", "max_new_tokens", "tree_size"):
+    for option in ("limit", "frames", "max_new_tokens"):
         value = getattr(args, option)
         if value is not None and value < 1:
             raise ToolError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
     if args.seed < 0:
         raise ToolError("--seed must be >= 0")
-    if args.tree_size is not None and args.tree_size > 256:
-        raise ToolError("--tree-size must be in [1, 256]")
-    rate = drop_rate_option(args.drop_rate, benchmark.protocol.drop_rate)
-    if rate is None and args.tree_size is not None:
-        raise ToolError("--tree-size fixes the tree: give a --drop-rate too, not auto")
+    check_specvlm_options(
+        args.drop_rate, args.tree_size, args.selector, args.dtype, benchmark.protocol.drop_rate
+    )
     if benchmark.files and args.data is None:
         raise ToolError(f"--benchmark {args.benchmark} needs --data DIR: {benchmark.source}")
     if not benchmark.files and args.data is not None:

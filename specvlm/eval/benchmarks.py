@@ -98,7 +98,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(
             "lvbench",
             "LVBench",
-            "huggingface.co/datasets/lmms-lab/LVBench (video_info.meta.jsonl and the videos)",
+            "huggingface.co/datasets/THUDM/LVBench (video_info.meta.jsonl) and "
+            "AIWinter/LVBench (the videos, into videos/)",
             datasets.read_lvbench,
             Protocol(),
             datasets.LVBENCH_FILES,

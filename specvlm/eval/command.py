@@ -85,6 +85,9 @@ def settings(args, target_dir: str, draft_dir: str, sampling, device) -> dict:
         "decoding": describe_sampling(sampling, args.seed),
         "sampling": sampling,
         "specvlm": _describe(options, args.tree_size),
+        "drop_rate": args.drop_rate,
+        "selector": args.selector,
+        "tree_size": args.tree_size,
         "capture": args.capture,
         "overlap": args.overlap,
         "device": "auto (device_map)" if args.device == "auto" else str(device),
@@ -139,4 +142,11 @@ def main(args, checked=None) -> int:
 
     print(table(summary))
     print(f"wrote {output_dir(args)}/: samples.jsonl, summary.json, table.md", file=sys.stderr)
+    if summary["failed"]:
+        print(
+            f"specvlm eval: {summary['failed']} samples failed (first: "
+            f"{summary['first_failure']}); the same command runs them again",
+            file=sys.stderr,
+        )
+        return 1
     return 1 if summary["all_identical"] is False else 0

@@ -79,7 +79,6 @@ class SpecVLM(lmms):
             target, draft, int(frames or max_frames_num or 32), str(drop_rate), selector,
             tree_size, capture, device, dtype, threads, int(seed), log_dir,
         )  # fmt: skip
-        self.warm = False
         self.records: list[dict] = []
 
     def generate_until(self, requests) -> list[str]:
@@ -94,10 +93,9 @@ class SpecVLM(lmms):
                 sampling_of(gen_kwargs),
             )
             sample = Sample(f"{task}/{doc_id}", context, video)
-            if not self.warm:
-                self.answering.warm_up(sample, gen)
-                self.warm = True
             record = dict(self.answering.answer(len(self.records), sample, gen), task=task)
+            if record.get("error"):
+                raise ValueError(f"specvlm: {where}: {record['error']}")
             record["doc_id"] = doc_id
             self._log(record)
             answer = record[f"{self.answer_with}_answer"]
@@ -133,20 +131,23 @@ def _answering(target, draft, frames, drop_rate, selector, tree_size, capture, d
 
     import torch
 
+    from specvlm.eval import results
+    from specvlm.eval.arguments import check_specvlm_options
     from specvlm.eval.command import decoder_options
     from specvlm.eval.runner import Answering, EvalRun
     from specvlm.tools.common import CAPTURE, checkpoint_pair, hardware
 
     if capture not in CAPTURE:
         raise ValueError(f"specvlm: capture must be one of {', '.join(CAPTURE)}, not {capture}")
+    tree_size = None if tree_size is None else int(tree_size)
+    check_specvlm_options(drop_rate, tree_size, selector, dtype, 0.9, cli=False)
     args = SimpleNamespace(
         benchmark="micro", target=target, draft=draft, device=device, threads=threads,
         drop_rate=drop_rate, selector=selector, seed=seed, capture=capture, overlap="off",
-        tree_size=None if tree_size is None else int(tree_size),
+        tree_size=tree_size,
     )  # fmt: skip
     target_dir, draft_dir, dev = checkpoint_pair(args)
     options = decoder_options(args)
-    os.makedirs(log_dir, exist_ok=True)
     settings = {
         "benchmark": "lmms-eval",
         "target": os.path.abspath(target_dir),
@@ -156,6 +157,7 @@ def _answering(target, draft, frames, drop_rate, selector, tree_size, capture, d
         "tree_size": args.tree_size,
         "hardware": hardware(dev),
     }
+    results.open_run(log_dir, settings, restart=True)  # this run's requests only
     run = EvalRun(
         samples=[], out_dir=log_dir, settings=settings, target_dir=target_dir,
         draft_dir=draft_dir, device=dev, frames=frames, max_new_tokens=DEFAULT_MAX_NEW_TOKENS,

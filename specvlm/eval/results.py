@@ -26,7 +26,8 @@ PLOT_FILE = "plot.png"
 
 def open_run(out_dir: str, settings: dict, restart: bool = False) -> dict[str, dict]:
     """Prepare ``out_dir`` for a run with ``settings``; return the samples already finished
-    there by a run with the same settings (``{id: record}``). :class:`ToolError` when the
+    there by a run with the same settings (``{id: record}``; failed ones are not: they run
+    again). :class:`ToolError` when the
     directory holds another run's samples (unless ``restart``, which removes them)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -42,7 +43,8 @@ def open_run(out_dir: str, settings: dict, restart: bool = False) -> dict[str, d
             "(--restart replaces it)"
         )
     run_path.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
-    return read_samples(samples_path)
+    done = read_samples(samples_path)
+    return {k: r for k, r in done.items() if not r.get("error")}  # failed samples: again
 
 
 def _check_same_run(run_path: Path, settings: dict, out_dir: str) -> None:
@@ -64,7 +66,11 @@ def read_samples(path: Path) -> dict[str, dict]:
     dropped from the file; a broken line before it is a :class:`ToolError`."""
     if not path.exists():
         return {}
-    lines = path.read_text().splitlines()
+    text = path.read_text()
+    if text and not text.endswith("\n"):  # a last line cut before its newline: end it
+        with open(path, "a") as f:
+            f.write("\n")
+    lines = text.splitlines()
     records: dict[str, dict] = {}
     for number, line in enumerate(lines, 1):
         try:
@@ -105,9 +111,13 @@ def _mean(values: list) -> float | None:
 def summarize(records: list[dict], settings: dict, published: dict | None = None) -> dict:
     """The run's numbers: ``samples``, ``identical`` (samples whose answers are the target's,
     token for token; None when sampling), ``tau`` (mean accepted tokens per verification, bonus
-    included, over the samples that speculated), ``decode_speedup`` and ``e2e_speedup`` (the
-    target's time per token over SpecVLM's, over all samples), the task's accuracy for each path
-    where the benchmark has one, and the published numbers to compare with."""
+    included, over the samples that speculated), ``failed`` (samples whose video could not be
+    read, left out of every number; ``first_failure`` says which and why), ``decode_speedup``
+    and ``e2e_speedup`` (the target's time per token over SpecVLM's, over all samples), the
+    task's accuracy for each path where the benchmark has one, and the published numbers to
+    compare with."""
+    failed = [r for r in records if r.get("error")]
+    records = [r for r in records if not r.get("error")]
     compared = [r["identical"] for r in records if r["identical"] is not None]
     rates = {
         f"{what}_speedup": _ratio(_rate(records, "specvlm", what), _rate(records, "target", what))
@@ -116,7 +126,10 @@ def summarize(records: list[dict], settings: dict, published: dict | None = None
     return {
         "benchmark": settings["benchmark"],
         "samples": len(records),
-        "identical": sum(compared) if compared or not settings.get("sampling") else None,
+        "failed": len(failed),
+        "first_failure": f"{failed[0]['id']}: {failed[0]['error']}" if failed else None,
+        # a count where every sample was compared (greedy); None where they were sampled
+        "identical": sum(compared) if len(compared) == len(records) else None,
         "all_identical": all(compared) if compared else None,
         "tau": _mean([r["tau"] for r in records]),
         **rates,
@@ -135,6 +148,10 @@ def _cell(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _times(value) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
 def table(summary: dict) -> str:
     """A paper-style markdown table of a summary: the measured row and the published one."""
     s, pub = summary, summary["published"]
@@ -147,13 +164,15 @@ def table(summary: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
         f"| this run | {s['samples']} | {_cell(s['video_tokens'], '.0f')} "
         f"({_cell(s['kept_video_tokens'], '.0f')}) | {same} | {_cell(s['tau'], '.2f')} | "
-        f"{_cell(s['decode_speedup'], '.2f')}x | {_cell(s['e2e_speedup'], '.2f')}x | {acc} |",
+        f"{_times(s['decode_speedup'])} | {_times(s['e2e_speedup'])} | {acc} |",
     ]
+    if s["failed"]:
+        rows[-1] += f" ({s['failed']} failed samples left out: first {s['first_failure']})"
     if pub:
         rows.append(
             f"| published ({pub.get('setting', '')}) | {pub.get('samples', '-')} | "
             f"{pub.get('video_tokens', '-')} | - | {_cell(pub.get('tau'), '.2f')} | "
-            f"{_cell(pub.get('decode_speedup'), '.2f')}x | - | - |"
+            f"{_times(pub.get('decode_speedup'))} | {_times(pub.get('e2e_speedup'))} | - |"
         )
     head = (
         f"## {s['benchmark']}: {settings['target']} with draft {settings['draft']}\n\n"

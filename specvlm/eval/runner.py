@@ -5,8 +5,10 @@ question's segment), the prompt through the target's processor, the target's own
 ``generate`` and SpecVLM's, each timed as :mod:`specvlm.tools.timing` times every method
 (decode: first new token to the end; end to end: the whole call), both answers decoded and
 scored, and the record appended to ``samples.jsonl`` at once (:mod:`specvlm.eval.results`).
-The first pending sample runs once untimed on both paths first (lazy initialisation, the
-automatic policy's one-time cost measurement), so the first timed sample is like the others.
+The first sample runs once untimed on both paths first (lazy initialisation, the automatic
+policy's one-time cost measurement), so the first timed sample is like the others. A sample
+whose video cannot be read is recorded as failed (its ``error``) and the run goes on; the next
+run of the same command tries it again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import specvlm
 from specvlm.devices import cuda_devices
 from specvlm.eval import results
 from specvlm.eval.samples import Sample, score
-from specvlm.tools.common import inputs_to, load_pair
+from specvlm.tools.common import InputError, inputs_to, load_pair
 from specvlm.tools.timing import Timing, timed
 from specvlm.tools.video_input import VideoPrompter, read_video
 
@@ -138,11 +140,14 @@ class Answering:
     and by the lmms-eval model)."""
 
     def __init__(self, run: EvalRun):
-        self.run = run
+        from transformers import AutoConfig
+
+        self.run, self.warm = run, False
+        # the processor first: a checkpoint it cannot serve fails before the models load
+        self.prompter = VideoPrompter(run.target_dir, AutoConfig.from_pretrained(run.target_dir))
         target, draft = load_pair(
             run.target_dir, run.draft_dir, run.device, run.dtype, run.device_map
         )
-        self.prompter = VideoPrompter(run.target_dir, target.config)
         self.paths = _Paths(run, target, draft)
         self.input_device = run.device
         if run.device_map is not None:  # where the target's embeddings are
@@ -160,9 +165,17 @@ class Answering:
 
     def answer(self, index: int, sample: Sample, gen: dict | None = None) -> dict:
         """Both paths on ``sample`` (``gen``: :meth:`generate_options`, the run's by default);
-        the record of ``samples.jsonl``."""
+        the record of ``samples.jsonl``. The first call runs both paths once untimed first
+        (lazy initialisation, the automatic policy's cost measurement), so its times are like
+        the others'. A video that cannot be read gives a failed record (``error``)."""
         gen = gen or self.generate_options()
-        inputs = self.inputs(sample)
+        try:
+            inputs = self.inputs(sample)
+        except InputError as err:
+            return {"id": sample.id, "index": index, "error": str(err), "identical": None}
+        if not self.warm:
+            self.paths.both(inputs, gen, self.run.seed)
+            self.warm = True
         start = inputs["input_ids"].shape[1]
         (target_out, target_t), (spec_out, spec_t) = self.paths.both(
             inputs, gen, self.run.seed + index
@@ -178,10 +191,6 @@ class Answering:
         }
         times = {"target": target_t, "specvlm": spec_t}
         return _record(index, sample, answers, times, self.paths.decoder.last_stats)
-
-    def warm_up(self, sample: Sample, gen: dict | None = None) -> None:
-        """Both paths once, untimed and forgotten (lazy initialisation, the policy's costs)."""
-        self.paths.both(self.inputs(sample), gen or self.generate_options(), self.run.seed)
 
 
 def _progress_bar(run: EvalRun, done: int):
@@ -204,7 +213,6 @@ def run_eval(run: EvalRun) -> dict:
     pending = [(i, s) for i, s in enumerate(run.samples) if s.id not in done]
     if pending:
         answering = Answering(run)
-        answering.warm_up(pending[0][1])
         bar = _progress_bar(run, len(run.samples) - len(pending))
         with bar:
             for index, sample in pending:
@@ -218,10 +226,13 @@ def run_eval(run: EvalRun) -> dict:
 
 def _postfix(records) -> str:
     records = list(records)
+    failed = sum(1 for r in records if r.get("error"))
+    records = [r for r in records if not r.get("error")]
     same = [r["identical"] for r in records if r["identical"] is not None]
     taus = [r["tau"] for r in records if r["tau"] is not None]
     parts = [f"identical {sum(same)}/{len(same)}"] if same else []
     parts += [f"tau {sum(taus) / len(taus):.2f}"] if taus else []
+    parts += [f"{failed} failed"] if failed else []
     return ", ".join(parts)
 
 

@@ -51,12 +51,12 @@ def letters_for(count: int) -> str:
     return string.ascii_uppercase[:count]
 
 
-_LABELLED = re.compile(r"^\(?([A-Z])[.):]\s*")
-
-
-def strip_label(option: str) -> str:
-    """An option's text without a leading ``A.`` / ``(A)`` / ``A)`` / ``A:`` label."""
-    return _LABELLED.sub("", option.strip(), count=1)
+def strip_label(option: str, letter: str) -> str:
+    """An option's text without its own label (``A.`` / ``(A)`` / ``A)`` / ``A:`` for the
+    option at letter ``A``): a text that merely starts like a label (``U.S. Army`` as option A)
+    is kept."""
+    option = option.strip()
+    return re.sub(rf"^\(?{letter}[.):]\s*", "", option, count=1)
 
 
 def choice_prompt(question: str, options: list[str], style: str) -> tuple[str, str]:
@@ -66,17 +66,30 @@ def choice_prompt(question: str, options: list[str], style: str) -> tuple[str, s
     letters = letters_for(len(options))
     lines = [question.strip()]
     lines += [
-        f"{letter}. {strip_label(text)}" for letter, text in zip(letters, options, strict=True)
+        f"{letter}. {strip_label(text, letter)}"
+        for letter, text in zip(letters, options, strict=True)
     ]
     return "\n".join(lines + [ANSWER_STYLES[style]]), letters
 
 
+# the ways an answer names an option, most explicit first
+_NAMED = (
+    re.compile(r"^\s*\(?([A-Z])\)?\s*(?:[.:)]|$)"),  # "B", "B.", "(B)", "B: because ..."
+    re.compile(r"(?i:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])(?![A-Za-z])"),  # "answer is C"
+    re.compile(r"\(([A-Z])\)"),  # "... (C) ..."
+    re.compile(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])(?!\s+[a-z])"),  # a letter, not "A man"
+    re.compile(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])"),  # any standalone capital
+)
+
+
 def answer_letter(answer: str, letters: str) -> str | None:
-    """The option an answer names: its first standalone capital among ``letters`` (``B``,
-    ``(B)``, ``B.``, ``Answer: B``), None if it names none."""
-    for match in re.finditer(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])", answer):
-        if match.group(1) in letters:
-            return match.group(1)
+    """The option an answer names, None if it names none: a leading ``B`` / ``(B)`` / ``B.``,
+    else ``answer is B`` / ``Answer: B``, else ``(B)``, else the first standalone option letter
+    that is not an article (``A man ...``), else the first standalone option letter."""
+    for pattern in _NAMED:
+        for match in pattern.finditer(answer):
+            if match.group(1) in letters:
+                return match.group(1)
     return None
 
 
