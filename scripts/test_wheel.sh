@@ -18,7 +18,9 @@
 #    script and its entry point, and the modules the vLLM engine options name
 #    (specvlm.vllm_plugin.proposer / .worker). The plugin needs no vLLM entry point: vLLM loads
 #    it by those dotted names (speculative_config.model, worker_cls); the distribution
-#    declares none, and any it did declare would have to resolve.
+#    declares none, and any it did declare would have to resolve. Then lmms-eval's entry point
+#    (specvlm.models:manifest) and the modules it names, and `specvlm eval --benchmark micro`
+#    on two clips, whose answers must be the target's.
 #
 # Usage: bash scripts/test_wheel.sh (makes .venv first if needed, as scripts/test.sh does).
 # KEEP=1 keeps the work directory (the wheel, the environment) and prints its path.
@@ -116,6 +118,14 @@ for dotted in (PROPOSER, WORKER):
 vllm_eps = [ep for ep in dist.entry_points if ep.group.startswith("vllm")]
 for ep in vllm_eps:  # none today: the plugin is named by dotted path, not by entry point
     assert importlib.util.find_spec(ep.module) is not None, f"entry point {ep} does not resolve"
+# lmms-eval finds the `specvlm` model by this entry point (docs/eval.md): it must resolve, and
+# the class it names must be in the wheel (found, not imported: that needs lmms-eval)
+(lmms,) = [ep for ep in dist.entry_points if ep.group == "lmms_eval.models"]
+assert (lmms.name, lmms.value) == ("specvlm", "specvlm.models:manifest"), lmms
+assert callable(lmms.load()), lmms
+for module in ("specvlm.models.specvlm", "specvlm.eval.lmms_model", "specvlm.tasks"):
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and inside(spec.origin), f"{module}: not in the wheel"
 groups = sorted({ep.group for ep in dist.entry_points})
 print(f"test_wheel: {len(files)} files; entry point groups {groups}; vLLM entry points "
       f"{[ep.value for ep in vllm_eps] or 'none (none needed)'}; package data identical")
@@ -136,5 +146,14 @@ import json
 record = json.load(open("demo.json"))
 assert record["identical"] is True and record["text"], record
 print(f"test_wheel: demo answer {record['text']!r}, identical to the target's")
+EOF
+"$WORK/venv/bin/specvlm" eval --benchmark micro --limit 2 --max-new-tokens 8 --no-progress \
+    --out eval >/dev/null
+"$WORK/venv/bin/python" - <<'EOF'
+import json
+
+summary = json.load(open("eval/summary.json"))
+assert summary["samples"] == 2 and summary["identical"] == 2, summary
+print(f"test_wheel: specvlm eval --benchmark micro: 2/2 identical, tau {summary['tau']:.2f}")
 EOF
 echo "test_wheel: passed in $((SECONDS - START)) s"
