@@ -10,13 +10,16 @@ before the CLI has chosen their backend; nor import torch, so that the CLI refus
 argument before torch loads and the GPU report's runner (``specvlm.tools.gpu_report``) starts
 its steps within its deadline (``Tree``, ``chain`` and ``default_tree`` come from
 :mod:`specvlm.trees`, which imports torch). ``accelerate`` and ``SpeculativeDecoder`` come from
-:mod:`specvlm.speculative_decoder`.
+:mod:`specvlm.speculative_decoder`; ``AutoPolicy`` from :mod:`specvlm.policy`.
 """
 
 import importlib
 
 _TREES = ("Tree", "chain", "default_tree")
-__all__ = ["GenerationStats", "SpeculativeDecoder", "Tree", "accelerate", "chain", "default_tree"]
+__all__ = [
+    "AutoPolicy", "GenerationStats", "SpeculativeDecoder", "Tree", "accelerate", "chain",
+    "default_tree",
+]  # fmt: skip
 __version__ = "0.1.0"
 
 
@@ -25,6 +28,11 @@ def __getattr__(name: str):
         trees = importlib.import_module("specvlm.trees")  # binds specvlm.trees too
         globals().update({n: getattr(trees, n) for n in _TREES})
         return trees if name == "trees" else globals()[name]
+    if name == "AutoPolicy":  # the automatic policy, e.g. with some settings pinned
+        from specvlm.policy import AutoPolicy
+
+        globals()["AutoPolicy"] = AutoPolicy
+        return AutoPolicy
     if name not in ("GenerationStats", "SpeculativeDecoder", "accelerate"):
         raise AttributeError(f"module 'specvlm' has no attribute {name!r}")
     from specvlm.speculative_decoder import GenerationStats, SpeculativeDecoder, accelerate

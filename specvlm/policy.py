@@ -26,6 +26,10 @@ the running mean of the calls so far (``max_new_tokens`` at first, never more); 
 own overheads and a busy machine stretch the measured costs is the ratio of observed to
 predicted decode times (median of the last calls, per method).
 
+Partial auto: an :class:`AutoPolicy` can pin the drop rate (``drop_rates=(0.9,)``), the tree
+(``tree=``) or speculation itself (``speculate=True``: no plain decoding, no fall-back) and
+choose the rest; a pinned tree is predicted by the same formulas as every candidate tree.
+
 While a call speculates, the policy checks after every step whether the acceptance seen so far
 still pays for the drafting; if not, the call goes on with plain decoding (``fallback_step``).
 After calls that fell back to plain decoding for lack of acceptance, speculation is tried again
@@ -179,6 +183,18 @@ def best_tree(rates, target, draft, ctx_t: int, ctx_d: int, decode: float) -> Tr
     return best
 
 
+def tree_choice(tree: Tree, rates, target, draft, ctx_t: int, ctx_d: int, decode: float):
+    """What ``tree`` is predicted to do, as :func:`best_tree` predicts each candidate: a
+    drafting step feeds the pending chain (one token) and every level above the deepest, the
+    verification feeds the root and every node."""
+    drafting = draft.seconds(1, ctx_d) + sum(
+        draft.seconds(len(tree.nodes_at_depth(d)), ctx_d) for d in range(1, tree.depth)
+    )
+    step = drafting + target.seconds(tree.size + 1, ctx_t)
+    tau = tree_tau(tree, rates)
+    return TreeChoice(max(1.0, decode / tau) * step, 0.0, tree, tau, step)
+
+
 @dataclass(frozen=True)
 class Choice:
     """What the policy chose for one call, and the predictions it was chosen on."""
@@ -234,10 +250,31 @@ class AutoPolicy:
     demand, or given (tests, or costs measured elsewhere). ``drop_rates``: the candidates.
     ``learn_timing``: correct the forward costs by how long decoding is seen to take (the
     loops' own overheads, a busy machine); off where the costs given are not this machine's.
+
+    Partial auto, one setting pinned while the others are chosen: ``drop_rates=(0.9,)`` pins
+    the drop rate; ``tree=`` (a :class:`~specvlm.trees.Tree` or a list of rank paths) pins the
+    draft tree; ``speculate=True`` always speculates (with the drop rate and tree chosen).
     """
 
-    def __init__(self, drop_rates=DROP_RATES, costs: dict | None = None, learn_timing=True):
+    def __init__(
+        self,
+        drop_rates=DROP_RATES,
+        costs: dict | None = None,
+        learn_timing=True,
+        *,
+        tree=None,
+        speculate: bool | None = None,
+    ):
         self.drop_rates = tuple(drop_rates)
+        if not self.drop_rates or not all(0.0 <= d < 1.0 for d in self.drop_rates):
+            raise ValueError(f"drop_rates must be values in [0, 1), got {drop_rates!r}")
+        if speculate not in (None, True):
+            raise ValueError(
+                "AutoPolicy(speculate=) pins speculation on (True) or leaves it to the policy "
+                f"(None), got {speculate!r}; for plain decoding use accelerate(speculate=False)"
+            )
+        self.tree = None if tree is None or isinstance(tree, Tree) else Tree.from_paths(tree)
+        self.speculate = speculate
         self.learn_timing = learn_timing
         self._lock = threading.Lock()  # the policy's state
         self._calibrating = threading.Lock()  # one calibration at a time
@@ -335,6 +372,7 @@ class AutoPolicy:
             tgt = self.costs[self._key("target", family, target, target_runner)]
             drf = self.costs[self._key("draft", family, draft, draft_runner)]
             ranks = max(1, min(MAX_RANKS, max_rank + 1))
+            speculate = self.speculate if speculate is None else speculate
             return self._choose(shape, tgt, drf, ranks, max_new_tokens, speculate), spent
 
     def _shape(self, prompt_len: int, video_tokens: int, max_new_tokens: int) -> _CallShape:
@@ -381,7 +419,7 @@ class AutoPolicy:
         # Plain decoding is predicted faster. When the measured forward costs alone would let
         # speculation pay with the prior's acceptance, it is the acceptance (or the overheads)
         # seen so far that does not: speculation is tried again now and then.
-        hopeful = best_tree(PRIOR[:ranks], tgt, drf, shape.ctx_t, shape.ctx_d[0.0], shape.decode)
+        hopeful = self._tree(PRIOR[:ranks], tgt, drf, shape.ctx_t, shape.ctx_d[0.0], shape.decode)
         hopeful = (
             hopeful.seconds + drf.prefill_seconds(shape.prompts[0.0]) < shape.decode * raw_token
         )
@@ -405,7 +443,7 @@ class AutoPolicy:
         best, best_total = None, None
         for d in shape.prompts:
             rates, untried = self._rates(d, ranks)
-            p = best_tree(rates, tgt, drf, shape.ctx_t, shape.ctx_d[d], shape.decode)
+            p = self._tree(rates, tgt, drf, shape.ctx_t, shape.ctx_d[d], shape.decode)
             p.drop_rate, p.untried = d, untried
             total = p.seconds * spec_factor + drf.prefill_seconds(shape.prompts[d]) + encoding
             total += self.scoring_seconds if d > 0 else 0.0
@@ -413,6 +451,12 @@ class AutoPolicy:
             if best is None or total < best_total * margin:
                 best, best_total = p, total
         return best, best_total, spec_factor
+
+    def _tree(self, rates, tgt, drf, ctx_t: int, ctx_d: int, decode: float) -> TreeChoice:
+        """The best tree for these rates, or the pinned one with its prediction."""
+        if self.tree is None:
+            return best_tree(rates, tgt, drf, ctx_t, ctx_d, decode)
+        return tree_choice(self.tree, rates, tgt, drf, ctx_t, ctx_d, decode)
 
     def _rates(self, drop_rate: float, ranks: int) -> tuple[tuple[float, ...], bool]:
         """Acceptance rates by rank at ``drop_rate``, and whether that rate is untried (then:
@@ -439,8 +483,9 @@ class AutoPolicy:
     # ---------------------------------------------------------------------------------------
     @_locked
     def keep_speculating(self, choice: Choice, stats: GenerationStats) -> bool:
-        """After a speculative step: whether the acceptance seen so far still pays."""
-        if len(stats.accepted_lengths) < MIN_STEPS:
+        """After a speculative step: whether the acceptance seen so far still pays (always,
+        where speculation is pinned on)."""
+        if self.speculate or len(stats.accepted_lengths) < MIN_STEPS:
             return True
         seen = self.acceptance.get(choice.drop_rate, RankAcceptance()).plus(stats)
         rates = seen.rates(PRIOR, choice.tree.max_rank() + 1)

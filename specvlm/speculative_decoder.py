@@ -62,7 +62,10 @@ def accelerate(
             (0 included), the tree and whether to speculate at all, from forward costs
             measured on this hardware (once per pair, device, dtype and context length) and
             the acceptance seen so far; ``None``: the fixed settings below; or an
-            :class:`~specvlm.policy.AutoPolicy` (e.g. shared between decoders of one pair).
+            :class:`~specvlm.policy.AutoPolicy` (e.g. shared between decoders of one pair,
+            or with some settings pinned while it chooses the others: ``AutoPolicy(
+            drop_rates=(0.9,))``, ``AutoPolicy(tree=chain(4))``, ``AutoPolicy(speculate=True)``;
+            with an AutoPolicy, ``drop_rate``, ``tree`` and ``speculate`` are refused).
             Giving ``drop_rate``, ``tree`` or ``speculate=True`` also fixes the settings: the
             values given, and the defaults (drop rate 0.9, the default tree) for the others.
             The choice never changes the output, only the speed; ``last_stats`` reports it.
@@ -231,6 +234,12 @@ class SpeculativeDecoder:
         if not (policy is None or policy == "auto" or isinstance(policy, AutoPolicy)):
             raise ValueError(f"policy must be 'auto', None or an AutoPolicy, got {policy!r}")
         fixed = drop_rate is not None or tree is not None or speculate is not None
+        if fixed and isinstance(policy, AutoPolicy):
+            raise ValueError(
+                "an AutoPolicy with drop_rate, tree or speculate given too: pin them in the "
+                "policy to have it choose the rest (AutoPolicy(drop_rates=(0.9,), tree=..., "
+                "speculate=True)), or leave the policy out for fixed settings"
+            )
         if policy is None or fixed:
             return None
         return policy if isinstance(policy, AutoPolicy) else AutoPolicy()
@@ -276,11 +285,13 @@ class SpeculativeDecoder:
 
     def _check_tree_ranks(self) -> None:
         vocab = self._shared_vocab()
-        if self.tree is not None and self.tree.max_rank() >= vocab:
-            raise ValueError(
-                f"the tree uses the draft's rank-{self.tree.max_rank()} token, but the shared "
-                f"vocabulary has only {vocab} tokens"
-            )
+        pinned = None if self.policy is None else self.policy.tree
+        for tree in (self.tree, pinned):
+            if tree is not None and tree.max_rank() >= vocab:
+                raise ValueError(
+                    f"the tree uses the draft's rank-{tree.max_rank()} token, but the shared "
+                    f"vocabulary has only {vocab} tokens"
+                )
 
     def _check_vision_geometry(self) -> None:
         """The draft must cut a video into the same tokens as the target (pixel patches, merge,

@@ -391,6 +391,74 @@ def test_bad_policy_arguments():
         specvlm.accelerate((target, draft), drop_rate=1.0)
 
 
+# --------------------------------------------------------------------------------------------
+# Partial auto: one setting pinned, the others chosen
+# --------------------------------------------------------------------------------------------
+def test_a_pinned_tree_is_kept_and_predicted_as_the_policy_predicts_every_tree():
+    target, draft = pair("llava_onevision")
+    pinned = Tree.from_paths([[0], [1], [0, 0]])
+    steep = dict(draft_by_context=lambda n, c: 2.5e-4 + 2e-5 * c)
+    policy = cheap(target, draft, **steep)
+    policy.tree = pinned
+    choice = choose(policy, target, draft)
+    assert choice.speculate and choice.tree == pinned
+    assert choice.drop_rate > 0  # the drop rate is still chosen: pruning pays here
+    # the prediction of a tree best_tree itself picks is the same through tree_choice
+    free = choose(cheap(target, draft, **steep), target, draft)
+    again = cheap(target, draft, **steep)
+    again.tree = free.tree
+    assert choose(again, target, draft).step_seconds == pytest.approx(free.step_seconds)
+
+
+def test_a_pinned_drop_rate_and_pinned_speculation():
+    target, draft = pair("llava_onevision")
+    steep = dict(draft_by_context=lambda n, c: 2.5e-4 + 2e-5 * c)
+    policy = cheap(target, draft, **steep)
+    policy.drop_rates = (0.5,)
+    choice = choose(policy, target, draft)
+    assert choice.drop_rate == 0.5 and choice.speculate
+    # a draft as slow as the target: plain decoding, unless speculation is pinned on
+    same = lambda n: 5e-3 + 2e-5 * n  # noqa: E731
+    slow = costs(same, same, target=target, draft=draft)
+    assert not choose(AutoPolicy(costs=slow, learn_timing=False), target, draft).speculate
+    pinned = AutoPolicy(costs=slow, learn_timing=False, speculate=True)
+    choice = choose(pinned, target, draft)
+    assert choice.speculate and choice.reason == "speculation requested"
+    stats = GenerationStats()
+    stats.record_step(choice.tree, [])
+    stats.accepted_lengths = [1] * 10  # nothing accepted: it does not fall back either
+    assert pinned.keep_speculating(choice, stats)
+
+
+def test_partial_auto_in_the_loop_is_lossless_and_reported(family):
+    target, draft = pair(family)
+    inputs = tm.make_inputs(family, target, seed=16)
+    ref = reference(target, inputs).tolist()
+    policy = cheap(target, draft)
+    policy.tree, policy.drop_rates, policy.speculate = chain(3), (0.75,), True
+    sd = specvlm.accelerate((target, draft), policy=policy)
+    assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref
+    stats = sd.last_stats
+    assert stats.policy == "auto" and stats.speculated and stats.fallback_step is None
+    assert stats.tree == chain(3) and stats.drop_rate == 0.75
+    assert stats.kept_video_tokens == keep_count(stats.video_tokens, 0.75)
+
+
+def test_partial_auto_arguments():
+    target, draft = pair("llava_onevision")
+    for kwargs in ({"drop_rate": 0.5}, {"tree": chain(2)}, {"speculate": True}):
+        with pytest.raises(ValueError, match="pin them in the policy"):
+            specvlm.accelerate((target, draft), policy=AutoPolicy(), **kwargs)
+    with pytest.raises(ValueError, match="use accelerate\\(speculate=False\\)"):
+        AutoPolicy(speculate=False)
+    with pytest.raises(ValueError, match="drop_rates must be"):
+        AutoPolicy(drop_rates=(1.0,))
+    assert AutoPolicy(tree=[[0], [0, 0]]).tree == chain(2)
+    assert specvlm.AutoPolicy is AutoPolicy
+    with pytest.raises(ValueError, match="rank-"):
+        specvlm.accelerate((target, draft), policy=AutoPolicy(tree=[[tm.VOCAB_SIZE]]))
+
+
 def test_a_policy_can_be_shared_between_decoders():
     target, draft = pair("llava_onevision")
     shared = AutoPolicy()
