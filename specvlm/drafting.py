@@ -108,6 +108,9 @@ class Proposal:
     # fp32 [N + 1, V] where children were sampled: row 0 the root's, row i + 1 node i's
     # distribution (zeros for nodes that were not expanded); None for top-k children
     draft_probs: torch.Tensor | None = None
+    # a dynamic tree's (specvlm.dynamic_tree): per node, its offset in the draft cache after
+    # prefix_len (None: never fed); None for a static tree, whose fed nodes are in node order
+    draft_slots: tuple[int | None, ...] | None = None
 
     def fed_tokens(self) -> list[int]:
         """The tokens the models are fed (:data:`EMPTY` slots as the placeholder)."""

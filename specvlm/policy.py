@@ -18,8 +18,9 @@ children and which one the target took (``GenerationStats.rank_offers`` / ``rank
 per drop rate, forgotten geometrically, starting from a prior. With per-rank acceptance rates
 ``p``, a node's chance of being accepted is the product of ``p`` along its path, ``tau`` is one
 plus their sum, and the best tree of ``n`` nodes is :func:`specvlm.trees.build_tree` of ``p``
-(here every size up to 64 and depth up to 8 is weighed; the dynamic, per-step tree of EAGLE-2
-is not built). A drop rate that was never tried starts from the acceptance of the full video
+(here every size up to 64 and depth up to 8 is weighed; the policy does not choose
+``tree="dynamic"``, the per-step tree of EAGLE-2, yet: give it as a fixed setting). A drop
+rate that was never tried starts from the acceptance of the full video
 (an optimistic guess: pruning rarely helps the draft) and is tried only when that guess makes it
 clearly faster; what it then does decides whether it stays. How many tokens a call decodes is
 the running mean of the calls so far (``max_new_tokens`` at first, never more); how the loops'

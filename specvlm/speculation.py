@@ -38,6 +38,7 @@ from specvlm.choice import TokenChooser
 from specvlm.decoder import DecoderInputs, capture_decoder_inputs, decoder_forward, new_cache
 from specvlm.devices import synchronized_now
 from specvlm.drafting import DraftPlan, Proposal, draft_tree
+from specvlm.dynamic_tree import DynamicTree, draft_dynamic
 from specvlm.families import Family, VideoLayout
 from specvlm.generation import GeneratedSequence
 from specvlm.side import Side, ones_mask
@@ -53,7 +54,7 @@ class Settings:
     family: Family
     drop_rate: float
     selector: selectors.Selector
-    tree: Tree
+    tree: Tree | DynamicTree
     draft_positions: str  # "original" | "compact"
     min_draft_confidence: float
     speculate: bool = True  # False: the target decodes alone (steps 2-4 skipped)
@@ -333,14 +334,18 @@ def speculate(run: Run, root: int) -> int | None:
     processed yet)."""
     t0 = run.now()
     settings, stats = run.settings, run.stats
-    plan = DraftPlan.of(settings.tree)
-    full_mask = verify_mask(settings.tree)
+    dynamic = isinstance(settings.tree, DynamicTree)
+    if dynamic:  # shaped per step: the tree's own limits are the plan, its mask per proposal
+        plan, full_mask, run.drafter = settings.tree, None, draft_dynamic
+    else:
+        plan, full_mask = DraftPlan.of(settings.tree), verify_mask(settings.tree)
     pending = [root]  # tokens the draft has not processed yet; the last one is the root
     while True:
         proposal = draft_step(run, plan, pending, run.chooser.children(run.sequence))
         target_base = run.target.length
+        mask = verify_mask(proposal.tree) if dynamic else full_mask
         verdict = verify_tree(
-            run.target, proposal, full_mask, pending[-1], run.chooser.decide(run.sequence)
+            run.target, proposal, mask, pending[-1], run.chooser.decide(run.sequence)
         )
         commit = plan_commit(proposal, verdict)
         apply_commit(run.target, target_base, run.draft, proposal, commit)

@@ -23,6 +23,7 @@ from specvlm.capture.runner import CaptureFailed
 from specvlm.choice import CHILDREN, TokenChooser
 from specvlm.devices import cuda_devices, synchronized_now
 from specvlm.draft_worker import DraftWorkers
+from specvlm.dynamic_tree import DynamicTree
 from specvlm.families import Family, family_of
 from specvlm.generation import GeneratedSequence, GenerationSetup
 from specvlm.lookahead_gate import AlwaysLookAhead, LookaheadGate
@@ -62,17 +63,16 @@ def accelerate(
             (0 included), the tree and whether to speculate at all, from forward costs
             measured on this hardware (once per pair, device, dtype and context length) and
             the acceptance seen so far; ``None``: the fixed settings below; or an
-            :class:`~specvlm.policy.AutoPolicy` (e.g. shared between decoders of one pair,
-            or with some settings pinned while it chooses the others: ``AutoPolicy(
-            drop_rates=(0.9,))``, ``AutoPolicy(tree=chain(4))``, ``AutoPolicy(speculate=True)``;
-            with an AutoPolicy, ``drop_rate``, ``tree`` and ``speculate`` are refused).
-            Giving ``drop_rate``, ``tree`` or ``speculate=True`` also fixes the settings: the
-            values given, and the defaults (drop rate 0.9, the default tree) for the others.
-            The choice never changes the output, only the speed; ``last_stats`` reports it.
+            :class:`~specvlm.policy.AutoPolicy` (shared between decoders, or pinning some
+            settings while it chooses the others; then ``drop_rate``, ``tree`` and
+            ``speculate`` are refused). Giving ``drop_rate``, ``tree`` or ``speculate=True``
+            fixes the settings: those given, the defaults (drop rate 0.9, the default tree) for
+            the rest. The choice never changes the output; ``last_stats`` reports it.
         drop_rate: share of the video tokens the draft does not see, in ``[0, 1)``; fixed
             settings default to 0.9.
-        tree: a :class:`~specvlm.trees.Tree` or a list of top-k rank paths; fixed settings
-            default to the default tree (48 nodes, depth 6).
+        tree: a :class:`~specvlm.trees.Tree` or a list of top-k rank paths (fixed settings'
+            default: 48 nodes, depth 6); ``"dynamic"`` or a :class:`~specvlm.dynamic_tree.
+            DynamicTree`: each step's tree shaped by the draft's confidence (EAGLE-2 style).
         speculate: ``False``: the target decodes alone (plain decoding, no draft forward);
             ``True``: always speculate (fixed settings); ``None``: the policy decides. Anything
             else (``"no"``, ``0``) is refused.
@@ -99,8 +99,7 @@ def accelerate(
             ``False``: eager transformers code; ``"auto"`` (default): the draft captured where
             it pays (a GPU; not a CPU, where compiling costs more than a call saves), the
             target eager (:mod:`specvlm.capture.decision`). Never changes the output;
-            ``last_stats.captured`` / ``target_captured`` / ``capture_reason`` say what a call
-            ran.
+            ``last_stats.captured`` / ``capture_reason`` say what a call ran.
         overlap: overlapped drafting (:mod:`specvlm.overlap`): the draft's vision tower runs
             while the target prefills, and the draft drafts the next step's tree on a worker
             of its own (a thread; on a GPU of its own, a stream) while the target verifies the
@@ -129,9 +128,11 @@ def _check_rate(name: str, value, low: float, high: float, high_open: bool) -> f
     return value
 
 
-def _as_tree(tree) -> Tree:
-    if isinstance(tree, Tree):
+def _as_tree(tree) -> Tree | DynamicTree:
+    if isinstance(tree, (Tree, DynamicTree)):
         return tree
+    if tree == "dynamic":
+        return DynamicTree()
     return Tree.from_paths(tree)
 
 
@@ -195,8 +196,9 @@ class SpeculativeDecoder:
         for role, model in (("target", target), ("draft", draft)):
             self._check_attention(role, model)
         self._check_tree_ranks()
+        capture, overlap = self._dynamic_tree_limits(capture, check_overlap(overlap))
         self.capture = capture
-        self.overlap = check_overlap(overlap)
+        self.overlap = overlap
         # overlap="auto": look ahead where it paid over this decoder's calls (True: always)
         auto = self.overlap == "auto"
         self._lookahead_gate = LookaheadGate() if auto else AlwaysLookAhead()
@@ -213,6 +215,26 @@ class SpeculativeDecoder:
             score_video=speculate is not False,
         )
         self._stats = _LastStats()
+
+    def _dynamic_tree_limits(self, capture, overlap):
+        """A dynamic tree is drafted eagerly and in sequence, with the draft's top-k children
+        and no confidence cut: ``capture`` and ``overlap`` as they apply to it (``"auto"``:
+        off), the rest refused in one line."""
+        if not isinstance(self.tree, DynamicTree):
+            return capture, overlap
+        refused = [
+            ("capture=True", capture is True),
+            ("overlap=True", overlap is True),
+            ('children="sampled"', self.children == "sampled"),
+            ("min_draft_confidence > 0", self.min_draft_confidence > 0),
+        ]
+        for what, given in refused:
+            if given:
+                raise ValueError(
+                    f'tree="dynamic" is drafted eagerly, in sequence, from the draft\'s top-k '
+                    f"children: {what} is not supported with it"
+                )
+        return (False if capture == "auto" else capture), False
 
     def _check_draft_positions(self, draft_positions: str | None) -> str:
         if draft_positions is None:

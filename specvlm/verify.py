@@ -73,9 +73,10 @@ class Commit:
     ``target_keep`` (offsets from ``base``: the root and the accepted nodes) and its next token
     is ``target_advance`` positions further. The draft fed every node above the deepest drafted
     level, in node order, after its ``prefix_len`` entries (so a fed node's offset is its index):
-    it keeps ``draft_keep`` and continues ``draft_advance`` positions after the root. ``pending``
-    are the tokens the draft has not processed yet (an accepted node of the deepest level, which
-    was never fed, and the bonus), the last one being the next step's root."""
+    it keeps ``draft_keep`` and continues ``draft_advance`` positions after the root (a dynamic
+    tree says where each fed node is: ``Proposal.draft_slots``). ``pending`` are the tokens the
+    draft has not processed yet (an accepted node that was never fed, the last accepted, and
+    the bonus), the last one being the next step's root."""
 
     target_keep: list[int]
     target_advance: int
@@ -87,8 +88,14 @@ class Commit:
 def plan_commit(proposal: Proposal, verdict: Verdict) -> Commit:
     tree = proposal.tree
     accepted = verdict.accepted
-    fed = [a for a in accepted if tree.depths[a] < tree.depth]
-    unfed = [proposal.tokens[a] for a in accepted if tree.depths[a] == tree.depth]
+    if proposal.draft_slots is None:  # a static tree: the levels above the deepest were fed
+        slots = [i if d < tree.depth else None for i, d in enumerate(tree.depths)]
+    else:  # a dynamic tree: the expanded candidates, wherever they are in the cache
+        slots = list(proposal.draft_slots)
+    fed = [slots[a] for a in accepted if slots[a] is not None]
+    unfed = [proposal.tokens[a] for a in accepted if slots[a] is None]
+    if any(slots[a] is None for a in accepted[:-1]):
+        raise AssertionError("an accepted node below an unfed one: the draft never drafted it")
     return Commit(
         target_keep=[0] + [1 + a for a in accepted],
         target_advance=1 + len(accepted),

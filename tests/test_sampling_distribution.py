@@ -19,6 +19,7 @@ import torch
 
 import specvlm
 from specvlm import sampler
+from specvlm.dynamic_tree import DynamicTree
 from tests import tiny_models as tm
 from tests.test_sampler import g_test
 
@@ -93,10 +94,10 @@ def exact_law(target, inputs, new=NEW, options=None) -> dict[tuple[int, ...], fl
     return law
 
 
-def sample_counts(family, children: str, n: int, seed: int = 0, capture=False):
+def sample_counts(family, children: str, n: int, seed: int = 0, capture=False, tree=TREE):
     target, draft, inputs, _ = setup(family)
     sd = specvlm.accelerate(
-        (target, draft), drop_rate=0.5, tree=TREE, children=children, capture=capture
+        (target, draft), drop_rate=0.5, tree=tree, children=children, capture=capture
     )
     gen = torch.Generator().manual_seed(seed)
     start = inputs["input_ids"].shape[1]
@@ -131,6 +132,18 @@ def test_first_tokens_follow_the_target_with_captured_steps(family, children):
     assert accepted > 0.1, f"drafted tokens were accepted {accepted:.2f} per call: vacuous"
     p_value = g_test(counts, setup(family)[3])
     assert p_value > ALPHA, f"{family}/{children} captured: G-test p = {p_value:.2e}"
+
+
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_5_vl"])
+def test_first_tokens_follow_the_target_with_a_dynamic_tree(family):
+    """The same with ``tree="dynamic"``: each step's tree is the draft's most likely
+    candidates (specvlm/dynamic_tree.py), a deterministic function of the draft's state, so
+    the top-k acceptance stays exact."""
+    tree = DynamicTree(budget=6, depth=3, width=2, top_k=3)
+    counts, accepted = sample_counts(family, "top_k", SAMPLES[family], seed=2, tree=tree)
+    assert accepted > 0.1, f"drafted tokens were accepted {accepted:.2f} per call: vacuous"
+    p_value = g_test(counts, setup(family)[3])
+    assert p_value > ALPHA, f"{family} dynamic tree: G-test p = {p_value:.2e}"
 
 
 def test_rejects_a_wrong_verifier(monkeypatch):

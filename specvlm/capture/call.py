@@ -86,6 +86,8 @@ class PairCapture:
         """Put the call's sides on its runners when the loop has prefilled them; a captured
         draft drafting top-k children drafts on the device (one read to the host per step's
         drafting, not one per level: :func:`specvlm.drafting.draft_tree_on_device`)."""
+        if all(runner is None for runner in found.runners.values()):
+            return  # nothing captured this call (a dynamic tree never is)
         tree = run.settings.tree
         top_k = not run.chooser.sampled_children and run.settings.min_draft_confidence == 0
         if found.runners["draft"] is not None and top_k:

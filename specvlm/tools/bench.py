@@ -75,6 +75,7 @@ COLORS = {
     "naive_sd": "#9467bd",
     "assisted_generation": "#8c564b",
     "specvlm": "#d62728",
+    "dynamic": "#bcbd22",
     "overlap": "#e377c2",
     "auto": "#17becf",
     "attention": "#ff7f0e",
@@ -82,7 +83,7 @@ COLORS = {
     "random": "#1f77b4",
     "autoregressive_compiled": "#7f7f7f",
 }
-MARKERS = dict(zip(COLORS, "osD^XvP*hp", strict=True))
+MARKERS = dict(zip(COLORS, "osD<^XvP*hp", strict=True))
 
 
 @dataclass

@@ -34,6 +34,7 @@ METHODS = (
     "naive_sd",
     "assisted_generation",
     "specvlm",
+    "dynamic",
     "overlap",
     "auto",
     "attention",

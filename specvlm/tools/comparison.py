@@ -10,7 +10,9 @@ Methods:
   without scoring the video (which only pruning needs).
 * ``assisted_generation``: transformers' ``generate(assistant_model=draft)``; upstream support
   for vision-language drafts varies, so a failure is recorded with its message, never dropped.
-* ``specvlm``: two-stage verifier-guided pruning; ``auto``: SpecVLM with its automatic policy
+* ``specvlm``: two-stage verifier-guided pruning; ``dynamic``: the same with a dynamic tree of
+  the same verification budget (``tree="dynamic"``, :mod:`specvlm.dynamic_tree`); ``auto``:
+  SpecVLM with its automatic policy
   (drop rate, tree and whether to speculate chosen per call; one decoder per pair for the whole
   process, so it learns from every call, as a user's would); ``attention``, ``uniform``,
   ``random``: the other selectors at the same budget (ablations).
@@ -44,14 +46,17 @@ import torch
 
 import specvlm
 from specvlm.devices import cuda_devices
+from specvlm.dynamic_tree import DynamicTree
 from specvlm.tools.common import METHODS, per_token_speedup
 from specvlm.tools.compiled import compiled_generate_kwargs, warm_up
 from specvlm.tools.timing import Timing, fastest, timed
+from specvlm.trees import Tree, default_tree
 
 __all__ = ["METHODS", "compare", "run_method"]
 
 _SELECTOR = {
     "specvlm": "two_stage",
+    "dynamic": "two_stage",
     "overlap": "two_stage",
     "attention": "attention",
     "uniform": "uniform",
@@ -137,6 +142,9 @@ def spec_decoder(
         return auto_decoder(target, draft, capture=capture)
     if method == "naive_sd":
         return naive_decoder(target, draft, tree=tree, seed=random_seed, capture=capture)
+    if method == "dynamic":  # the same verification budget as the sweep's static tree
+        budget = _as_size(tree)
+        tree = DynamicTree(budget=budget)
     return specvlm.accelerate(
         (target, draft),
         drop_rate=drop_rate,
@@ -146,6 +154,13 @@ def spec_decoder(
         capture=capture,
         overlap=method == "overlap",  # the other methods are the sequential loop
     )
+
+
+def _as_size(tree) -> int:
+    """The nodes of a static tree given as a Tree, rank paths or None (the default tree)."""
+    if tree is None:
+        return default_tree().size
+    return tree.size if isinstance(tree, Tree) else len(tree)
 
 
 def _stats_fields(method: str, stats) -> dict:

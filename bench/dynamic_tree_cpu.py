@@ -1,0 +1,124 @@
+"""Dynamic draft trees on this CPU: the embedded pair, ``tree="dynamic"`` against the static tree
+of the same verification budget (``tree_of_size``: the best static tree of that many nodes under
+the default acceptance assumption), and the automatic policy (static trees, its own choice), on
+held-out caption questions, greedy. Every output is checked against the target's ``generate``.
+
+    PYTHONPATH=. python bench/dynamic_tree_cpu.py [--clips 24] [--frames 32] [--budgets 8,16,32,48]
+        [--repeats 2] [--out docs/bench/dynamic_tree_cpu.json]
+
+Per budget and clip, the static and the dynamic tree run alternately ``--repeats`` times (the
+fastest decode counts); tau is tokens per verification (bonus included) over all clips; decode
+is summed over clips. The policy's row is its own choice per call (one decoder for the whole
+run, so it learns as a user's would), after one untimed warm-up call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+
+import torch
+
+import specvlm
+from specvlm.dynamic_tree import DynamicTree
+from specvlm.micro.data import held_out_clip
+from specvlm.tools.common import EMBEDDED, load_pair
+from specvlm.tools.video_input import VideoPrompter
+from specvlm.trees import tree_of_size
+
+PROMPT = "describe the video ."
+
+
+def _run(sd, inputs, expected, max_new_tokens: int, repeats: int):
+    best = None
+    for _ in range(repeats):
+        out = sd.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
+        if not torch.equal(out, expected):
+            raise AssertionError("an output differs from the target's")
+        if best is None or sd.last_stats.decode < best.decode:
+            best = sd.last_stats
+    return best
+
+
+def _row(name: str, runs: list) -> dict:
+    steps = sum(len(s.accepted_lengths) for s in runs)
+    tokens = sum(sum(s.accepted_lengths) for s in runs)
+    return {
+        "method": name,
+        "tau": tokens / steps if steps else None,
+        "decode_s": sum(s.decode for s in runs),
+        "steps": steps,
+        "tree_sizes": sorted({s.tree_size for s in runs}),
+    }
+
+
+def measure(target, draft, prompts, budgets, repeats: int, max_new_tokens: int) -> list[dict]:
+    expected = [
+        target.generate(**p, do_sample=False, max_new_tokens=max_new_tokens) for p in prompts
+    ]
+    rows = []
+    for budget in budgets:
+        static = specvlm.accelerate((target, draft), drop_rate=0.9, tree=tree_of_size(budget))
+        dynamic = specvlm.accelerate(
+            (target, draft), drop_rate=0.9, tree=DynamicTree(budget=budget)
+        )
+        runs: dict = {"static": [], "dynamic": []}
+        for inputs, exp in zip(prompts, expected, strict=True):
+            for name, sd in (("static", static), ("dynamic", dynamic)):
+                runs[name].append(_run(sd, inputs, exp, max_new_tokens, repeats))
+        for name in ("static", "dynamic"):
+            rows.append(dict(_row(f"{name} {budget}", runs[name]), budget=budget))
+    auto = specvlm.accelerate((target, draft))
+    auto.generate(**prompts[0], do_sample=False, max_new_tokens=max_new_tokens)  # calibrates
+    runs = [
+        _run(auto, p, e, max_new_tokens, repeats) for p, e in zip(prompts, expected, strict=True)
+    ]
+    rows.append(dict(_row("auto (static trees)", runs), budget=None))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=24)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--budgets", default="8,16,32,48")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--out", default="docs/bench/dynamic_tree_cpu.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    target, draft = load_pair(str(EMBEDDED / "target"), str(EMBEDDED / "draft"), "cpu")
+    prompter = VideoPrompter(EMBEDDED / "target", target.config)
+    prompts = [prompter(held_out_clip(n, frames=args.frames), PROMPT) for n in range(args.clips)]
+    budgets = [int(b) for b in args.budgets.split(",")]
+    with torch.no_grad():
+        rows = measure(target, draft, prompts, budgets, args.repeats, args.max_new_tokens)
+    by_name = {r["method"]: r for r in rows}
+    print("| trees | tau | decode s | steps |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['method']} | {r['tau']:.2f} | {r['decode_s']:.3f} | {r['steps']} |")
+    for b in budgets:
+        s, d = by_name[f"static {b}"], by_name[f"dynamic {b}"]
+        print(
+            f"budget {b}: tau {d['tau'] / s['tau']:.2f}x the static tree's, "
+            f"decode {s['decode_s'] / d['decode_s']:.2f}x"
+        )
+    meta = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, 1 torch thread",
+        "torch": torch.__version__,
+        "clips": args.clips,
+        "frames": args.frames,
+        "max_new_tokens": args.max_new_tokens,
+        "repeats": args.repeats,
+        "drop_rate": 0.9,
+    }
+    with open(args.out, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
