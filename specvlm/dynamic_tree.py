@@ -73,16 +73,15 @@ class _Candidate:
 def _children(logits: torch.Tensor, top_k: int, parents: list[_Candidate | None]):
     """The top-``top_k`` children of each row's node (``None``: the root)."""
     log_probs, tokens = torch.log_softmax(logits.float(), dim=-1).topk(top_k, dim=-1)
+    log_probs, tokens = log_probs.tolist(), tokens.tolist()  # one read from the device
     out = []
     for row, parent in enumerate(parents):
         base = 0.0 if parent is None else parent.log_prob
         path = () if parent is None else parent.path
         seen = () if parent is None else parent.ancestors + (parent.slot,)
-        for rank in range(top_k):
-            log_p = float(log_probs[row, rank])
+        for rank, (log_p, token) in enumerate(zip(log_probs[row], tokens[row], strict=True)):
             if log_p == -math.inf:  # beyond the vocabulary
                 continue
-            token = int(tokens[row, rank])
             out.append(_Candidate(path + (rank,), token, base + log_p, seen))
     return out
 

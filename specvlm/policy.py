@@ -192,7 +192,7 @@ def tree_choice(tree: Tree, rates, target, draft, ctx_t: int, ctx_d: int, decode
         draft.seconds(len(tree.nodes_at_depth(d)), ctx_d) for d in range(1, tree.depth)
     )
     step = drafting + target.seconds(tree.size + 1, ctx_t)
-    tau = tree_tau(tree, rates)
+    tau = tree_tau(tree, tuple(round(r, 3) for r in rates))  # rounded as best_tree's
     return TreeChoice(max(1.0, decode / tau) * step, 0.0, tree, tau, step)
 
 
@@ -267,8 +267,16 @@ class AutoPolicy:
         speculate: bool | None = None,
     ):
         self.drop_rates = tuple(drop_rates)
-        if not self.drop_rates or not all(0.0 <= d < 1.0 for d in self.drop_rates):
+        if not self.drop_rates or not all(
+            isinstance(d, (int, float)) and not isinstance(d, bool) and 0.0 <= d < 1.0
+            for d in self.drop_rates
+        ):
             raise ValueError(f"drop_rates must be values in [0, 1), got {drop_rates!r}")
+        if tree is not None and not isinstance(tree, (Tree, list, tuple)):
+            raise ValueError(
+                f"AutoPolicy(tree=) pins a static tree (a Tree or rank paths), got {tree!r}; "
+                'the policy does not choose dynamic trees: give accelerate(tree="dynamic")'
+            )
         if speculate not in (None, True):
             raise ValueError(
                 "AutoPolicy(speculate=) pins speculation on (True) or leaves it to the policy "
@@ -420,9 +428,10 @@ class AutoPolicy:
         # Plain decoding is predicted faster. When the measured forward costs alone would let
         # speculation pay with the prior's acceptance, it is the acceptance (or the overheads)
         # seen so far that does not: speculation is tried again now and then.
-        hopeful = self._tree(PRIOR[:ranks], tgt, drf, shape.ctx_t, shape.ctx_d[0.0], shape.decode)
+        least = min(shape.prompts)  # the smallest candidate drop rate (0 unless pinned away)
+        hopeful = self._tree(PRIOR[:ranks], tgt, drf, shape.ctx_t, shape.ctx_d[least], shape.decode)
         hopeful = (
-            hopeful.seconds + drf.prefill_seconds(shape.prompts[0.0]) < shape.decode * raw_token
+            hopeful.seconds + drf.prefill_seconds(shape.prompts[least]) < shape.decode * raw_token
         )
         self.plain_calls += 1
         if hopeful and self.plain_calls >= PROBE_EVERY:

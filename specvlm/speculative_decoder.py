@@ -414,7 +414,11 @@ class SpeculativeDecoder:
         """The captured steps' runners this call holds (:mod:`specvlm.capture`), sized for the
         prompt, every new token and the largest tree the call may verify (the fixed one, or
         the policy's largest); the policy's calibration measures the models on them."""
-        nodes = self.tree.size if self.policy is None and self.tree else max(TREE_SIZES)
+        if self.policy is None:
+            nodes = self.tree.size if self.tree else max(TREE_SIZES)
+        else:  # the policy's largest tree, or the one it has pinned
+            pinned = self.policy.tree
+            nodes = max(max(TREE_SIZES), pinned.size if pinned is not None else 0)
         speculate = self.speculate is not False
         return self._capture.call(setup.prompt_length, setup.max_new_tokens, nodes, speculate)
 

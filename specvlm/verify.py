@@ -75,8 +75,8 @@ class Commit:
     level, in node order, after its ``prefix_len`` entries (so a fed node's offset is its index):
     it keeps ``draft_keep`` and continues ``draft_advance`` positions after the root (a dynamic
     tree says where each fed node is: ``Proposal.draft_slots``). ``pending`` are the tokens the
-    draft has not processed yet (an accepted node that was never fed, the last accepted, and
-    the bonus), the last one being the next step's root."""
+    draft has not processed yet: the last accepted node if it was never fed, then the bonus,
+    the last one being the next step's root."""
 
     target_keep: list[int]
     target_advance: int

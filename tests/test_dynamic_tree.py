@@ -4,6 +4,8 @@ for token, on tiny models of every family; sampling: tests/test_sampling_distrib
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -96,6 +98,58 @@ def test_the_drafted_tree_is_the_most_likely_candidates(proposals):
     assert all(slots[p] is not None for p in parents_with_children)  # expanded: fed
     fed = [s for s in slots if s is not None]
     assert len(set(fed)) == len(fed) and all(s < 2 * 2 for s in fed)  # width 2, 2 fed levels
+
+
+class ToyDraft:
+    """A draft side whose next-token distribution depends only on the last token fed
+    (``TABLE``); it records what each forward was fed."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, length: int):
+        self.length, self.next_pos, self.calls = length, torch.tensor([length]), []
+
+    def step(self, tokens, offsets, plan, attention_mask, logits_rows, start=None):
+        tokens = [int(t) for t in tokens]
+        self.calls.append({"tokens": tokens, "offsets": offsets.tolist(), "plan": plan})
+        self.length += len(tokens)
+        return torch.stack([TABLE[t] for t in tokens])[logits_rows][None]
+
+
+LOG = torch.log
+# P(next | last): token 0 -> 1 (0.6), 2 (0.3), 3 (0.1); token 1 -> 0 (0.5), 2 (0.4), 3 (0.1);
+# token 2 -> 3 only (the rest impossible: -inf logits); token 3 -> 1 (0.7), 0 (0.3)
+TABLE = {
+    0: LOG(torch.tensor([0.0, 0.6, 0.3, 0.1])),
+    1: LOG(torch.tensor([0.5, 0.0, 0.4, 0.1])),
+    2: torch.tensor([-math.inf, -math.inf, -math.inf, 0.0]),
+    3: LOG(torch.tensor([0.3, 0.7, 0.0, 0.0])),
+}
+
+
+def test_the_drafted_tree_is_the_budgets_most_likely_candidates():
+    """Worked by hand: top-2 children, one candidate expanded per level, three levels.
+    Candidates (path probability): [0] 0.6, [1] 0.3; [0] expanded: [0,0] 0.3 (token 0),
+    [0,1] 0.24 (token 2); [0,0] expanded: [0,0,0] 0.18, [0,0,1] 0.09. The budget's 5 most
+    likely make the tree; [0] and [0,0] were fed (slots 0 and 1), each seeing its fed
+    ancestors and itself; token 2's impossible children would be skipped."""
+    draft = ToyDraft(length=10)
+    spec = DynamicTree(budget=5, depth=3, width=1, top_k=2)
+    proposal = draft_dynamic(draft, spec, [0])
+    assert proposal.tree.paths == ((0,), (1,), (0, 0), (0, 1), (0, 0, 0))
+    assert proposal.tokens == [1, 2, 0, 2, 1]
+    assert proposal.draft_slots == (0, None, 1, None, None)
+    assert proposal.prefix_len == 11 and int(proposal.root_pos) == 10
+    feeds = draft.calls[1:]
+    assert [c["tokens"] for c in feeds] == [[1], [0]]
+    assert [c["offsets"] for c in feeds] == [[1], [2]]
+    assert feeds[1]["plan"].mask[0, 0, 0].tolist() == [True] * 11 + [True, True]
+    # a candidate with fewer possible children than top_k: only the possible ones
+    draft = ToyDraft(length=3)
+    proposal = draft_dynamic(draft, DynamicTree(budget=8, depth=3, width=2, top_k=3), [2])
+    assert [p for p in proposal.tree.paths if len(p) == 1] == [(0,)]  # token 3 only
+    assert proposal.tokens[:3] == [3, 1, 0]  # then token 3's two possible children
+    assert proposal.tree.size == 8 and all(len(p) <= 3 for p in proposal.tree.paths)
 
 
 def test_plan_commit_finds_the_fed_nodes_by_their_slots():

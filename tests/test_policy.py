@@ -407,7 +407,9 @@ def test_a_pinned_tree_is_kept_and_predicted_as_the_policy_predicts_every_tree()
     free = choose(cheap(target, draft, **steep), target, draft)
     again = cheap(target, draft, **steep)
     again.tree = free.tree
-    assert choose(again, target, draft).step_seconds == pytest.approx(free.step_seconds)
+    pinned = choose(again, target, draft)
+    assert pinned.step_seconds == pytest.approx(free.step_seconds)
+    assert pinned.predicted_speedup == pytest.approx(free.predicted_speedup)  # tau too
 
 
 def test_a_pinned_drop_rate_and_pinned_speculation():
@@ -421,6 +423,9 @@ def test_a_pinned_drop_rate_and_pinned_speculation():
     same = lambda n: 5e-3 + 2e-5 * n  # noqa: E731
     slow = costs(same, same, target=target, draft=draft)
     assert not choose(AutoPolicy(costs=slow, learn_timing=False), target, draft).speculate
+    # drop rate 0 pinned away, plain predicted faster: the probe's check takes the pinned rate
+    away = AutoPolicy(drop_rates=(0.9,), costs=slow, learn_timing=False)
+    assert not choose(away, target, draft).speculate
     pinned = AutoPolicy(costs=slow, learn_timing=False, speculate=True)
     choice = choose(pinned, target, draft)
     assert choice.speculate and choice.reason == "speculation requested"
@@ -451,8 +456,11 @@ def test_partial_auto_arguments():
             specvlm.accelerate((target, draft), policy=AutoPolicy(), **kwargs)
     with pytest.raises(ValueError, match="use accelerate\\(speculate=False\\)"):
         AutoPolicy(speculate=False)
-    with pytest.raises(ValueError, match="drop_rates must be"):
-        AutoPolicy(drop_rates=(1.0,))
+    for rates in ((1.0,), (False,), ()):
+        with pytest.raises(ValueError, match="drop_rates must be"):
+            AutoPolicy(drop_rates=rates)
+    with pytest.raises(ValueError, match="does not choose dynamic trees"):
+        AutoPolicy(tree="dynamic")
     assert AutoPolicy(tree=[[0], [0, 0]]).tree == chain(2)
     assert specvlm.AutoPolicy is AutoPolicy
     with pytest.raises(ValueError, match="rank-"):
