@@ -4,7 +4,7 @@ the default acceptance assumption), and the automatic policy (static trees, its 
 held-out caption questions, greedy. Every output is checked against the target's ``generate``.
 
     PYTHONPATH=. python bench/dynamic_tree_cpu.py [--clips 24] [--frames 32] [--budgets 8,16,32,48]
-        [--repeats 2] [--out docs/bench/dynamic_tree_cpu.json]
+        [--repeats 2] [--depth 6] [--out docs/bench/dynamic_tree_cpu.json]
 
 Per budget and clip, the static and the dynamic tree run alternately ``--repeats`` times (the
 fastest decode counts); tau is tokens per verification (bonus included) over all clips; decode
@@ -54,15 +54,19 @@ def _row(name: str, runs: list) -> dict:
     }
 
 
-def measure(target, draft, prompts, budgets, repeats: int, max_new_tokens: int) -> list[dict]:
+def measure(
+    target, draft, prompts, budgets, repeats: int, max_new_tokens: int, depth: int = 6
+) -> list[dict]:
     expected = [
         target.generate(**p, do_sample=False, max_new_tokens=max_new_tokens) for p in prompts
     ]
     rows = []
     for budget in budgets:
-        static = specvlm.accelerate((target, draft), drop_rate=0.9, tree=tree_of_size(budget))
+        static = specvlm.accelerate(
+            (target, draft), drop_rate=0.9, tree=tree_of_size(budget, max_depth=depth)
+        )
         dynamic = specvlm.accelerate(
-            (target, draft), drop_rate=0.9, tree=DynamicTree(budget=budget)
+            (target, draft), drop_rate=0.9, tree=DynamicTree(budget=budget, depth=depth)
         )
         runs: dict = {"static": [], "dynamic": []}
         for inputs, exp in zip(prompts, expected, strict=True):
@@ -86,6 +90,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="8,16,32,48")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--depth", type=int, default=6, help="the dynamic tree's depth limit")
     parser.add_argument("--out", default="docs/bench/dynamic_tree_cpu.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -94,7 +99,9 @@ def main() -> None:
     prompts = [prompter(held_out_clip(n, frames=args.frames), PROMPT) for n in range(args.clips)]
     budgets = [int(b) for b in args.budgets.split(",")]
     with torch.no_grad():
-        rows = measure(target, draft, prompts, budgets, args.repeats, args.max_new_tokens)
+        rows = measure(
+            target, draft, prompts, budgets, args.repeats, args.max_new_tokens, args.depth
+        )
     by_name = {r["method"]: r for r in rows}
     print("| trees | tau | decode s | steps |")
     print("|---|---|---|---|")
@@ -114,6 +121,7 @@ def main() -> None:
         "max_new_tokens": args.max_new_tokens,
         "repeats": args.repeats,
         "drop_rate": 0.9,
+        "dynamic_depth": args.depth,
     }
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
