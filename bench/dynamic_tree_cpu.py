@@ -1,15 +1,17 @@
 """Dynamic draft trees on this CPU: the embedded pair, ``tree="dynamic"`` against the static tree
 of the same verification budget (``tree_of_size``: the best static tree of that many nodes under
-the default acceptance assumption), and the automatic policy (static trees, its own choice), on
-held-out caption questions, greedy. Every output is checked against the target's ``generate``.
+the default acceptance assumption), and the automatic policy (its own choice: among static trees,
+and among static and dynamic trees with ``AutoPolicy(dynamic_budgets=(16, 32))``), on held-out
+caption questions, greedy. Every output is checked against the target's ``generate``.
 
     PYTHONPATH=. python bench/dynamic_tree_cpu.py [--clips 24] [--frames 32] [--budgets 8,16,32,48]
         [--repeats 2] [--depth 6] [--out docs/bench/dynamic_tree_cpu.json]
 
 Per budget and clip, the static and the dynamic tree run alternately ``--repeats`` times (the
 fastest decode counts); tau is tokens per verification (bonus included) over all clips; decode
-is summed over clips. The policy's row is its own choice per call (one decoder for the whole
-run, so it learns as a user's would), after one untimed warm-up call.
+is summed over clips. The policy's rows are its own choice per call (one decoder for the whole
+run, so it learns as a user's would), after one untimed warm-up call. ``--budgets ""`` runs the
+policy's rows alone.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from specvlm.tools.video_input import VideoPrompter
 from specvlm.trees import tree_of_size
 
 PROMPT = "describe the video ."
+DYNAMIC_BUDGETS = (16, 32)  # the automatic policy's dynamic candidates (its second row)
 
 
 def _run(sd, inputs, expected, max_new_tokens: int, repeats: int):
@@ -51,6 +54,7 @@ def _row(name: str, runs: list) -> dict:
         "decode_s": sum(s.decode for s in runs),
         "steps": steps,
         "tree_sizes": sorted({s.tree_size for s in runs}),
+        "trees": sorted({"dynamic" if isinstance(s.tree, DynamicTree) else "static" for s in runs}),
     }
 
 
@@ -74,12 +78,20 @@ def measure(
                 runs[name].append(_run(sd, inputs, exp, max_new_tokens, repeats))
         for name in ("static", "dynamic"):
             rows.append(dict(_row(f"{name} {budget}", runs[name]), budget=budget))
-    auto = specvlm.accelerate((target, draft))
-    auto.generate(**prompts[0], do_sample=False, max_new_tokens=max_new_tokens)  # calibrates
-    runs = [
-        _run(auto, p, e, max_new_tokens, repeats) for p, e in zip(prompts, expected, strict=True)
-    ]
-    rows.append(dict(_row("auto (static trees)", runs), budget=None))
+    policies = {
+        "auto (static trees)": specvlm.AutoPolicy(),
+        "auto (static and dynamic trees)": specvlm.AutoPolicy(dynamic_budgets=DYNAMIC_BUDGETS),
+    }
+    for name, policy in policies.items():
+        auto = specvlm.accelerate((target, draft), policy=policy)
+        auto.generate(**prompts[0], do_sample=False, max_new_tokens=max_new_tokens)  # calibrates
+        runs = [
+            _run(auto, p, e, max_new_tokens, repeats)
+            for p, e in zip(prompts, expected, strict=True)
+        ]
+        row = dict(_row(name, runs), budget=None)
+        row["dynamic_calls"] = sum(isinstance(s.tree, DynamicTree) for s in runs)
+        rows.append(row)
     return rows
 
 
@@ -97,7 +109,7 @@ def main() -> None:
     target, draft = load_pair(str(EMBEDDED / "target"), str(EMBEDDED / "draft"), "cpu")
     prompter = VideoPrompter(EMBEDDED / "target", target.config)
     prompts = [prompter(held_out_clip(n, frames=args.frames), PROMPT) for n in range(args.clips)]
-    budgets = [int(b) for b in args.budgets.split(",")]
+    budgets = [int(b) for b in args.budgets.split(",") if b]  # "": the policy's rows only
     with torch.no_grad():
         rows = measure(
             target, draft, prompts, budgets, args.repeats, args.max_new_tokens, args.depth
@@ -113,6 +125,12 @@ def main() -> None:
             f"budget {b}: tau {d['tau'] / s['tau']:.2f}x the static tree's, "
             f"decode {s['decode_s'] / d['decode_s']:.2f}x"
         )
+    static, both = by_name["auto (static trees)"], by_name["auto (static and dynamic trees)"]
+    print(
+        f"the policy with dynamic candidates: {both['dynamic_calls']} of {args.clips} calls "
+        f"dynamic, tau {both['tau']:.2f} vs {static['tau']:.2f}, "
+        f"decode {static['decode_s'] / both['decode_s']:.2f}x the policy's with static trees"
+    )
     meta = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, 1 torch thread",
         "torch": torch.__version__,

@@ -7,7 +7,9 @@ tests/test_cli_light.py checks that they list exactly what it defines.
 """
 
 # the built-in selectors of specvlm.selectors, in its order
-SELECTORS = ("two_stage", "attention", "uniform", "random")
+SELECTORS = ("two_stage", "attention", "uniform", "random", "similarity", "semantic")
+# those that read the draft's video features (the vLLM plugin does not compute them)
+FEATURE_SELECTORS = ("similarity", "semantic")
 
 # model_type -> display name of every family in specvlm.families.FAMILIES, in its order
 FAMILIES = {

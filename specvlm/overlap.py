@@ -42,6 +42,7 @@ from torch import nn
 
 from specvlm.draft_worker import DraftWorker, DraftWorkers
 from specvlm.drafting import EMPTY, DraftPlan, Proposal, feed_pending
+from specvlm.dynamic_tree import DynamicTree
 from specvlm.lookahead_gate import LookaheadGate
 from specvlm.speculation import (
     Run,
@@ -94,6 +95,8 @@ def overlapping(run: Run, setting, gate: LookaheadGate, workers: DraftWorkers):
     where ``gate`` says they pay. Every job of the call has finished on the way out, also on
     error."""
     on, reason = decide_overlap(setting, run.target_model, run.draft_model)
+    if on and isinstance(run.settings.tree, DynamicTree):  # the policy's choice for this call
+        on, reason = False, "a dynamic tree is drafted in sequence"
     run.stats.overlap_reason = reason if run.settings.speculate else "no speculation"
     if not (on and run.settings.speculate):
         yield

@@ -18,8 +18,7 @@ children and which one the target took (``GenerationStats.rank_offers`` / ``rank
 per drop rate, forgotten geometrically, starting from a prior. With per-rank acceptance rates
 ``p``, a node's chance of being accepted is the product of ``p`` along its path, ``tau`` is one
 plus their sum, and the best tree of ``n`` nodes is :func:`specvlm.trees.build_tree` of ``p``
-(here every size up to 64 and depth up to 8 is weighed; the policy does not choose
-``tree="dynamic"``, the per-step tree of EAGLE-2, yet: give it as a fixed setting). A drop
+(here every size up to 64 and depth up to 8 is weighed; dynamic trees where asked, below). A drop
 rate that was never tried starts from the acceptance of the full video
 (an optimistic guess: pruning rarely helps the draft) and is tried only when that guess makes it
 clearly faster; what it then does decides whether it stays. How many tokens a call decodes is
@@ -30,6 +29,25 @@ predicted decode times (median of the last calls, per method).
 Partial auto: an :class:`AutoPolicy` can pin the drop rate (``drop_rates=(0.9,)``), the tree
 (``tree=``) or speculation itself (``speculate=True``: no plain decoding, no fall-back) and
 choose the rest; a pinned tree is predicted by the same formulas as every candidate tree.
+
+Dynamic trees: ``AutoPolicy(dynamic_budgets=(16, 32))`` also weighs ``tree="dynamic"`` (the
+EAGLE-2 tree, :mod:`specvlm.dynamic_tree`) at those verification budgets. Its tau is predicted as
+the best static tree's of the same budget and depth limit times a gain: :data:`DYNAMIC_GAIN` (the
+low end of what EAGLE-2 reports, and of what this CPU measured) until dynamic calls were seen,
+then the median ratio of their tau to that prediction; a step costs the pending chain's forward,
+``width`` candidates per level below the first, and the verification of ``budget + 1`` tokens;
+its observed-to-predicted decode times are kept apart from the static trees'. A dynamic call runs
+eagerly and without overlap (``docs/performance.md``: on this CPU it lost to static trees).
+
+Selectors: ``AutoPolicy(selectors=("two_stage", "semantic"))`` chooses the pruning selector
+too. Acceptance is then kept per drop rate and selector. At a drop rate where one selector has
+run, a selector that is due is predicted as the best one seen there and taken on that tie: one
+with fewer than :data:`SELECTOR_TRIALS` calls (they take turns), or one not run in the last
+:data:`SELECTOR_PROBE_EVERY` calls at that drop rate. Otherwise the one whose acceptance
+predicts the faster call wins. A call's acceptance is noisy (a few steps), so one trial decides
+badly (``docs/performance.md``). The selectors cost
+the same (the feature selectors read the draft's decoder inputs, which its prefill computes
+anyway), so acceptance alone decides (``docs/performance.md``, "Selector study").
 
 While a call speculates, the policy checks after every step whether the acceptance seen so far
 still pays for the drafting; if not, the call goes on with plain decoding (``fallback_step``).
@@ -47,11 +65,12 @@ import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from specvlm import calibration
+from specvlm import calibration, names
 from specvlm.calibration import ForwardCosts, Probe, context_bucket
+from specvlm.dynamic_tree import DynamicTree
 from specvlm.selectors import keep_count
 from specvlm.stats import GenerationStats
-from specvlm.trees import Tree
+from specvlm.trees import Tree, default_tree
 
 DROP_RATES = (0.0, 0.5, 0.75, 0.9)
 TREE_SIZES = frozenset((1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64))
@@ -63,6 +82,9 @@ PRIOR = (0.72, 0.12, 0.05, 0.03, 0.02, 0.015, 0.01, 0.008)
 PRIOR_WEIGHT = 1.0
 MEMORY = 0.8  # weight of the counts so far when a call's counts are added
 EXPLORE_GAIN = 0.10  # an untried drop rate must look this much faster to be tried
+SELECTOR_TRIALS = 3  # calls of each candidate selector at a drop rate before choosing by acceptance
+SELECTOR_PROBE_EVERY = 8  # ... and after that, a selector not run in this many calls runs again
+DYNAMIC_GAIN = 1.1  # a dynamic tree's tau over the static tree's of its budget, before any is seen
 FALLBACK_MARGIN = 1.05  # speculation stops when a token costs this much more than plain decoding
 MIN_STEPS = 3  # steps of a call before the policy may stop speculating
 PROBE_EVERY = 8
@@ -148,10 +170,12 @@ class TreeChoice:
 
     seconds: float  # the decode, from the forward costs
     drop_rate: float
-    tree: Tree | None
+    tree: Tree | DynamicTree | None
     tau: float = 1.0
     step: float = 0.0  # raw seconds per speculative step
     untried: bool = False
+    selector: str | None = None  # the policy's choice of selector (None: the call's own)
+    due: str = ""  # why that selector runs whatever its acceptance ("": it is the best)
 
 
 def best_tree(rates, target, draft, ctx_t: int, ctx_d: int, decode: float) -> TreeChoice:
@@ -184,6 +208,28 @@ def best_tree(rates, target, draft, ctx_t: int, ctx_d: int, decode: float) -> Tr
     return best
 
 
+def dynamic_reference(limits: DynamicTree, rates) -> Tree:
+    """The static tree a dynamic one is predicted against: the ``budget`` rank paths of largest
+    value no deeper than ``depth`` (what :func:`best_tree` builds for that size and depth)."""
+    rounded = tuple(round(r, 3) for r in rates)
+    ranked = ranked_paths(rounded, limit=max(200, limits.budget), max_depth=limits.depth)
+    return Tree.from_paths([p for p, _ in ranked[: limits.budget]])
+
+
+def dynamic_choice(limits: DynamicTree, rates, target, draft, ctx_t, ctx_d, decode, gain):
+    """What a dynamic tree of these ``limits`` is predicted to do: tau, the reference static
+    tree's (:func:`dynamic_reference`) times ``gain``; a step feeds the pending chain, then
+    ``width`` candidates at each level below the deepest (at most ``top_k`` on the first), and
+    the target verifies ``budget + 1`` tokens."""
+    tau = max(1.0, tree_tau(dynamic_reference(limits, rates), rates) * gain)
+    drafting = draft.seconds(1, ctx_d)
+    for level in range(1, limits.depth):
+        fed = min(limits.width, limits.top_k) if level == 1 else limits.width
+        drafting += draft.seconds(fed, ctx_d)
+    step = drafting + target.seconds(limits.budget + 1, ctx_t)
+    return TreeChoice(max(1.0, decode / tau) * step, 0.0, limits, tau, step)
+
+
 def tree_choice(tree: Tree, rates, target, draft, ctx_t: int, ctx_d: int, decode: float):
     """What ``tree`` is predicted to do, as :func:`best_tree` predicts each candidate: a
     drafting step feeds the pending chain (one token) and every level above the deepest, the
@@ -202,7 +248,7 @@ class Choice:
 
     speculate: bool
     drop_rate: float
-    tree: Tree | None
+    tree: Tree | DynamicTree | None
     predicted_speedup: float | None  # predicted decode time of plain decoding / this choice's
     reason: str
     step_seconds: float = 0.0  # predicted seconds of one speculative step (corrected)
@@ -211,10 +257,18 @@ class Choice:
     raw_token_seconds: float = 0.0
     draft_prefill_seconds: float = 0.0  # the draft decoder's prefill (measured forward costs)
     video_tokens: int = 0
+    selector: str | None = None  # the selector chosen (None: the call's own)
+    rates: tuple[float, ...] = ()  # the acceptance by rank it was chosen on
+
+    @property
+    def dynamic(self) -> bool:
+        return isinstance(self.tree, DynamicTree)
 
     @property
     def score_video(self) -> bool:
-        return self.speculate and self.drop_rate > 0
+        """Whether the target scores the video: where it is pruned, by a selector that reads
+        the scores (a feature selector does not)."""
+        return self.speculate and self.drop_rate > 0 and not _reads_features(self.selector)
 
 
 @dataclass(frozen=True)
@@ -255,6 +309,10 @@ class AutoPolicy:
     Partial auto, one setting pinned while the others are chosen: ``drop_rates=(0.9,)`` pins
     the drop rate; ``tree=`` (a :class:`~specvlm.trees.Tree` or a list of rank paths) pins the
     draft tree; ``speculate=True`` always speculates (with the drop rate and tree chosen).
+    ``selectors``: built-in selector names to choose among (default: none; the call's own).
+    ``dynamic_budgets``: verification budgets at which ``tree="dynamic"`` is weighed too
+    (default: none); dynamic candidates keep :class:`~specvlm.dynamic_tree.DynamicTree`'s
+    other limits.
     """
 
     def __init__(
@@ -265,6 +323,8 @@ class AutoPolicy:
         *,
         tree=None,
         speculate: bool | None = None,
+        selectors=None,
+        dynamic_budgets=(),
     ):
         self.drop_rates = tuple(drop_rates)
         if not self.drop_rates or not all(
@@ -275,20 +335,26 @@ class AutoPolicy:
         if tree is not None and not isinstance(tree, (Tree, list, tuple)):
             raise ValueError(
                 f"AutoPolicy(tree=) pins a static tree (a Tree or rank paths), got {tree!r}; "
-                'the policy does not choose dynamic trees: give accelerate(tree="dynamic")'
+                'for dynamic trees give accelerate(tree="dynamic") or AutoPolicy(dynamic_budgets=)'
             )
         if speculate not in (None, True):
             raise ValueError(
                 "AutoPolicy(speculate=) pins speculation on (True) or leaves it to the policy "
                 f"(None), got {speculate!r}; for plain decoding use accelerate(speculate=False)"
             )
+        self.selectors = _checked_selectors(selectors)
+        self.dynamic_budgets = _checked_budgets(dynamic_budgets, tree)
         self.tree = None if tree is None or isinstance(tree, Tree) else Tree.from_paths(tree)
         self.speculate = speculate
         self.learn_timing = learn_timing
         self._lock = threading.Lock()  # the policy's state
         self._calibrating = threading.Lock()  # one calibration at a time
         self.costs: dict[tuple[str, str, str], ForwardCosts] = dict(costs or {})
-        self.acceptance: dict[float, RankAcceptance] = {}
+        # by drop rate; by (drop rate, selector) where the policy chooses selectors (d > 0)
+        self.acceptance: dict[float | tuple[float, str], RankAcceptance] = {}
+        self._selector_calls: dict[tuple[float, str], int] = {}  # calls observed
+        self._selector_last: dict[tuple[float, str], int] = {}  # the drop rate's call count then
+        self._calls_at: dict[float, int] = {}  # calls observed per drop rate (choosing selectors)
         self.expected_new_tokens: float | None = None
         self.scoring_seconds = 0.0
         # the draft's prefill beyond its decoder's (its multimodal wrapper and vision tower run
@@ -296,6 +362,8 @@ class AutoPolicy:
         self._draft_video_seconds: list[float] = []
         self.plain_calls = 0  # calls since speculation was last tried
         self._spec_factors: list[float] = []
+        self._dynamic_factors: list[float] = []  # the same, of calls with dynamic trees
+        self._dynamic_gains: list[float] = []  # dynamic calls' tau / their reference tree's
         self._plain_factors: list[float] = []
 
     # ---------------------------------------------------------------------------------------
@@ -402,7 +470,7 @@ class AutoPolicy:
         if speculate is False or max_new_tokens <= 1:
             why = "plain decoding requested" if speculate is False else "one new token"
             return Choice(False, 0.0, None, 1.0, why, 0.0, token, 0.0, raw_token)
-        best, best_total, spec_factor = self._best_speculation(shape, tgt, drf, ranks)
+        best, best_total, spec_factor, rates = self._best_speculation(shape, tgt, drf, ranks)
         chosen = Choice(
             True,
             best.drop_rate,
@@ -415,15 +483,20 @@ class AutoPolicy:
             raw_token,
             drf.prefill_seconds(shape.prompts[best.drop_rate]),
             shape.video_tokens,
+            best.selector,
+            rates,
         )
+        trying = ""
+        if best.untried:
+            trying = f" (drop rate {best.drop_rate:g} untried: trying it)"
+        elif best.due:
+            trying = f" (selector {best.selector}: {best.due})"
         if speculate is True:
-            return replace(chosen, reason="speculation requested")
+            return replace(chosen, reason="speculation requested" + trying)
         if best_total < plain:
             self.plain_calls = 0
             why = f"predicted {plain / best_total:.2f}x faster than plain decoding"
-            if best.untried:
-                why += f" (drop rate {best.drop_rate:g} untried: trying it)"
-            return replace(chosen, reason=why)
+            return replace(chosen, reason=why + trying)
 
         # Plain decoding is predicted faster. When the measured forward costs alone would let
         # speculation pay with the prior's acceptance, it is the acceptance (or the overheads)
@@ -444,23 +517,36 @@ class AutoPolicy:
         )
         return Choice(False, 0.0, None, 1.0, why, 0.0, token, 0.0, raw_token)
 
-    def _best_speculation(self, shape, tgt, drf, ranks) -> tuple[TreeChoice, float, float]:
-        """The fastest speculation: every drop rate, its best tree; the prompt work it adds
-        (the draft's prefill, its video encoding, the scoring the pruning needs) counts too.
-        Returns it, its predicted total seconds and the decode-time correction factor."""
-        spec_factor = self._factor(self._spec_factors)
+    def _best_speculation(self, shape, tgt, drf, ranks):
+        """The fastest speculation: every drop rate (and selector), its best tree (and the
+        dynamic candidates); the prompt work it adds (the draft's prefill, its video encoding,
+        the scoring the pruning needs) counts too. Returns it, its predicted total seconds, its
+        decode-time correction factor and the acceptance rates it was predicted with."""
+        factors = {False: self._factor(self._spec_factors)}
+        factors[True] = self._factor(self._dynamic_factors or self._spec_factors)
         encoding = self.draft_video_seconds * shape.video_tokens
-        best, best_total = None, None
-        for d in shape.prompts:
-            rates, untried = self._rates(d, ranks)
-            p = self._tree(rates, tgt, drf, shape.ctx_t, shape.ctx_d[d], shape.decode)
-            p.drop_rate, p.untried = d, untried
-            total = p.seconds * spec_factor + drf.prefill_seconds(shape.prompts[d]) + encoding
-            total += self.scoring_seconds if d > 0 else 0.0
-            margin = 1.0 - EXPLORE_GAIN if untried else 1.0
-            if best is None or total < best_total * margin:
-                best, best_total = p, total
-        return best, best_total, spec_factor
+        best = None
+        for d, selector, due in self._candidates(shape.prompts):
+            rates, untried = self._rates(d, ranks, selector, due)
+            prompt = drf.prefill_seconds(shape.prompts[d]) + encoding
+            prompt += self.scoring_seconds if d > 0 and not _reads_features(selector) else 0.0
+            for p in self._trees(rates, tgt, drf, shape.ctx_t, shape.ctx_d[d], shape.decode):
+                p.drop_rate, p.untried, p.selector, p.due = d, untried, selector, due
+                factor = factors[isinstance(p.tree, DynamicTree)]
+                total = p.seconds * factor + prompt
+                margin = 1.0 - EXPLORE_GAIN if untried else 1.0
+                if best is None or total < best[1] * margin:
+                    best = (p, total, factor, rates)
+        return best
+
+    def _trees(self, rates, tgt, drf, ctx_t: int, ctx_d: int, decode: float):
+        """The candidate trees at these rates: the best static one (or the pinned one), then a
+        dynamic one per budget of ``dynamic_budgets``."""
+        yield self._tree(rates, tgt, drf, ctx_t, ctx_d, decode)
+        gain = self._gain()
+        for budget in self.dynamic_budgets:
+            limits = DynamicTree(budget=budget)
+            yield dynamic_choice(limits, rates, tgt, drf, ctx_t, ctx_d, decode, gain)
 
     def _tree(self, rates, tgt, drf, ctx_t: int, ctx_d: int, decode: float) -> TreeChoice:
         """The best tree for these rates, or the pinned one with its prediction."""
@@ -468,14 +554,64 @@ class AutoPolicy:
             return best_tree(rates, tgt, drf, ctx_t, ctx_d, decode)
         return tree_choice(self.tree, rates, tgt, drf, ctx_t, ctx_d, decode)
 
-    def _rates(self, drop_rate: float, ranks: int) -> tuple[tuple[float, ...], bool]:
-        """Acceptance rates by rank at ``drop_rate``, and whether that rate is untried (then:
-        the full video's, or the prior)."""
+    def _candidates(self, drop_rates) -> list[tuple[float, str | None, str]]:
+        """(drop rate, selector, why it is due or "") to weigh, in order (the first of equals
+        wins): per drop rate > 0 where the policy chooses selectors and one has run, the due
+        ones first (fewest calls, then longest unused), then the others."""
+        out = []
+        for d in drop_rates:
+            if d == 0.0 or self.selectors is None:
+                out.append((d, None, ""))
+                continue
+            if not any(self._seen(d, s) is not None for s in self.selectors):
+                out += [(d, s, "") for s in self.selectors]  # the drop rate itself is untried
+                continue
+            due = {s: self._due(d, s) for s in self.selectors}
+            order = sorted(
+                self.selectors,
+                key=lambda s: (
+                    not due[s],
+                    self._selector_calls.get((d, s), 0),
+                    self._selector_last.get((d, s), -1),
+                ),
+            )
+            out += [(d, s, due[s]) for s in order]
+        return out
+
+    def _due(self, drop_rate: float, selector: str) -> str:
+        """Why ``selector`` runs next at ``drop_rate`` whatever its acceptance ("": it is not
+        due): a trial, or a probe after a while unused."""
+        calls = self._selector_calls.get((drop_rate, selector), 0)
+        if calls < SELECTOR_TRIALS:
+            return f"trial {calls + 1} of {SELECTOR_TRIALS}"
+        last = self._selector_last.get((drop_rate, selector), 0)
+        if self._calls_at.get(drop_rate, 0) - last >= SELECTOR_PROBE_EVERY:
+            return "probing"
+        return ""
+
+    def _seen(self, drop_rate: float, selector: str | None) -> RankAcceptance | None:
+        """What was observed at this drop rate (with this selector, where the policy chooses
+        them); None where nothing was."""
+        key = drop_rate if selector is None or drop_rate == 0.0 else (drop_rate, selector)
+        seen = self.acceptance.get(key)
+        return seen if seen is not None and seen.observed else None
+
+    def _rates(
+        self, drop_rate: float, ranks: int, selector: str | None = None, due: str = ""
+    ) -> tuple[tuple[float, ...], bool]:
+        """Acceptance rates by rank at ``drop_rate`` (with ``selector``), and whether that rate
+        is untried (then: the full video's, or the prior). A ``due`` selector: the best
+        selector's rates there (not untried: it is taken on that tie)."""
         base = self.acceptance.get(0.0, RankAcceptance()).rates(PRIOR, ranks)
-        seen = self.acceptance.get(drop_rate)
-        if seen is not None and seen.observed:
-            prior = PRIOR if drop_rate == 0.0 else base
+        prior = PRIOR if drop_rate == 0.0 else base
+        seen = self._seen(drop_rate, selector)
+        if seen is not None and not due:
             return seen.rates(prior, ranks), False
+        others = [self._seen(drop_rate, s) for s in self.selectors or ()]
+        others = [o.rates(prior, ranks) for o in others if o is not None]
+        if selector is not None and others:
+            reference = self.tree or default_tree()
+            return max(others, key=lambda rates: tree_tau(reference, rates)), False
         return base, drop_rate != 0.0
 
     @property
@@ -497,17 +633,41 @@ class AutoPolicy:
         where speculation is pinned on)."""
         if self.speculate or len(stats.accepted_lengths) < MIN_STEPS:
             return True
-        seen = self.acceptance.get(choice.drop_rate, RankAcceptance()).plus(stats)
-        rates = seen.rates(PRIOR, choice.tree.max_rank() + 1)
-        per_token = choice.step_seconds / tree_tau(choice.tree, rates)
+        if choice.dynamic:  # its own tokens per step so far (its ranks are not a static tree's)
+            tau = sum(stats.accepted_lengths) / len(stats.accepted_lengths)
+        else:
+            seen = self._seen(choice.drop_rate, choice.selector) or RankAcceptance()
+            tau = tree_tau(choice.tree, seen.plus(stats).rates(PRIOR, choice.tree.max_rank() + 1))
+        per_token = choice.step_seconds / tau
         return per_token <= choice.token_seconds * FALLBACK_MARGIN
+
+    def _predicted_tau(self, tree, rates) -> float:
+        """Tokens per step of ``tree`` (static or dynamic) at these acceptance rates."""
+        if not isinstance(tree, DynamicTree):
+            return tree_tau(tree, rates)
+        return max(1.0, tree_tau(dynamic_reference(tree, rates), rates) * self._gain())
+
+    def _gain(self) -> float:
+        """A dynamic tree's tau over its reference static tree's: as seen, or the prior."""
+        return statistics.median(self._dynamic_gains) if self._dynamic_gains else DYNAMIC_GAIN
 
     @_locked
     def observe(self, choice: Choice, stats: GenerationStats) -> None:
         """Learn from a finished call: acceptance by rank, tokens per call, how the measured
         forward costs compare with the decode times, the scoring time."""
-        if stats.rank_offers:
-            seen = self.acceptance.setdefault(choice.drop_rate, RankAcceptance())
+        if choice.dynamic and stats.accepted_lengths and choice.rates:
+            reference = tree_tau(dynamic_reference(choice.tree, choice.rates), choice.rates)
+            _push(self._dynamic_gains, stats.mean_accepted_length / reference)
+        key = choice.drop_rate
+        if choice.selector is not None and stats.selector == choice.selector:  # it pruned
+            key = (choice.drop_rate, choice.selector)
+            count = self._calls_at[choice.drop_rate] = self._calls_at.get(choice.drop_rate, 0) + 1
+            self._selector_calls[key] = self._selector_calls.get(key, 0) + 1
+            self._selector_last[key] = count
+        # a dynamic tree offers only the children the draft is sure of: its rates per rank are
+        # not a static tree's (its calls teach the gain instead)
+        if stats.rank_offers and not choice.dynamic:
+            seen = self.acceptance.setdefault(key, RankAcceptance())
             seen.add(stats.rank_offers, stats.rank_hits)
         if stats.new_tokens:
             old = self.expected_new_tokens
@@ -525,10 +685,43 @@ class AutoPolicy:
         steps = len(stats.accepted_lengths)
         spec_decode = stats.decode - stats.plain_decode
         if steps and choice.raw_step_seconds > 0:
-            _push(self._spec_factors, spec_decode / (steps * choice.raw_step_seconds))
+            factors = self._dynamic_factors if choice.dynamic else self._spec_factors
+            _push(factors, spec_decode / (steps * choice.raw_step_seconds))
         if stats.plain_tokens and choice.raw_token_seconds > 0:
             sample = stats.plain_decode / (stats.plain_tokens * choice.raw_token_seconds)
             _push(self._plain_factors, sample)
+
+
+def _reads_features(selector: str | None) -> bool:
+    return selector in names.FEATURE_SELECTORS
+
+
+def _checked_selectors(selectors) -> tuple[str, ...] | None:
+    """``AutoPolicy(selectors=)``: None, or distinct built-in selector names."""
+    if selectors is None:
+        return None
+    if isinstance(selectors, str) or not isinstance(selectors, (list, tuple)):
+        raise ValueError(f"selectors must be a list of selector names, got {selectors!r}")
+    chosen = tuple(selectors)
+    if not chosen or len(set(chosen)) != len(chosen) or not set(chosen) <= set(names.SELECTORS):
+        raise ValueError(
+            f"selectors must be distinct names among {', '.join(names.SELECTORS)}, "
+            f"got {selectors!r}"
+        )
+    return chosen
+
+
+def _checked_budgets(budgets, tree) -> tuple[int, ...]:
+    """``AutoPolicy(dynamic_budgets=)``: distinct budgets a :class:`DynamicTree` accepts."""
+    if isinstance(budgets, (str, bytes)) or not isinstance(budgets, (list, tuple)):
+        raise ValueError(f"dynamic_budgets must be a list of node budgets, got {budgets!r}")
+    for budget in budgets:
+        DynamicTree(budget=budget)  # its own one-line error
+    if len(set(budgets)) != len(budgets):
+        raise ValueError(f"dynamic_budgets must be distinct, got {budgets!r}")
+    if budgets and tree is not None:
+        raise ValueError("AutoPolicy(tree=) pins the tree: no dynamic_budgets with it")
+    return tuple(budgets)
 
 
 def _push(samples: list[float], value: float) -> None:

@@ -58,6 +58,7 @@ class Settings:
     draft_positions: str  # "original" | "compact"
     min_draft_confidence: float
     speculate: bool = True  # False: the target decodes alone (steps 2-4 skipped)
+    selector_name: str = "two_stage"  # the selector's name ("callable" for one of the user's)
     score_video: bool = True  # score the video in the target prefill (pruning needs it)
 
 
@@ -86,6 +87,7 @@ class Run:
     # the draft's decoder inputs (its vision tower's work), computed ahead of step 3 by the
     # overlapped schedule while the target prefills; None: step 3 computes them
     draft_inputs: Callable[[], DecoderInputs] | None = None
+    draft_encoding: float = 0.0  # seconds of them computed before the draft's prefill
     target: Side | None = None  # set by prefill_target
     draft: Side | None = None  # set by prefill_draft
     layout: VideoLayout | None = None  # where the video tokens are (None: no video)
@@ -212,14 +214,48 @@ def prune(run: Run) -> torch.Tensor:
     tokens."""
     t0 = run.now()
     settings = run.settings
+    features, encoding = None, 0.0
+    if selectors.needs_features(settings.selector) and run.layout is not None:
+        t1 = run.now()
+        embeds = draft_inputs(run).inputs_embeds[0]  # the draft's prefill would compute them
+        encoding = run.draft_encoding = run.now() - t1
+        features = video_features(embeds, run.layout)
     keep_seq, kept = kept_positions(
-        run.prompt_len, run.layout, run.video_scores, settings.drop_rate, settings.selector
+        run.prompt_len,
+        run.layout,
+        run.video_scores,
+        settings.drop_rate,
+        settings.selector,
+        features,
     )
     if kept is not None:
         run.stats.kept_video_tokens = kept.numel()
         run.stats.kept_indices = kept
-    run.stats.pruning = run.now() - t0
+        run.stats.selector = settings.selector_name
+    run.stats.pruning = run.now() - t0 - encoding
     return keep_seq
+
+
+def draft_inputs(run: Run) -> DecoderInputs:
+    """The draft's decoder inputs for the whole prompt, computed once per call (by the overlap
+    worker where there is one): the feature selectors read them, the draft's prefill prunes
+    them."""
+    if run.draft_inputs is None:
+        computed = draft_decoder_inputs(run.settings.family, run.draft_model, run.inputs)
+        run.draft_inputs = lambda: computed
+    return run.draft_inputs()
+
+
+def video_features(embeds: torch.Tensor, layout: VideoLayout) -> selectors.VideoFeatures:
+    """:class:`~specvlm.selectors.VideoFeatures` of one prompt's decoder inputs ``[L, D]``."""
+    question = torch.arange(layout.text_start, embeds.shape[0])
+    if question.numel() == 0:  # no text after the video: all the text
+        is_text = torch.ones(embeds.shape[0], dtype=torch.bool)
+        is_text[layout.positions] = False
+        is_text[list(layout.extra_positions)] = False
+        question = torch.nonzero(is_text).flatten()
+    device = embeds.device
+    return selectors.VideoFeatures(embeds[layout.positions.to(device)], embeds[question.to(device)])
 
 
 def kept_positions(
@@ -228,19 +264,21 @@ def kept_positions(
     scores: torch.Tensor | None,
     drop_rate: float,
     selector: selectors.Selector,
+    features: selectors.VideoFeatures | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The pruning itself: bool ``[prompt_len]`` (True: the draft sees the position) and the
     kept grid indices (None when nothing is pruned). ``scores``: the target's attention per grid
     token (zeros where none was measured: Stage II alone then picks the tokens). Scores that are
     not all finite (a target with NaN or overflowing activations) are not attention: they are
-    treated as unmeasured, which changes what the draft sees, never the output."""
+    treated as unmeasured, which changes what the draft sees, never the output. ``features``:
+    what a feature selector reads (:func:`video_features`)."""
     keep_seq = torch.ones(prompt_len, dtype=torch.bool)
     if layout is None or drop_rate <= 0:
         return keep_seq, None
     keep = selectors.keep_count(layout.num_tokens, drop_rate)
     if scores is None or not bool(torch.isfinite(scores).all()):
         scores = torch.zeros(layout.num_tokens)
-    kept = selectors.run_selector(selector, scores, keep, layout.grid)
+    kept = selectors.run_selector(selector, scores, keep, layout.grid, features)
     keep_seq[layout.positions] = False
     keep_seq[layout.positions[kept]] = True
     return keep_seq, kept
@@ -256,10 +294,12 @@ def prefill_draft(run: Run, keep_seq: torch.Tensor) -> None:
         keep_seq,
         run.settings.draft_positions,
         target_vocab=run.target.lm_head.weight.shape[0],
-        captured=None if run.draft_inputs is None else run.draft_inputs(),
+        captured=draft_inputs(run),
     )
+    run.draft_inputs = None  # the prefill was their last reader (a long video's embeddings)
     run.stats.draft_forwards += 1
-    run.stats.draft_prefill = run.now() - t0
+    # computed ahead for a feature selector, they are still the draft's prefill
+    run.stats.draft_prefill = run.now() - t0 + run.draft_encoding
     run.draft = adopted(run, "draft", run.draft)
 
 

@@ -36,6 +36,7 @@ from specvlm.trees import Tree, default_tree
 __all__ = ["GenerationStats", "SpeculativeDecoder", "accelerate"]
 
 DEFAULT_DROP_RATE = 0.9  # with fixed settings (the policy off) and no drop_rate given
+DEFAULT_SELECTOR = "two_stage"
 
 
 def accelerate(
@@ -46,7 +47,7 @@ def accelerate(
     tree=None,
     speculate: bool | None = None,
     mass: float = 0.4,
-    selector="two_stage",
+    selector=None,
     draft_positions: str | None = None,
     min_draft_confidence: float = 0.0,
     seed: int = 0,
@@ -77,7 +78,9 @@ def accelerate(
             ``True``: always speculate (fixed settings); ``None``: the policy decides. Anything
             else (``"no"``, ``0``) is refused.
         mass: Stage I share of the total attention mass (``two_stage`` selector), in ``[0, 1]``.
-        selector: ``"two_stage"``, ``"attention"``, ``"uniform"``, ``"random"`` or a callable
+        selector: ``"two_stage"`` (``None``: the default, or the policy's choice where an
+            ``AutoPolicy(selectors=...)`` chooses it), ``"attention"``, ``"uniform"``,
+            ``"random"``, ``"similarity"``, ``"semantic"`` or a callable
             ``(scores [Nv], keep, grid) -> indices``.
         draft_positions: 1-D RoPE families: ``"original"`` (default; kept tokens keep their
             positions, with gaps) or ``"compact"`` (consecutive positions, as the published
@@ -186,8 +189,11 @@ class SpeculativeDecoder:
         self.min_draft_confidence = _check_rate(
             "min_draft_confidence", min_draft_confidence, 0.0, 1.0, high_open=False
         )
+        self._check_selector_choice(selector)
+        selector = DEFAULT_SELECTOR if selector is None else selector
         self.selector = selectors.resolve(selector, mass=self.mass, seed=seed)
         self.selector_name = selector if isinstance(selector, str) else "callable"
+        self.seed = seed
         self.tree = None if tree is None else _as_tree(tree)
         self.draft_positions = self._check_draft_positions(draft_positions)
         if children not in CHILDREN:
@@ -213,15 +219,33 @@ class SpeculativeDecoder:
             self.min_draft_confidence,
             speculate=speculate is not False,
             score_video=speculate is not False,
+            selector_name=self.selector_name,
         )
         self._stats = _LastStats()
+
+    def _check_selector_choice(self, selector) -> None:
+        """A selector given beside a policy that chooses the selector is refused."""
+        if self.policy is not None and self.policy.selectors and selector is not None:
+            name = selector if isinstance(selector, str) else "callable"
+            raise ValueError(
+                f"selector={name!r} with an AutoPolicy that chooses the selector "
+                f"(selectors={list(self.policy.selectors)}): leave one of them out"
+            )
 
     def _dynamic_tree_limits(self, capture, overlap):
         """A dynamic tree is drafted eagerly and in sequence, with the draft's top-k children
         and no confidence cut: ``capture`` and ``overlap`` as they apply to it (``"auto"``:
-        off), the rest refused in one line."""
+        off), the rest refused in one line. A policy that may choose dynamic trees: the same
+        refusals; ``"auto"`` applies per call (a dynamic call runs eagerly, not overlapped)."""
+        if self.policy is not None and self.policy.dynamic_budgets:
+            self._refuse_for_dynamic_trees(capture, overlap, "AutoPolicy(dynamic_budgets=...)")
+            return capture, overlap
         if not isinstance(self.tree, DynamicTree):
             return capture, overlap
+        self._refuse_for_dynamic_trees(capture, overlap, 'tree="dynamic"')
+        return (False if capture == "auto" else capture), False
+
+    def _refuse_for_dynamic_trees(self, capture, overlap, what_asked: str) -> None:
         refused = [
             ("capture=True", capture is True),
             ("overlap=True", overlap is True),
@@ -231,10 +255,9 @@ class SpeculativeDecoder:
         for what, given in refused:
             if given:
                 raise ValueError(
-                    f'tree="dynamic" is drafted eagerly, in sequence, from the draft\'s top-k '
-                    f"children: {what} is not supported with it"
+                    f"{what_asked}: a dynamic tree is drafted eagerly, in sequence, from the "
+                    f"draft's top-k children: {what} is not supported with it"
                 )
-        return (False if capture == "auto" else capture), False
 
     def _check_draft_positions(self, draft_positions: str | None) -> str:
         if draft_positions is None:
@@ -456,12 +479,17 @@ class SpeculativeDecoder:
     def _settings_for(self, choice: Choice | None) -> Settings:
         if choice is None:
             return self.settings
+        chosen = {}
+        if choice.selector is not None:
+            chosen["selector"] = selectors.resolve(choice.selector, mass=self.mass, seed=self.seed)
+            chosen["selector_name"] = choice.selector
         return replace(
             self.settings,
             drop_rate=choice.drop_rate,
             tree=choice.tree,
             speculate=choice.speculate,
             score_video=choice.score_video,
+            **chosen,
         )
 
     def _report(self, stats: GenerationStats, settings: Settings, choice, calibration) -> None:

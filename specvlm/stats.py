@@ -39,6 +39,7 @@ class GenerationStats:
     tree: Tree | None = field(default=None, repr=False)  # the draft tree (None: plain decoding)
     tree_size: int = 0  # nodes of that tree
     tree_depth: int = 0
+    selector: str = ""  # the selector that pruned the video ("": nothing was pruned)
     scored_video: bool = True  # whether the target prefill scored the video tokens
     captured: bool = False  # whether the draft's forwards ran as captured steps (capture=)
     target_captured: bool = False  # whether the target's verification / decoding did

@@ -91,7 +91,9 @@ def _callable_selector(scores, keep, grid):
     return torch.arange(keep) * 0 + torch.arange(keep)  # the first `keep` grid tokens
 
 
-@pytest.mark.parametrize("selector", ["attention", "uniform", "random", _callable_selector])
+@pytest.mark.parametrize(
+    "selector", ["attention", "uniform", "random", "similarity", "semantic", _callable_selector]
+)
 def test_equal_to_greedy_for_selectors(family, selector):
     target, _ = pair(family)
     assert_same(family, tm.make_inputs(family, target, seed=2), selector=selector)

@@ -76,6 +76,7 @@ ARGUMENT_ERRORS = [
     (["selfcheck", "--device", "nonsense"], "bad --device"),
     (["vllm-args", "--draft", "d", "--drop-rate", "2"], "drop_rate must be in [0, 1)"),
     (["vllm-args", "--draft", "d", "--selector", "best"], "selector must be one of"),
+    (["vllm-args", "--draft", "d", "--selector", "semantic"], "reads the draft's video features"),
 ]
 # refused by argparse itself: the command's usage, then one error line
 PARSER_ERRORS = [

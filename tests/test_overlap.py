@@ -66,6 +66,24 @@ def test_greedy_output_is_the_targets_with_hits_and_misses(family):
 
 
 @pytest.mark.parametrize("family", tm.FAMILIES)
+def test_a_feature_selector_reads_the_workers_draft_inputs(family):
+    """With overlap the draft's decoder inputs come from the worker; a feature selector reads
+    them before the draft's prefill, which reuses them: the output is the target's, and the
+    kept tokens are the ones the same selector keeps without overlap."""
+    target, _, noisy, inputs = _pair(family)
+    expected = _greedy(target, inputs, 10)
+    kept = []
+    for overlapped in (True, False):
+        sd = specvlm.accelerate(
+            (target, noisy), drop_rate=0.5, tree=TREE, selector="semantic", overlap=overlapped
+        )
+        assert torch.equal(_greedy(sd, inputs, 10), expected)
+        assert sd.last_stats.overlapped == overlapped
+        kept.append(sd.last_stats.kept_indices)
+    assert torch.equal(kept[0], kept[1])
+
+
+@pytest.mark.parametrize("family", tm.FAMILIES)
 def test_every_bet_of_an_exact_copy_hits(family):
     """A draft equal to the target on every video token agrees with it everywhere, so every
     bet hits: a slip in the draft's cache or positions after a look-ahead would show here as

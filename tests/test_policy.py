@@ -459,12 +459,191 @@ def test_partial_auto_arguments():
     for rates in ((1.0,), (False,), ()):
         with pytest.raises(ValueError, match="drop_rates must be"):
             AutoPolicy(drop_rates=rates)
-    with pytest.raises(ValueError, match="does not choose dynamic trees"):
+    with pytest.raises(ValueError, match="pins a static tree.*dynamic_budgets"):
         AutoPolicy(tree="dynamic")
     assert AutoPolicy(tree=[[0], [0, 0]]).tree == chain(2)
     assert specvlm.AutoPolicy is AutoPolicy
     with pytest.raises(ValueError, match="rank-"):
         specvlm.accelerate((target, draft), policy=AutoPolicy(tree=[[tm.VOCAB_SIZE]]))
+
+
+def test_the_policy_tries_each_selector_then_keeps_the_better_one():
+    """Pinned at drop rate 0.9 with two selectors: they take turns for SELECTOR_TRIALS calls
+    each, then the one with the better acceptance runs, the other again once it has been
+    unused for SELECTOR_PROBE_EVERY calls; each selector's acceptance is kept apart."""
+    target, draft = pair("llava_onevision")
+    policy = cheap(target, draft)
+    policy.drop_rates, policy.speculate = (0.9,), True
+    policy.selectors = ("two_stage", "semantic")
+    poor, good = GenerationStats(), GenerationStats()
+    poor.rank_offers, poor.rank_hits = [40.0, 40.0], [10.0, 1.0]
+    good.rank_offers, good.rank_hits = [40.0, 40.0], [36.0, 2.0]
+    observed = {"two_stage": poor, "semantic": good}
+    for name, stats in observed.items():
+        stats.selector = name  # the selector that pruned the call
+    chosen = []
+    for _ in range(2 * pol.SELECTOR_TRIALS):
+        choice = choose(policy, target, draft)
+        chosen.append((choice.selector, choice.reason))
+        policy.observe(choice, observed[choice.selector])
+    assert [c for c, _ in chosen] == ["two_stage", "semantic"] * pol.SELECTOR_TRIALS
+    assert "untried" in chosen[0][1]  # the drop rate itself
+    assert "(selector semantic: trial 1 of 3)" in chosen[1][1]
+    assert "(selector two_stage: trial 3 of 3)" in chosen[4][1]
+    assert set(policy.acceptance) == {(0.9, "two_stage"), (0.9, "semantic")}
+    runs = []
+    for _ in range(pol.SELECTOR_PROBE_EVERY + 1):
+        choice = choose(policy, target, draft)
+        runs.append(choice.selector)
+        policy.observe(choice, observed[choice.selector])
+    # two_stage last ran at the drop rate's call 5: probed at call 14, 8 calls later
+    assert pol.SELECTOR_PROBE_EVERY == 8
+    assert runs == ["semantic"] * 7 + ["two_stage", "semantic"]
+    # the better one's acceptance drops below the other's: the choice follows
+    worse = GenerationStats(selector=choice.selector)
+    worse.rank_offers, worse.rank_hits = [40.0, 40.0], [2.0, 0.0]
+    for _ in range(6):
+        policy.observe(choice, worse)
+    assert choose(policy, target, draft).selector == "two_stage"
+
+
+def test_selectors_chosen_in_the_loop_are_lossless_and_reported(family):
+    target, draft = pair(family)
+    inputs = tm.make_inputs(family, target, seed=16)
+    ref = reference(target, inputs).tolist()
+    policy = cheap(target, draft)
+    policy.drop_rates, policy.speculate = (0.75,), True
+    policy.selectors = ("semantic", "attention")
+    sd = specvlm.accelerate((target, draft), policy=policy)
+    chosen = []
+    for _ in range(3):
+        assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref
+        chosen.append(sd.last_stats.selector)
+    assert chosen == ["semantic", "attention", "semantic"]  # taking turns
+    plain = specvlm.accelerate((target, draft), drop_rate=0.0)
+    plain.generate(**inputs, max_new_tokens=NEW)
+    assert plain.last_stats.selector == ""  # nothing pruned
+    fixed = specvlm.accelerate((target, draft), drop_rate=0.5, selector="uniform")
+    fixed.generate(**inputs, max_new_tokens=NEW)
+    assert fixed.last_stats.selector == "uniform"
+
+
+def test_selector_choice_arguments():
+    target, draft = pair("llava_onevision")
+    for bad in ("semantic", (), ("semantic", "semantic"), ("best",), [len]):
+        with pytest.raises(ValueError, match="selectors must be"):
+            AutoPolicy(selectors=bad)
+    chooser = AutoPolicy(selectors=["two_stage", "random"])
+    assert chooser.selectors == ("two_stage", "random")
+    with pytest.raises(ValueError, match="leave one of them out"):
+        specvlm.accelerate((target, draft), policy=chooser, selector="semantic")
+
+
+def test_dynamic_trees_are_weighed_with_a_gain_learned_from_their_calls():
+    """With dynamic budgets the policy predicts a dynamic tree as its reference static tree
+    times the gain: a high observed gain makes it the choice, a low one a static tree; a
+    dynamic call's tau over its reference's prediction is what it learns."""
+    target, draft = pair("llava_onevision")
+    policy = cheap(target, draft)
+    policy.drop_rates, policy.dynamic_budgets = (0.5,), (16, 32)
+    policy._dynamic_gains = [2.5]
+    choice = choose(policy, target, draft)
+    assert choice.dynamic and choice.tree.budget in (16, 32)
+    # its prediction: the reference tree's tau times the gain
+    reference = pol.dynamic_reference(choice.tree, choice.rates)
+    assert reference.size == choice.tree.budget and reference.depth <= choice.tree.depth
+    assert policy._predicted_tau(choice.tree, choice.rates) == pytest.approx(
+        2.5 * tree_tau(reference, choice.rates)
+    )
+    # within the call, its own tokens per step decide whether speculation still pays
+    stats = GenerationStats()
+    stats.accepted_lengths = [1, 1, 1]
+    assert not policy.keep_speculating(choice, stats)
+    stats.accepted_lengths = [9, 8, 9]
+    assert policy.keep_speculating(choice, stats)
+    policy._dynamic_gains = [0.6]
+    assert not choose(policy, target, draft).dynamic
+    # learning: a dynamic call that accepted half its reference's prediction
+    fresh = cheap(target, draft)
+    fresh.drop_rates, fresh.dynamic_budgets = (0.5,), (16,)
+    fresh._dynamic_gains = [2.5]
+    dynamic = choose(fresh, target, draft)
+    predicted = tree_tau(pol.dynamic_reference(dynamic.tree, dynamic.rates), dynamic.rates)
+    stats = GenerationStats()
+    stats.accepted_lengths = [1, 2]
+    stats.finish()
+    fresh._dynamic_gains = []
+    fresh.observe(dynamic, stats)
+    assert fresh._dynamic_gains == [pytest.approx(max(0.5, 1.5 / predicted))]
+
+
+def test_dynamic_trees_chosen_in_the_loop_are_lossless_and_reported(family):
+    from specvlm.dynamic_tree import DynamicTree
+
+    target, draft = pair(family)
+    inputs = tm.make_inputs(family, target, seed=16)
+    ref = reference(target, inputs).tolist()
+    policy = cheap(target, draft)
+    policy.drop_rates, policy.speculate, policy.dynamic_budgets = (0.5,), True, (8,)
+    policy._dynamic_gains = [3.0]
+    sd = specvlm.accelerate((target, draft), policy=policy)
+    assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref
+    stats = sd.last_stats
+    assert stats.tree == DynamicTree(budget=8) and stats.tree_size == 8
+    assert len(policy._dynamic_gains) == 2  # the call's own gain learned
+
+
+def test_dynamic_budget_arguments():
+    target, draft = pair("llava_onevision")
+    for bad in ((0,), "8", (8, 8), (True,), (300,)):
+        with pytest.raises(ValueError, match="dynamic_budgets must be|DynamicTree.budget must"):
+            AutoPolicy(dynamic_budgets=bad)
+    with pytest.raises(ValueError, match="no dynamic_budgets with it"):
+        AutoPolicy(dynamic_budgets=(8,), tree=chain(2))
+    policy = AutoPolicy(dynamic_budgets=[16, 32])
+    assert policy.dynamic_budgets == (16, 32)
+    for kwargs, what in (
+        ({"children": "sampled"}, 'children="sampled"'),
+        ({"capture": True}, "capture=True"),
+        ({"overlap": True}, "overlap=True"),
+        ({"min_draft_confidence": 0.1}, "min_draft_confidence"),
+    ):
+        with pytest.raises(ValueError, match=r"AutoPolicy\(dynamic_budgets=...\): .*" + what):
+            specvlm.accelerate((target, draft), policy=policy, **kwargs)
+
+
+def test_a_dynamic_call_is_not_captured():
+    """capture="auto" captures the draft's steps on a GPU; a call the policy gave a dynamic
+    tree drops its runners (back to their pools at the call's end) and runs eagerly."""
+    from types import SimpleNamespace
+
+    from specvlm.capture.call import CallRunners, PairCapture
+    from specvlm.dynamic_tree import DynamicTree
+
+    found = CallRunners({"draft": object(), "target": None}, {"draft": "auto", "target": "x"})
+    run = SimpleNamespace(settings=SimpleNamespace(tree=DynamicTree()), adopt={})
+    PairCapture.attach(None, found, run)  # returns before it needs the pair's pools
+    assert found.runners == {"draft": None, "target": None} and run.adopt == {}
+    assert found.reasons["draft"] == "eager: a dynamic tree this call"
+
+
+def test_a_dynamic_call_is_not_overlapped():
+    """overlap="auto" overlaps where the draft has a GPU of its own, but not a call the
+    policy gave a dynamic tree (its drafting is sequential)."""
+    from types import SimpleNamespace
+
+    from specvlm.dynamic_tree import DynamicTree
+    from specvlm.overlap import overlapping
+
+    run = SimpleNamespace(
+        settings=SimpleNamespace(tree=DynamicTree(), speculate=True),
+        stats=GenerationStats(),
+        target_model=None,
+        draft_model=None,
+    )
+    with overlapping(run, True, None, None):
+        pass
+    assert run.stats.overlap_reason == "a dynamic tree is drafted in sequence"
 
 
 def test_a_policy_can_be_shared_between_decoders():

@@ -15,6 +15,7 @@ from specvlm.capture.runner import CapturedForward, CaptureFailed
 from specvlm.capture.side import StaticSide
 from specvlm.capture.steps import adopter, draft_widths, entries_needed, verify_widths
 from specvlm.drafting import draft_tree_on_device
+from specvlm.dynamic_tree import DynamicTree
 
 ROLES = ("draft", "target")
 
@@ -87,8 +88,14 @@ class PairCapture:
         draft drafting top-k children drafts on the device (one read to the host per step's
         drafting, not one per level: :func:`specvlm.drafting.draft_tree_on_device`)."""
         if all(runner is None for runner in found.runners.values()):
-            return  # nothing captured this call (a dynamic tree never is)
+            return  # nothing captured this call
         tree = run.settings.tree
+        if isinstance(tree, DynamicTree):  # the policy's choice for this call: shaped per step
+            for role in ROLES:
+                if found.runners[role] is not None:
+                    found.runners[role] = None  # back to its pool when the call ends
+                    found.reasons[role] = "eager: a dynamic tree this call"
+            return
         top_k = not run.chooser.sampled_children and run.settings.min_draft_confidence == 0
         if found.runners["draft"] is not None and top_k:
             run.drafter = draft_tree_on_device

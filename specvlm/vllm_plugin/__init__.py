@@ -88,7 +88,7 @@ def engine_args(
 def validated_settings(*, drop_rate, mass, selector, draft_sampled) -> dict:
     """The pruning and sampling settings, checked (``ValueError`` in one line), as stored in
     ``additional_config["specvlm"]``; the proposer checks a hand-written config the same way."""
-    from specvlm.names import SELECTORS  # light: imports nothing (specvlm.selectors: torch)
+    from specvlm.names import FEATURE_SELECTORS, SELECTORS  # light: imports nothing
 
     number = (int, float)
     if isinstance(drop_rate, bool) or not isinstance(drop_rate, number) or not 0 <= drop_rate < 1:
@@ -97,6 +97,12 @@ def validated_settings(*, drop_rate, mass, selector, draft_sampled) -> dict:
         raise ValueError(f"mass must be in (0, 1], got {mass!r}")
     if selector not in SELECTORS:
         raise ValueError(f"selector must be one of {', '.join(SELECTORS)}, got {selector!r}")
+    if selector in FEATURE_SELECTORS:
+        others = ", ".join(s for s in SELECTORS if s not in FEATURE_SELECTORS)
+        raise ValueError(
+            f"selector {selector!r} reads the draft's video features, which the vLLM plugin does "
+            f"not compute; choose one of {others}"
+        )
     if not isinstance(draft_sampled, bool):
         raise ValueError(f"draft_sampled must be True or False, got {draft_sampled!r}")
     return {
