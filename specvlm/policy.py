@@ -34,10 +34,12 @@ Dynamic trees: ``AutoPolicy(dynamic_budgets=(16, 32))`` also weighs ``tree="dyna
 EAGLE-2 tree, :mod:`specvlm.dynamic_tree`) at those verification budgets. Its tau is predicted as
 the best static tree's of the same budget and depth limit times a gain: :data:`DYNAMIC_GAIN` (the
 low end of what EAGLE-2 reports, and of what this CPU measured) until dynamic calls were seen,
-then the median ratio of their tau to that prediction; a step costs the pending chain's forward,
+then the median ratio of their tau to that prediction, made with the acceptance known when it
+is used (a first call's prediction rests on the prior); a step costs the pending chain's forward,
 ``width`` candidates per level below the first, and the verification of ``budget + 1`` tokens;
 its observed-to-predicted decode times are kept apart from the static trees'. A dynamic call runs
-eagerly and without overlap (``docs/performance.md``: on this CPU it lost to static trees).
+eagerly, not captured and not overlapped (``docs/performance.md``: on this CPU it lost to
+static trees).
 
 Selectors: ``AutoPolicy(selectors=("two_stage", "semantic"))`` chooses the pruning selector
 too. Acceptance is then kept per drop rate and selector. At a drop rate where one selector has
@@ -363,7 +365,9 @@ class AutoPolicy:
         self.plain_calls = 0  # calls since speculation was last tried
         self._spec_factors: list[float] = []
         self._dynamic_factors: list[float] = []  # the same, of calls with dynamic trees
-        self._dynamic_gains: list[float] = []  # dynamic calls' tau / their reference tree's
+        # the last dynamic calls: (tau seen, the tree's limits); their gain over the reference
+        # static tree is taken at the rates known when it is used, not those of their choice
+        self._dynamic_seen: list[tuple[float, DynamicTree]] = []
         self._plain_factors: list[float] = []
 
     # ---------------------------------------------------------------------------------------
@@ -543,7 +547,7 @@ class AutoPolicy:
         """The candidate trees at these rates: the best static one (or the pinned one), then a
         dynamic one per budget of ``dynamic_budgets``."""
         yield self._tree(rates, tgt, drf, ctx_t, ctx_d, decode)
-        gain = self._gain()
+        gain = self._gain(rates)
         for budget in self.dynamic_budgets:
             limits = DynamicTree(budget=budget)
             yield dynamic_choice(limits, rates, tgt, drf, ctx_t, ctx_d, decode, gain)
@@ -645,19 +649,26 @@ class AutoPolicy:
         """Tokens per step of ``tree`` (static or dynamic) at these acceptance rates."""
         if not isinstance(tree, DynamicTree):
             return tree_tau(tree, rates)
-        return max(1.0, tree_tau(dynamic_reference(tree, rates), rates) * self._gain())
+        return max(1.0, tree_tau(dynamic_reference(tree, rates), rates) * self._gain(rates))
 
-    def _gain(self) -> float:
-        """A dynamic tree's tau over its reference static tree's: as seen, or the prior."""
-        return statistics.median(self._dynamic_gains) if self._dynamic_gains else DYNAMIC_GAIN
+    def _gain(self, rates) -> float:
+        """A dynamic tree's tau over its reference static tree's at these rates: the median of
+        the last dynamic calls' (each in [0.5, 3]), or the prior before any."""
+        if not self._dynamic_seen:
+            return DYNAMIC_GAIN
+        ratios = [
+            min(3.0, max(0.5, tau / tree_tau(dynamic_reference(limits, rates), rates)))
+            for tau, limits in self._dynamic_seen
+        ]
+        return statistics.median(ratios)
 
     @_locked
     def observe(self, choice: Choice, stats: GenerationStats) -> None:
         """Learn from a finished call: acceptance by rank, tokens per call, how the measured
         forward costs compare with the decode times, the scoring time."""
-        if choice.dynamic and stats.accepted_lengths and choice.rates:
-            reference = tree_tau(dynamic_reference(choice.tree, choice.rates), choice.rates)
-            _push(self._dynamic_gains, stats.mean_accepted_length / reference)
+        if choice.dynamic and stats.accepted_lengths:
+            self._dynamic_seen.append((stats.mean_accepted_length, choice.tree))
+            del self._dynamic_seen[:-FACTOR_SAMPLES]
         key = choice.drop_rate
         if choice.selector is not None and stats.selector == choice.selector:  # it pruned
             key = (choice.drop_rate, choice.selector)

@@ -541,19 +541,24 @@ def test_selector_choice_arguments():
 
 def test_dynamic_trees_are_weighed_with_a_gain_learned_from_their_calls():
     """With dynamic budgets the policy predicts a dynamic tree as its reference static tree
-    times the gain: a high observed gain makes it the choice, a low one a static tree; a
-    dynamic call's tau over its reference's prediction is what it learns."""
+    times the gain: dynamic calls seen to accept far more than their reference make it the
+    choice, calls seen to accept less a static tree; the gain is taken at the rates known
+    when it is used."""
+    from specvlm.dynamic_tree import DynamicTree
+
     target, draft = pair("llava_onevision")
     policy = cheap(target, draft)
     policy.drop_rates, policy.dynamic_budgets = (0.5,), (16, 32)
-    policy._dynamic_gains = [2.5]
+    policy._dynamic_seen = [(12.0, DynamicTree(budget=16))]
     choice = choose(policy, target, draft)
     assert choice.dynamic and choice.tree.budget in (16, 32)
-    # its prediction: the reference tree's tau times the gain
     reference = pol.dynamic_reference(choice.tree, choice.rates)
     assert reference.size == choice.tree.budget and reference.depth <= choice.tree.depth
+    gain = policy._gain(choice.rates)
+    seen = tree_tau(pol.dynamic_reference(DynamicTree(budget=16), choice.rates), choice.rates)
+    assert gain == pytest.approx(min(3.0, 12.0 / seen))
     assert policy._predicted_tau(choice.tree, choice.rates) == pytest.approx(
-        2.5 * tree_tau(reference, choice.rates)
+        gain * tree_tau(reference, choice.rates)
     )
     # within the call, its own tokens per step decide whether speculation still pays
     stats = GenerationStats()
@@ -561,20 +566,21 @@ def test_dynamic_trees_are_weighed_with_a_gain_learned_from_their_calls():
     assert not policy.keep_speculating(choice, stats)
     stats.accepted_lengths = [9, 8, 9]
     assert policy.keep_speculating(choice, stats)
-    policy._dynamic_gains = [0.6]
+    policy._dynamic_seen = [(1.0, DynamicTree(budget=16))]
+    assert policy._gain(choice.rates) == 0.5  # clamped
     assert not choose(policy, target, draft).dynamic
-    # learning: a dynamic call that accepted half its reference's prediction
+    # learning: a dynamic call's tokens per step and its limits are kept
     fresh = cheap(target, draft)
     fresh.drop_rates, fresh.dynamic_budgets = (0.5,), (16,)
-    fresh._dynamic_gains = [2.5]
+    fresh._dynamic_seen = [(12.0, DynamicTree(budget=16))]
     dynamic = choose(fresh, target, draft)
-    predicted = tree_tau(pol.dynamic_reference(dynamic.tree, dynamic.rates), dynamic.rates)
     stats = GenerationStats()
     stats.accepted_lengths = [1, 2]
+    stats.rank_offers, stats.rank_hits = [8, 8], [1, 1]
     stats.finish()
-    fresh._dynamic_gains = []
     fresh.observe(dynamic, stats)
-    assert fresh._dynamic_gains == [pytest.approx(max(0.5, 1.5 / predicted))]
+    assert fresh._dynamic_seen[-1] == (1.5, dynamic.tree)
+    assert not fresh.acceptance  # a dynamic call's ranks are not a static tree's
 
 
 def test_dynamic_trees_chosen_in_the_loop_are_lossless_and_reported(family):
@@ -585,12 +591,12 @@ def test_dynamic_trees_chosen_in_the_loop_are_lossless_and_reported(family):
     ref = reference(target, inputs).tolist()
     policy = cheap(target, draft)
     policy.drop_rates, policy.speculate, policy.dynamic_budgets = (0.5,), True, (8,)
-    policy._dynamic_gains = [3.0]
+    policy._dynamic_seen = [(9.0, DynamicTree(budget=8))]
     sd = specvlm.accelerate((target, draft), policy=policy)
     assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref
     stats = sd.last_stats
     assert stats.tree == DynamicTree(budget=8) and stats.tree_size == 8
-    assert len(policy._dynamic_gains) == 2  # the call's own gain learned
+    assert len(policy._dynamic_seen) == 2  # the call's own tokens per step learned
 
 
 def test_dynamic_budget_arguments():
