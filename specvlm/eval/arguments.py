@@ -19,8 +19,6 @@ from specvlm.tools.common import (
     sampling_options,
 )
 
-OVERLAP = {"auto": "auto", "on": True, "off": False}
-
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("the benchmark")
@@ -91,7 +89,8 @@ def _add_specvlm_arguments(group) -> None:
         "--tree-size", metavar="N", type=int, help="nodes of the draft tree (default: 48)"
     )
     group.add_argument("--capture", choices=tuple(CAPTURE), default="auto", help="capture=")
-    group.add_argument("--overlap", choices=tuple(OVERLAP), default="off", help="overlap=")
+    # --overlap takes --capture's values
+    group.add_argument("--overlap", choices=tuple(CAPTURE), default="off", help="overlap=")
     group.add_argument("--temperature", metavar="T", type=float, help="sample (default: greedy)")
     group.add_argument("--top-p", metavar="P", type=float, help="nucleus sampling, in (0, 1]")
     group.add_argument("--top-k", metavar="K", type=int, help="sample among the top k tokens")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from specvlm.eval.arguments import OVERLAP, check_eval_args, drop_rate_option, output_dir
+from specvlm.eval.arguments import check_eval_args, drop_rate_option, output_dir
 from specvlm.eval.benchmarks import BENCHMARKS, benchmark_samples
 from specvlm.tools.common import CAPTURE, ToolError, check_pair, describe_sampling
 
@@ -46,7 +46,7 @@ def decoder_options(args) -> dict:
         selector=args.selector,
         seed=args.seed,
         capture=CAPTURE[args.capture],
-        overlap=OVERLAP[args.overlap],
+        overlap=CAPTURE[args.overlap],  # the same auto / on / off
     )
     rate = drop_rate_option(args.drop_rate, protocol.drop_rate)
     if rate is not None:

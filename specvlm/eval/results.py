@@ -103,6 +103,12 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
 
+def speedup(records: list[dict], what: str) -> float | None:
+    """SpecVLM's ``what`` ("decode" or "e2e") speedup per token over the target alone, on
+    ``records`` together (one record: that sample's own)."""
+    return _ratio(_rate(records, "specvlm", what), _rate(records, "target", what))
+
+
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
@@ -119,10 +125,7 @@ def summarize(records: list[dict], settings: dict, published: dict | None = None
     failed = [r for r in records if r.get("error")]
     records = [r for r in records if not r.get("error")]
     compared = [r["identical"] for r in records if r["identical"] is not None]
-    rates = {
-        f"{what}_speedup": _ratio(_rate(records, "specvlm", what), _rate(records, "target", what))
-        for what in ("decode", "e2e")
-    }
+    rates = {f"{what}_speedup": speedup(records, what) for what in ("decode", "e2e")}
     return {
         "benchmark": settings["benchmark"],
         "samples": len(records),

@@ -120,19 +120,9 @@ def _record(index: int, sample: Sample, answers: dict, times: dict[str, Timing],
                 f"{path}_ttft_s": t.ttft_s,
             }
         )
-    record["decode_speedup"] = _per_token(times, "decode")
-    record["e2e_speedup"] = _per_token(times, "e2e")
+    record["decode_speedup"] = results.speedup([record], "decode")
+    record["e2e_speedup"] = results.speedup([record], "e2e")
     return record
-
-
-def _per_token(times: dict[str, Timing], what: str) -> float | None:
-    def rate(t: Timing) -> float | None:
-        seconds = t.decode_s if what == "decode" else t.e2e_s
-        tokens = t.new_tokens - (what == "decode")
-        return tokens / seconds if seconds > 0 and tokens > 0 else None
-
-    target, spec = rate(times["target"]), rate(times["specvlm"])
-    return spec / target if target and spec else None
 
 
 class Answering:

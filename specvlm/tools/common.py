@@ -43,7 +43,8 @@ METHODS = (
 )
 
 
-# ``--capture``'s values -> ``specvlm.accelerate``'s ``capture=``
+# ``--capture``'s (and ``specvlm eval --overlap``'s) values -> ``specvlm.accelerate``'s
+# ``capture=`` (``overlap=``)
 CAPTURE = {"auto": "auto", "on": True, "off": False}
 
 
