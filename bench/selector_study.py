@@ -93,9 +93,7 @@ def run_clip(target, draft, inputs, expected, selector: str, tree, seed: int, ar
     out = sd.generate(**inputs, do_sample=False, max_new_tokens=args.max_new_tokens)
     if not torch.equal(out, expected):
         raise AssertionError(f"an output differs from the target's ({selector}, clip {seed})")
-    stats = sd.last_stats
-    tau = sum(stats.accepted_lengths) / max(1, len(stats.accepted_lengths))  # 0: no step
-    return tau, stats
+    return sd.last_stats
 
 
 def measure_length(target, draft, prompter, frames: int, args) -> list[dict]:
@@ -111,8 +109,8 @@ def measure_length(target, draft, prompter, frames: int, args) -> list[dict]:
             tree = tree_shape(tree_name)
             per_clip, offers, hits = [], np.zeros(RANKS), np.zeros(RANKS)
             for n, (inputs, exp) in enumerate(zip(prompts, expected, strict=True)):
-                tau, stats = run_clip(target, draft, inputs, exp, selector, tree, n, args)
-                per_clip.append(tau)
+                stats = run_clip(target, draft, inputs, exp, selector, tree, n, args)
+                per_clip.append(stats.mean_accepted_length)  # 0 where no step was taken
                 grid = stats.video_grid
                 offers += _padded(stats.rank_offers)
                 hits += _padded(stats.rank_hits)
@@ -169,7 +167,7 @@ def policy_rows(target, draft, prompts, expected, frames: int, args) -> list[dic
             if not torch.equal(out, exp):
                 raise AssertionError(f"an output differs from the target's ({name})")
             stats = sd.last_stats
-            per_clip.append(sum(stats.accepted_lengths) / max(1, len(stats.accepted_lengths)))
+            per_clip.append(stats.mean_accepted_length)
             chosen.append(stats.selector)
         mean, low, high = bootstrap(per_clip)
         grid = sd.last_stats.video_grid

@@ -186,7 +186,7 @@ def best_tree(rates, target, draft, ctx_t: int, ctx_d: int, decode: float) -> Tr
     depth (``build_tree``), weighed by the predicted seconds of ``decode`` tokens. ``target`` and
     ``draft`` give ``seconds(n, context)`` of a forward (:class:`ForwardCosts`); ``ctx_t`` /
     ``ctx_d`` are their caches' lengths."""
-    ranked = ranked_paths(tuple(round(r, 3) for r in rates))
+    ranked = ranked_paths(_rounded(rates))
     largest = max(TREE_SIZES)
     drafts = [draft.seconds(w, ctx_d) if w else 0.0 for w in range(largest + 1)]
     verifies = [target.seconds(n, ctx_t) for n in range(largest + 2)]
@@ -213,8 +213,7 @@ def best_tree(rates, target, draft, ctx_t: int, ctx_d: int, decode: float) -> Tr
 def dynamic_reference(limits: DynamicTree, rates) -> Tree:
     """The static tree a dynamic one is predicted against: the ``budget`` rank paths of largest
     value no deeper than ``depth`` (what :func:`best_tree` builds for that size and depth)."""
-    rounded = tuple(round(r, 3) for r in rates)
-    ranked = ranked_paths(rounded, limit=max(200, limits.budget), max_depth=limits.depth)
+    ranked = ranked_paths(_rounded(rates), limit=max(200, limits.budget), max_depth=limits.depth)
     return Tree.from_paths([p for p, _ in ranked[: limits.budget]])
 
 
@@ -240,7 +239,7 @@ def tree_choice(tree: Tree, rates, target, draft, ctx_t: int, ctx_d: int, decode
         draft.seconds(len(tree.nodes_at_depth(d)), ctx_d) for d in range(1, tree.depth)
     )
     step = drafting + target.seconds(tree.size + 1, ctx_t)
-    tau = tree_tau(tree, tuple(round(r, 3) for r in rates))  # rounded as best_tree's
+    tau = tree_tau(tree, _rounded(rates))  # rounded as best_tree's
     return TreeChoice(max(1.0, decode / tau) * step, 0.0, tree, tau, step)
 
 
@@ -260,7 +259,6 @@ class Choice:
     draft_prefill_seconds: float = 0.0  # the draft decoder's prefill (measured forward costs)
     video_tokens: int = 0
     selector: str | None = None  # the selector chosen (None: the call's own)
-    rates: tuple[float, ...] = ()  # the acceptance by rank it was chosen on
 
     @property
     def dynamic(self) -> bool:
@@ -474,7 +472,7 @@ class AutoPolicy:
         if speculate is False or max_new_tokens <= 1:
             why = "plain decoding requested" if speculate is False else "one new token"
             return Choice(False, 0.0, None, 1.0, why, 0.0, token, 0.0, raw_token)
-        best, best_total, spec_factor, rates = self._best_speculation(shape, tgt, drf, ranks)
+        best, best_total, spec_factor = self._best_speculation(shape, tgt, drf, ranks)
         chosen = Choice(
             True,
             best.drop_rate,
@@ -488,7 +486,6 @@ class AutoPolicy:
             drf.prefill_seconds(shape.prompts[best.drop_rate]),
             shape.video_tokens,
             best.selector,
-            rates,
         )
         trying = ""
         if best.untried:
@@ -524,8 +521,8 @@ class AutoPolicy:
     def _best_speculation(self, shape, tgt, drf, ranks):
         """The fastest speculation: every drop rate (and selector), its best tree (and the
         dynamic candidates); the prompt work it adds (the draft's prefill, its video encoding,
-        the scoring the pruning needs) counts too. Returns it, its predicted total seconds, its
-        decode-time correction factor and the acceptance rates it was predicted with."""
+        the scoring the pruning needs) counts too. Returns it, its predicted total seconds and
+        its decode-time correction factor."""
         factors = {False: self._factor(self._spec_factors)}
         factors[True] = self._factor(self._dynamic_factors or self._spec_factors)
         encoding = self.draft_video_seconds * shape.video_tokens
@@ -540,7 +537,7 @@ class AutoPolicy:
                 total = p.seconds * factor + prompt
                 margin = 1.0 - EXPLORE_GAIN if untried else 1.0
                 if best is None or total < best[1] * margin:
-                    best = (p, total, factor, rates)
+                    best = (p, total, factor)
         return best
 
     def _trees(self, rates, tgt, drf, ctx_t: int, ctx_d: int, decode: float):
@@ -645,19 +642,13 @@ class AutoPolicy:
         per_token = choice.step_seconds / tau
         return per_token <= choice.token_seconds * FALLBACK_MARGIN
 
-    def _predicted_tau(self, tree, rates) -> float:
-        """Tokens per step of ``tree`` (static or dynamic) at these acceptance rates."""
-        if not isinstance(tree, DynamicTree):
-            return tree_tau(tree, rates)
-        return max(1.0, tree_tau(dynamic_reference(tree, rates), rates) * self._gain(rates))
-
     def _gain(self, rates) -> float:
         """A dynamic tree's tau over its reference static tree's at these rates: the median of
         the last dynamic calls' (each in [0.5, 3]), or the prior before any."""
         if not self._dynamic_seen:
             return DYNAMIC_GAIN
         ratios = [
-            min(3.0, max(0.5, tau / tree_tau(dynamic_reference(limits, rates), rates)))
+            _clamped(tau / tree_tau(dynamic_reference(limits, rates), rates))
             for tau, limits in self._dynamic_seen
         ]
         return statistics.median(ratios)
@@ -735,6 +726,16 @@ def _checked_budgets(budgets, tree) -> tuple[int, ...]:
     return tuple(budgets)
 
 
+def _rounded(rates) -> tuple[float, ...]:
+    """Rates as the tree search takes them (3 decimals: :func:`ranked_paths` caches by them)."""
+    return tuple(round(r, 3) for r in rates)
+
+
+def _clamped(ratio: float) -> float:
+    """An observed-to-predicted ratio kept in [0.5, 3] (one odd call does not swing it)."""
+    return min(3.0, max(0.5, ratio))
+
+
 def _push(samples: list[float], value: float) -> None:
-    samples.append(min(3.0, max(0.5, value)))
+    samples.append(_clamped(value))
     del samples[:-FACTOR_SAMPLES]

@@ -214,11 +214,11 @@ def prune(run: Run) -> torch.Tensor:
     tokens."""
     t0 = run.now()
     settings = run.settings
-    features, encoding = None, 0.0
+    features = None
     if selectors.needs_features(settings.selector) and run.layout is not None:
         t1 = run.now()
         embeds = draft_inputs(run).inputs_embeds[0]  # the draft's prefill would compute them
-        encoding = run.draft_encoding = run.now() - t1
+        run.draft_encoding = run.now() - t1  # counted as the draft's prefill, not pruning
         features = video_features(embeds, run.layout)
     keep_seq, kept = kept_positions(
         run.prompt_len,
@@ -232,7 +232,7 @@ def prune(run: Run) -> torch.Tensor:
         run.stats.kept_video_tokens = kept.numel()
         run.stats.kept_indices = kept
         run.stats.selector = settings.selector_name
-    run.stats.pruning = run.now() - t0 - encoding
+    run.stats.pruning = run.now() - t0 - run.draft_encoding
     return keep_seq
 
 

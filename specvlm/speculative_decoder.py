@@ -189,10 +189,10 @@ class SpeculativeDecoder:
         self.min_draft_confidence = _check_rate(
             "min_draft_confidence", min_draft_confidence, 0.0, 1.0, high_open=False
         )
-        self._check_selector_choice(selector)
-        selector = DEFAULT_SELECTOR if selector is None else selector
+        given, selector = selector is not None, DEFAULT_SELECTOR if selector is None else selector
         self.selector = selectors.resolve(selector, mass=self.mass, seed=seed)
         self.selector_name = selector if isinstance(selector, str) else "callable"
+        self._check_selector_choice(given)
         self.seed = seed
         self.tree = None if tree is None else _as_tree(tree)
         self.draft_positions = self._check_draft_positions(draft_positions)
@@ -223,12 +223,11 @@ class SpeculativeDecoder:
         )
         self._stats = _LastStats()
 
-    def _check_selector_choice(self, selector) -> None:
+    def _check_selector_choice(self, given: bool) -> None:
         """A selector given beside a policy that chooses the selector is refused."""
-        if self.policy is not None and self.policy.selectors and selector is not None:
-            name = selector if isinstance(selector, str) else "callable"
+        if self.policy is not None and self.policy.selectors and given:
             raise ValueError(
-                f"selector={name!r} with an AutoPolicy that chooses the selector "
+                f"selector={self.selector_name!r} with an AutoPolicy that chooses the selector "
                 f"(selectors={list(self.policy.selectors)}): leave one of them out"
             )
 

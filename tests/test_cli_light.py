@@ -141,6 +141,10 @@ def test_the_light_names_are_the_librarys():
     from specvlm.families import FAMILIES
 
     assert names.SELECTORS == selectors.NAMES == tuple(selectors.BUILT_IN)
+    built = {name: selectors.resolve(name, mass=0.4, seed=0) for name in names.SELECTORS}
+    assert names.FEATURE_SELECTORS == tuple(
+        n for n, s in built.items() if selectors.needs_features(s)
+    )
     assert names.FAMILIES == {t: f.display_name for t, f in FAMILIES.items()}
 
 

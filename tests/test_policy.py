@@ -552,14 +552,17 @@ def test_dynamic_trees_are_weighed_with_a_gain_learned_from_their_calls():
     policy._dynamic_seen = [(12.0, DynamicTree(budget=16))]
     choice = choose(policy, target, draft)
     assert choice.dynamic and choice.tree.budget in (16, 32)
-    reference = pol.dynamic_reference(choice.tree, choice.rates)
+    rates = policy._rates(0.5, pol.MAX_RANKS)[0]  # what it was chosen on (drop rate untried)
+    reference = pol.dynamic_reference(choice.tree, rates)
     assert reference.size == choice.tree.budget and reference.depth <= choice.tree.depth
-    gain = policy._gain(choice.rates)
-    seen = tree_tau(pol.dynamic_reference(DynamicTree(budget=16), choice.rates), choice.rates)
+    gain = policy._gain(rates)
+    seen = tree_tau(pol.dynamic_reference(DynamicTree(budget=16), rates), rates)
     assert gain == pytest.approx(min(3.0, 12.0 / seen))
-    assert policy._predicted_tau(choice.tree, choice.rates) == pytest.approx(
-        gain * tree_tau(reference, choice.rates)
-    )
+    fam = family_of(target)
+    tgt = policy.costs[AutoPolicy._key("target", fam, target)]
+    drf = policy.costs[AutoPolicy._key("draft", fam, draft)]
+    predicted = pol.dynamic_choice(choice.tree, rates, tgt, drf, 200, 100, 23.0, gain)
+    assert predicted.tau == pytest.approx(gain * tree_tau(reference, rates))
     # within the call, its own tokens per step decide whether speculation still pays
     stats = GenerationStats()
     stats.accepted_lengths = [1, 1, 1]
@@ -567,7 +570,7 @@ def test_dynamic_trees_are_weighed_with_a_gain_learned_from_their_calls():
     stats.accepted_lengths = [9, 8, 9]
     assert policy.keep_speculating(choice, stats)
     policy._dynamic_seen = [(1.0, DynamicTree(budget=16))]
-    assert policy._gain(choice.rates) == 0.5  # clamped
+    assert policy._gain(rates) == 0.5  # clamped
     assert not choose(policy, target, draft).dynamic
     # learning: a dynamic call's tokens per step and its limits are kept
     fresh = cheap(target, draft)
