@@ -25,9 +25,12 @@ criteria are called once per emitted token, in order, as ``generate`` calls them
 
 Sampling (``do_sample=True``): the output is distributed as ``target.generate``'s, but the same
 seed does not give the same tokens (speculative sampling draws its random numbers differently).
-Runs are reproducible: randomness comes from ``generator=`` (a ``torch.Generator`` on the
-model's device; a specvlm option that stock ``generate`` does not take), else from torch's global
-RNG, so ``torch.manual_seed(s)`` before the call repeats a run.
+Runs with the same settings are reproducible: randomness comes from ``generator=`` (a
+``torch.Generator`` on the model's device; a specvlm option that stock ``generate`` does not
+take), else from torch's global RNG, so ``torch.manual_seed(s)`` before the call repeats a run.
+The tokens depend on the settings too (whether to speculate, the drop rate, the tree): the
+automatic policy chooses them from measured timings, so under it the same seed can give other
+tokens (still distributed as ``target.generate``'s); fixed settings repeat them.
 """
 
 from __future__ import annotations

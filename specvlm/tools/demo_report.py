@@ -31,6 +31,11 @@ def print_record(rec: dict) -> None:
             "SpecVLM's answer is a sample of the target's own distribution (lossless sampling), "
             "not a copy of the target's sample: the two may differ"
         )
+        if rec["policy"] == "auto":
+            print(
+                "the same seed repeats this answer only where the automatic policy makes the same "
+                "choices (it chooses from measured timings); --drop-rate and --tree-size fix them"
+            )
     tokens = f"{_count(rec['new_tokens'])} on {rec['device']}"
     if rec["mode"] == "sample":
         tokens = (
