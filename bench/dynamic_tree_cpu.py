@@ -5,13 +5,15 @@ and among static and dynamic trees with ``AutoPolicy(dynamic_budgets=(16, 32))``
 caption questions, greedy. Every output is checked against the target's ``generate``.
 
     PYTHONPATH=. python bench/dynamic_tree_cpu.py [--clips 24] [--frames 32] [--budgets 8,16,32,48]
-        [--repeats 2] [--depth 6] [--out docs/bench/dynamic_tree_cpu.json]
+        [--repeats 2] [--depth 6] [--capture] [--out docs/bench/dynamic_tree_cpu.json]
 
 Per budget and clip, the static and the dynamic tree run alternately ``--repeats`` times (the
 fastest decode counts); tau is tokens per verification (bonus included) over all clips; decode
 is summed over clips. The policy's rows are its own choice per call (one decoder for the whole
 run, so it learns as a user's would), after one untimed warm-up call. ``--budgets ""`` runs the
-policy's rows alone.
+policy's rows alone. ``--capture``: every decoder with ``capture=True`` (both models' steps
+compiled by inductor on this CPU, in width buckets; each decoder's compiling done in an untimed
+call first).
 """
 
 from __future__ import annotations
@@ -55,11 +57,19 @@ def _row(name: str, runs: list) -> dict:
         "steps": steps,
         "tree_sizes": sorted({s.tree_size for s in runs}),
         "trees": sorted({"dynamic" if isinstance(s.tree, DynamicTree) else "static" for s in runs}),
+        "captured_calls": sum(bool(s.captured and s.target_captured) for s in runs),
     }
 
 
 def measure(
-    target, draft, prompts, budgets, repeats: int, max_new_tokens: int, depth: int = 6
+    target,
+    draft,
+    prompts,
+    budgets,
+    repeats: int,
+    max_new_tokens: int,
+    depth: int = 6,
+    capture: bool = False,
 ) -> list[dict]:
     expected = [
         target.generate(**p, do_sample=False, max_new_tokens=max_new_tokens) for p in prompts
@@ -67,11 +77,19 @@ def measure(
     rows = []
     for budget in budgets:
         static = specvlm.accelerate(
-            (target, draft), drop_rate=0.9, tree=tree_of_size(budget, max_depth=depth)
+            (target, draft),
+            drop_rate=0.9,
+            tree=tree_of_size(budget, max_depth=depth),
+            capture=capture,
         )
         dynamic = specvlm.accelerate(
-            (target, draft), drop_rate=0.9, tree=DynamicTree(budget=budget, depth=depth)
+            (target, draft),
+            drop_rate=0.9,
+            tree=DynamicTree(budget=budget, depth=depth),
+            capture=capture,
         )
+        for sd in (static, dynamic) if capture else ():  # compiles its widths, untimed
+            sd.generate(**prompts[0], do_sample=False, max_new_tokens=max_new_tokens)
         runs: dict = {"static": [], "dynamic": []}
         for inputs, exp in zip(prompts, expected, strict=True):
             for name, sd in (("static", static), ("dynamic", dynamic)):
@@ -83,7 +101,7 @@ def measure(
         "auto (static and dynamic trees)": specvlm.AutoPolicy(dynamic_budgets=DYNAMIC_BUDGETS),
     }
     for name, policy in policies.items():
-        auto = specvlm.accelerate((target, draft), policy=policy)
+        auto = specvlm.accelerate((target, draft), policy=policy, capture=capture)
         auto.generate(**prompts[0], do_sample=False, max_new_tokens=max_new_tokens)  # calibrates
         runs = [
             _run(auto, p, e, max_new_tokens, repeats)
@@ -103,6 +121,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--depth", type=int, default=6, help="the dynamic tree's depth limit")
+    parser.add_argument("--capture", action="store_true", help="capture=True everywhere")
     parser.add_argument("--out", default="docs/bench/dynamic_tree_cpu.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -112,13 +131,21 @@ def main() -> None:
     budgets = [int(b) for b in args.budgets.split(",") if b]  # "": the policy's rows only
     with torch.no_grad():
         rows = measure(
-            target, draft, prompts, budgets, args.repeats, args.max_new_tokens, args.depth
+            target,
+            draft,
+            prompts,
+            budgets,
+            args.repeats,
+            args.max_new_tokens,
+            args.depth,
+            args.capture,
         )
     by_name = {r["method"]: r for r in rows}
     print("| trees | tau | decode s | steps |")
     print("|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['tau']:.2f} | {r['decode_s']:.3f} | {r['steps']} |")
+        tau = "-" if r["tau"] is None else f"{r['tau']:.2f}"  # None: no call speculated
+        print(f"| {r['method']} | {tau} | {r['decode_s']:.3f} | {r['steps']} |")
     for b in budgets:
         s, d = by_name[f"static {b}"], by_name[f"dynamic {b}"]
         print(
@@ -128,7 +155,7 @@ def main() -> None:
     static, both = by_name["auto (static trees)"], by_name["auto (static and dynamic trees)"]
     print(
         f"the policy with dynamic candidates: {both['dynamic_calls']} of {args.clips} calls "
-        f"dynamic, tau {both['tau']:.2f} vs {static['tau']:.2f}, "
+        f"dynamic, tau {both['tau'] or 1:.2f} vs {static['tau'] or 1:.2f}, "
         f"decode {static['decode_s'] / both['decode_s']:.2f}x the policy's with static trees"
     )
     meta = {
@@ -140,6 +167,7 @@ def main() -> None:
         "repeats": args.repeats,
         "drop_rate": 0.9,
         "dynamic_depth": args.depth,
+        "capture": args.capture,
     }
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)

@@ -56,6 +56,12 @@ class DynamicTree:
         """The most nodes a step verifies."""
         return self.budget
 
+    @property
+    def most_fed(self) -> int:
+        """The most candidates one step feeds the draft (``width`` at each level below the
+        deepest): with :attr:`size`, what a step may add to the draft's cache."""
+        return (self.depth - 1) * self.width
+
     def max_rank(self) -> int:
         """Largest top-k rank a node may have: the draft needs its top ``top_k``."""
         return self.top_k - 1

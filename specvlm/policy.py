@@ -14,11 +14,14 @@ It predicts the time of a call for every candidate and takes the fastest:
 Forward costs are measured on the user's hardware (:mod:`specvlm.calibration`), once per pair,
 device, dtype and context length (powers of two), and cached here. Acceptance is learned from
 the calls so far: at every node the target's walk reaches, which draft ranks were offered as
-children and which one the target took (``GenerationStats.rank_offers`` / ``rank_hits``), kept
-per drop rate, forgotten geometrically, starting from a prior. With per-rank acceptance rates
-``p``, a node's chance of being accepted is the product of ``p`` along its path, ``tau`` is one
-plus their sum, and the best tree of ``n`` nodes is :func:`specvlm.trees.build_tree` of ``p``
-(here every size up to 64 and depth up to 8 is weighed; dynamic trees where asked, below). A drop
+children and which one the target took (``GenerationStats.rank_offers`` / ``rank_hits``, and
+the same per depth), kept per drop rate, forgotten geometrically, starting from a prior.
+Acceptance is modelled per depth and rank: ``p[d][r]``, the overall rates by rank where a depth
+has few counts of its own (:meth:`RankAcceptance.rates`). A node's chance of being accepted is
+the product along its path of each level's rate of its rank, ``tau`` is one plus their sum, and
+the best tree of ``n`` nodes is the ``n`` paths of largest chance (:func:`ranked_paths`; with the
+same rates at every depth, :func:`specvlm.trees.build_tree`'s; here every size up to 64 and depth
+up to 8 is weighed; dynamic trees where asked, below). A drop
 rate that was never tried starts from the acceptance of the full video
 (an optimistic guess: pruning rarely helps the draft) and is tried only when that guess makes it
 clearly faster; what it then does decides whether it stays. How many tokens a call decodes is
@@ -37,9 +40,9 @@ low end of what EAGLE-2 reports, and of what this CPU measured) until dynamic ca
 then the median ratio of their tau to that prediction, made with the acceptance known when it
 is used (a first call's prediction rests on the prior); a step costs the pending chain's forward,
 ``width`` candidates per level below the first, and the verification of ``budget + 1`` tokens;
-its observed-to-predicted decode times are kept apart from the static trees'. A dynamic call runs
-eagerly, not captured and not overlapped (``docs/performance.md``: on this CPU it lost to
-static trees).
+its observed-to-predicted decode times are kept apart from the static trees'. A dynamic call is
+captured where a static one would be (its forwards in width buckets, :mod:`specvlm.capture`) and
+is not overlapped (``docs/performance.md``: on this CPU it lost to static trees).
 
 Selectors: ``AutoPolicy(selectors=("two_stage", "semantic"))`` chooses the pruning selector
 too. Acceptance is then kept per drop rate and selector. At a drop rate where one selector has
@@ -82,6 +85,7 @@ MAX_RANKS = 8
 # tree's assumption), worth PRIOR_WEIGHT offers of each rank.
 PRIOR = (0.72, 0.12, 0.05, 0.03, 0.02, 0.015, 0.01, 0.008)
 PRIOR_WEIGHT = 1.0
+DEPTH_PRIOR_WEIGHT = 4.0  # offers a depth's own counts need to outweigh the rates over all depths
 MEMORY = 0.8  # weight of the counts so far when a call's counts are added
 EXPLORE_GAIN = 0.10  # an untried drop rate must look this much faster to be tried
 SELECTOR_TRIALS = 3  # calls of each candidate selector at a drop rate before choosing by acceptance
@@ -97,71 +101,142 @@ _MIN_RATE, _MAX_RATE = 1e-3, 0.999
 @dataclass
 class RankAcceptance:
     """Decayed counts, per draft rank, of children offered and taken at the nodes the target
-    reached."""
+    reached: over all depths, and per depth of the children (``depth_offers[0]``: the root's
+    children)."""
 
     offers: list[float] = field(default_factory=list)
     hits: list[float] = field(default_factory=list)
+    depth_offers: list[list[float]] = field(default_factory=list)
+    depth_hits: list[list[float]] = field(default_factory=list)
 
     @property
     def observed(self) -> bool:
         return sum(self.offers) > 0
 
     def add(self, offers: list[int], hits: list[int], memory: float = MEMORY) -> None:
-        size = max(len(self.offers), len(offers))
-        self.offers = [memory * v for v in _padded(self.offers, size)]
-        self.hits = [memory * v for v in _padded(self.hits, size)]
-        for rank, (o, h) in enumerate(zip(_padded(offers, size), _padded(hits, size), strict=True)):
-            self.offers[rank] += o
-            self.hits[rank] += h
+        """A call's counts over all depths (the older ones weighted by ``memory``)."""
+        self.offers, self.hits = _decayed_sum((self.offers, self.hits), (offers, hits), memory)
 
-    def rates(self, prior: tuple[float, ...], ranks: int) -> tuple[float, ...]:
-        """Per rank, ``(hits + w * prior) / (offers + w)``; the target takes at most one child,
-        so each rank is capped at what the lower ranks leave (``sum <= 1``); in
-        ``[0.001, 0.999]``."""
-        offers, hits = _padded(self.offers, ranks), _padded(self.hits, ranks)
-        prior = tuple(prior) + (prior[-1],) * max(0, ranks - len(prior))
-        rates, left = [], 1.0
-        for o, h, p in zip(offers, hits, prior[:ranks], strict=True):
-            rate = min((h + PRIOR_WEIGHT * p) / (o + PRIOR_WEIGHT), left)
-            left -= rate
-            rates.append(min(_MAX_RATE, max(_MIN_RATE, rate)))
-        return tuple(rates)
+    def add_call(self, stats: GenerationStats, memory: float = MEMORY) -> None:
+        """A call's counts, over all depths and per depth."""
+        self.add(stats.rank_offers, stats.rank_hits, memory)
+        depths = max(len(self.depth_offers), len(stats.depth_rank_offers))
+        for store in (self.depth_offers, self.depth_hits):
+            store.extend([] for _ in range(depths - len(store)))
+        for d in range(depths):
+            theirs = (_count_row(stats.depth_rank_offers, d), _count_row(stats.depth_rank_hits, d))
+            mine = (self.depth_offers[d], self.depth_hits[d])
+            self.depth_offers[d], self.depth_hits[d] = _decayed_sum(mine, theirs, memory)
+
+    def rates(
+        self, prior, ranks: int, depth_weight: float = DEPTH_PRIOR_WEIGHT
+    ) -> tuple[tuple[float, ...], ...]:
+        """Rates per depth, then rank (a table: :func:`rate_table`). At each depth the counts
+        over all depths are shrunk towards that depth's ``prior`` row (worth
+        :data:`PRIOR_WEIGHT` offers of each rank), then that depth's own counts towards the
+        result (worth ``depth_weight`` offers): a depth seldom reached keeps the overall
+        rates. Rows past the last that differs are dropped (the last row serves the deeper
+        levels)."""
+        prior = rate_table(prior)
+        depths = max(len(prior), len(self.depth_offers) + 1)
+        table = []
+        for d in range(depths):
+            overall = _shrunk(self.offers, self.hits, _table_row(prior, d), ranks)
+            offers, hits = _count_row(self.depth_offers, d), _count_row(self.depth_hits, d)
+            table.append(_shrunk(offers, hits, overall, ranks, depth_weight))
+        while len(table) > 1 and table[-1] == table[-2]:
+            table.pop()
+        return tuple(table)
 
     def plus(self, stats: GenerationStats) -> RankAcceptance:
         """These counts with a running call's own added (not decayed)."""
-        merged = RankAcceptance(list(self.offers), list(self.hits))
-        merged.add(stats.rank_offers, stats.rank_hits, memory=1.0)
+        merged = RankAcceptance(
+            list(self.offers),
+            list(self.hits),
+            [list(r) for r in self.depth_offers],
+            [list(r) for r in self.depth_hits],
+        )
+        merged.add_call(stats, memory=1.0)
         return merged
+
+
+def _shrunk(
+    offers, hits, prior: tuple[float, ...], ranks: int, weight: float = PRIOR_WEIGHT
+) -> tuple[float, ...]:
+    """Per rank, ``(hits + weight * prior) / (offers + weight)``; the target takes at most one
+    child, so each rank is capped at what the lower ranks leave (``sum <= 1``); in
+    ``[0.001, 0.999]``."""
+    offers, hits = _padded(offers, ranks), _padded(hits, ranks)
+    prior = tuple(prior) + (prior[-1],) * max(0, ranks - len(prior))
+    rates, left = [], 1.0
+    for o, h, p in zip(offers, hits, prior[:ranks], strict=True):
+        rate = min((h + weight * p) / (o + weight), left)
+        left -= rate
+        rates.append(min(_MAX_RATE, max(_MIN_RATE, rate)))
+    return tuple(rates)
+
+
+def _decayed_sum(old: tuple[list, list], new: tuple[list, list], memory: float):
+    """``memory * old + new``, per rank, for offers and hits alike (padded to one length)."""
+    size = max(len(old[0]), len(new[0]))
+    return tuple(
+        [memory * a + b for a, b in zip(_padded(o, size), _padded(n, size), strict=True)]
+        for o, n in zip(old, new, strict=True)
+    )
+
+
+def _count_row(rows: list[list], depth: int) -> list:
+    """Row ``depth`` of per-depth counts (none past the deepest seen)."""
+    return rows[depth] if depth < len(rows) else []
+
+
+def _table_row(table: tuple[tuple[float, ...], ...], depth: int) -> tuple[float, ...]:
+    """Row ``depth`` of a rate table (its last row serves deeper levels)."""
+    return table[min(depth, len(table) - 1)]
 
 
 def _padded(values: list, size: int) -> list:
     return list(values[:size]) + [0] * max(0, size - len(values))
 
 
+def rate_table(rates) -> tuple[tuple[float, ...], ...]:
+    """Acceptance rates as a table, per depth (row 0: depth 1), then rank; the last row serves
+    the deeper levels. ``rates`` is a table, or one row of rates by rank for every depth."""
+    rates = tuple(rates)
+    if rates and isinstance(rates[0], (tuple, list)):
+        return tuple(tuple(row) for row in rates)
+    return (rates,)
+
+
 @lru_cache(maxsize=256)
-def ranked_paths(rates: tuple[float, ...], limit: int = 200, max_depth: int = MAX_DEPTH):
-    """The ``limit`` rank paths of largest value (product of ``rates`` along the path), best
-    first, as ``(path, value)``: the order :func:`specvlm.trees.build_tree` picks them in, so
-    its tree of ``n`` nodes at most ``d`` deep is the first ``n`` of these no longer than ``d``."""
-    heap = [(-rates[r], (r,)) for r in range(len(rates))]
+def ranked_paths(rates, limit: int = 200, max_depth: int = MAX_DEPTH):
+    """The ``limit`` rank paths of largest value (product along the path of each level's rate
+    of its rank, :func:`rate_table`), best first, as ``(path, value)``: the order
+    :func:`specvlm.trees.build_tree` picks them in (with rates by rank alone), so its tree of
+    ``n`` nodes at most ``d`` deep is the first ``n`` of these no longer than ``d``."""
+    table = rate_table(rates)
+    heap = [(-p, (r,)) for r, p in enumerate(table[0])]
     heapq.heapify(heap)
     out = []
     while heap and len(out) < limit:
         neg, path = heapq.heappop(heap)
         out.append((path, -neg))
         if len(path) < max_depth:
-            for r, p in enumerate(rates):
+            for r, p in enumerate(_table_row(table, len(path))):
                 heapq.heappush(heap, (neg * p, path + (r,)))
     return tuple(out)
 
 
-def tree_tau(tree: Tree, rates: tuple[float, ...]) -> float:
-    """Expected tokens per step of ``tree``: one plus each node's chance of being accepted."""
+def tree_tau(tree: Tree, rates) -> float:
+    """Expected tokens per step of ``tree``: one plus each node's chance of being accepted (the
+    product along its path of each level's rate of its rank, :func:`rate_table`)."""
+    table = rate_table(rates)
     total = 1.0
     for path in tree.paths:
         value = 1.0
-        for rank in path:
-            value *= rates[rank] if rank < len(rates) else rates[-1]
+        for depth, rank in enumerate(path):
+            row = _table_row(table, depth)
+            value *= row[rank] if rank < len(row) else row[-1]
         total += value
     return total
 
@@ -599,9 +674,9 @@ class AutoPolicy:
 
     def _rates(
         self, drop_rate: float, ranks: int, selector: str | None = None, due: str = ""
-    ) -> tuple[tuple[float, ...], bool]:
-        """Acceptance rates by rank at ``drop_rate`` (with ``selector``), and whether that rate
-        is untried (then: the full video's, or the prior). A ``due`` selector: the best
+    ) -> tuple[tuple[tuple[float, ...], ...], bool]:
+        """Acceptance rates by depth and rank at ``drop_rate`` (with ``selector``), and whether
+        that rate is untried (then: the full video's, or the prior). A ``due`` selector: the best
         selector's rates there (not untried: it is taken on that tie)."""
         base = self.acceptance.get(0.0, RankAcceptance()).rates(PRIOR, ranks)
         prior = PRIOR if drop_rate == 0.0 else base
@@ -669,8 +744,7 @@ class AutoPolicy:
         # a dynamic tree offers only the children the draft is sure of: its rates per rank are
         # not a static tree's (its calls teach the gain instead)
         if stats.rank_offers and not choice.dynamic:
-            seen = self.acceptance.setdefault(key, RankAcceptance())
-            seen.add(stats.rank_offers, stats.rank_hits)
+            self.acceptance.setdefault(key, RankAcceptance()).add_call(stats)
         if stats.new_tokens:
             old = self.expected_new_tokens
             self.expected_new_tokens = (
@@ -726,9 +800,10 @@ def _checked_budgets(budgets, tree) -> tuple[int, ...]:
     return tuple(budgets)
 
 
-def _rounded(rates) -> tuple[float, ...]:
-    """Rates as the tree search takes them (3 decimals: :func:`ranked_paths` caches by them)."""
-    return tuple(round(r, 3) for r in rates)
+def _rounded(rates) -> tuple[tuple[float, ...], ...]:
+    """Rates as the tree search takes them, a table of 3 decimals (:func:`ranked_paths` caches
+    by them)."""
+    return tuple(tuple(round(r, 3) for r in row) for row in rate_table(rates))
 
 
 def _clamped(ratio: float) -> float:

@@ -232,21 +232,21 @@ class SpeculativeDecoder:
             )
 
     def _dynamic_tree_limits(self, capture, overlap):
-        """A dynamic tree is drafted eagerly and in sequence, with the draft's top-k children
-        and no confidence cut: ``capture`` and ``overlap`` as they apply to it (``"auto"``:
-        off), the rest refused in one line. A policy that may choose dynamic trees: the same
-        refusals; ``"auto"`` applies per call (a dynamic call runs eagerly, not overlapped)."""
+        """A dynamic tree is drafted in sequence, with the draft's top-k children and no
+        confidence cut: ``overlap`` as it applies to it (``"auto"``: off), the rest refused in
+        one line (``capture`` applies as to a static tree: its steps run in width buckets). A
+        policy that may choose dynamic trees: the same refusals; ``"auto"`` applies per call (a
+        dynamic call is not overlapped)."""
         if self.policy is not None and self.policy.dynamic_budgets:
-            self._refuse_for_dynamic_trees(capture, overlap, "AutoPolicy(dynamic_budgets=...)")
+            self._refuse_for_dynamic_trees(overlap, "AutoPolicy(dynamic_budgets=...)")
             return capture, overlap
         if not isinstance(self.tree, DynamicTree):
             return capture, overlap
-        self._refuse_for_dynamic_trees(capture, overlap, 'tree="dynamic"')
-        return (False if capture == "auto" else capture), False
+        self._refuse_for_dynamic_trees(overlap, 'tree="dynamic"')
+        return capture, False
 
-    def _refuse_for_dynamic_trees(self, capture, overlap, what_asked: str) -> None:
+    def _refuse_for_dynamic_trees(self, overlap, what_asked: str) -> None:
         refused = [
-            ("capture=True", capture is True),
             ("overlap=True", overlap is True),
             ('children="sampled"', self.children == "sampled"),
             ("min_draft_confidence > 0", self.min_draft_confidence > 0),
@@ -254,8 +254,8 @@ class SpeculativeDecoder:
         for what, given in refused:
             if given:
                 raise ValueError(
-                    f"{what_asked}: a dynamic tree is drafted eagerly, in sequence, from the "
-                    f"draft's top-k children: {what} is not supported with it"
+                    f"{what_asked}: a dynamic tree is drafted in sequence, from the draft's "
+                    f"top-k children: {what} is not supported with it"
                 )
 
     def _check_draft_positions(self, draft_positions: str | None) -> str:
@@ -437,10 +437,14 @@ class SpeculativeDecoder:
         prompt, every new token and the largest tree the call may verify (the fixed one, or
         the policy's largest); the policy's calibration measures the models on them."""
         if self.policy is None:
-            nodes = self.tree.size if self.tree else max(TREE_SIZES)
-        else:  # the policy's largest tree, or the one it has pinned
-            pinned = self.policy.tree
-            nodes = max(max(TREE_SIZES), pinned.size if pinned is not None else 0)
+            trees = [self.tree] if self.tree else []
+            nodes = max(TREE_SIZES) if not trees else 0
+        else:  # the policy's largest tree, the one it has pinned, its dynamic ones
+            trees = [self.policy.tree] if self.policy.tree is not None else []
+            trees += [DynamicTree(budget=b) for b in self.policy.dynamic_budgets]
+            nodes = max(TREE_SIZES)
+        for tree in trees:  # a dynamic tree's step also feeds the draft candidates it drops
+            nodes = max(nodes, tree.size, tree.most_fed if isinstance(tree, DynamicTree) else 0)
         speculate = self.speculate is not False
         return self._capture.call(setup.prompt_length, setup.max_new_tokens, nodes, speculate)
 

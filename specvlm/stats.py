@@ -62,6 +62,9 @@ class GenerationStats:
     # were offered as children and which one the target took -----------------------------------
     rank_offers: list[int] = field(default_factory=list)
     rank_hits: list[int] = field(default_factory=list)
+    # ... the same per depth of the children (row 0: the root's children, depth 1)
+    depth_rank_offers: list[list[int]] = field(default_factory=list)
+    depth_rank_hits: list[list[int]] = field(default_factory=list)
 
     def record_step(self, tree: Tree, accepted: list[int]) -> None:
         """One verification of ``tree`` (the drafted tree) whose accepted path is ``accepted``."""
@@ -69,13 +72,20 @@ class GenerationStats:
         walk = [-1, *accepted]
         for i, node in enumerate(walk):
             kids = children[node]
-            if kids:
-                _grow(self.rank_offers, max(kids) + 1)
-                _grow(self.rank_hits, max(kids) + 1)
+            if not kids:
+                continue
+            if len(self.depth_rank_offers) <= i:
+                self.depth_rank_offers.append([])
+                self.depth_rank_hits.append([])
+            counts = (self.rank_offers, self.rank_hits)
+            depth_counts = (self.depth_rank_offers[i], self.depth_rank_hits[i])
+            for offers, hits in (counts, depth_counts):
+                _grow(offers, max(kids) + 1)
+                _grow(hits, max(kids) + 1)
                 for rank in kids:
-                    self.rank_offers[rank] += 1
-            if i + 1 < len(walk):
-                self.rank_hits[tree.paths[walk[i + 1]][-1]] += 1
+                    offers[rank] += 1
+                if i + 1 < len(walk):
+                    hits[tree.paths[walk[i + 1]][-1]] += 1
 
     @property
     def lookahead_used(self) -> float:

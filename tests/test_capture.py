@@ -18,6 +18,8 @@ from specvlm.attention import BasePlan, MaskedPlan, TreePlan, routed_attention
 from specvlm.capture import CapturePool, StaticSide, capture_decision, check_capturable
 from specvlm.capture.buckets import capacity_bucket, width_bucket
 from specvlm.capture.steps import draft_widths, entries_needed, verify_widths
+from specvlm.dynamic_tree import DynamicTree
+from specvlm.policy import AutoPolicy
 from specvlm.side import ones_mask
 from specvlm.speculation import draft_prefill
 from specvlm.trees import Tree
@@ -266,6 +268,44 @@ def test_greedy_identical_with_capture(family, request):
     assert max(captured_decoder(family, True).last_stats.accepted_lengths) > 2
 
 
+DYNAMIC = DynamicTree(budget=6, depth=3, width=3, top_k=3)
+
+
+@traced
+@pytest.mark.parametrize("family", tm.FAMILIES)
+def test_dynamic_tree_with_capture(family):
+    """A dynamic tree's steps captured in bucketed widths: the target's tokens (greedy), the
+    eager run's acceptance step by step and its sample (same generator), and every width a
+    step fed compiled before the first step (exactly the widths draft_widths / verify_widths
+    name: a width missing there would be compiled mid-call, and show here)."""
+    target, draft = pair(family)
+    copy = tm.make_copy_draft(target)
+    for model, seed, drop_rate in ((draft, 1, 0.5), (copy, 2, 0.0)):
+        sd, eager = (
+            specvlm.accelerate((target, model), drop_rate=drop_rate, tree=DYNAMIC, capture=on)
+            for on in (True, False)
+        )
+        inputs = tm.make_inputs(family, target, seed=seed)
+        with torch.no_grad():
+            ref = target.generate(**inputs, max_new_tokens=NEW, do_sample=False)
+        assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref.tolist()
+        assert eager.generate(**inputs, max_new_tokens=NEW).tolist() == ref.tolist()
+        stats = sd.last_stats
+        assert stats.captured and stats.target_captured and stats.tree == DYNAMIC
+        assert stats.accepted_lengths == eager.last_stats.accepted_lengths
+        options = dict(max_new_tokens=NEW, do_sample=True, temperature=1.3, top_k=20)
+        samples = [
+            decoder.generate(**inputs, **options, generator=torch.Generator().manual_seed(seed))
+            for decoder in (sd, eager)
+        ]
+        assert samples[0].tolist() == samples[1].tolist()
+        for role, widths in (("draft", draft_widths), ("target", verify_widths)):
+            (runner,) = [r for rs in sd._capture.pools[role]._free.values() for r in rs]
+            assert runner.widths == widths(DYNAMIC) and not runner.eager_widths
+    assert max(stats.accepted_lengths) == DYNAMIC.depth + 1  # the copy: whole paths accepted
+    assert draft_widths(DYNAMIC) == (1, 2, 4) and verify_widths(DYNAMIC) == (1, 2, 4, 8)
+
+
 def test_sampling_with_capture_matches_eager_draws():
     """With the same generator, captured and eager drafts draw the same sample here (their
     draft probabilities agree to rounding); the sampler's exactness is tested per step in
@@ -319,7 +359,9 @@ def test_policy_chooses_by_the_captured_costs():
     widths compiled once, shared with the call); the output stays the target's."""
     family = "llava_onevision"
     target, draft = pair(family)
-    sd = specvlm.accelerate((target, draft), capture=True)
+    # speculation pinned: whether it pays follows the measured costs, which a loaded machine
+    # can swing; the drop rate and the tree are still chosen by them
+    sd = specvlm.accelerate((target, draft), policy=AutoPolicy(speculate=True), capture=True)
     inputs = tm.make_inputs(family, target, seed=9)
     with torch.no_grad():
         ref = target.generate(**inputs, max_new_tokens=NEW, do_sample=False)

@@ -168,7 +168,6 @@ def test_plan_commit_finds_the_fed_nodes_by_their_slots():
 def test_what_a_dynamic_tree_refuses_and_turns_off():
     target, draft, _ = pair("llava_onevision")
     for kwargs, what in [
-        ({"capture": True}, "capture=True"),
         ({"overlap": True}, "overlap=True"),
         ({"children": "sampled"}, 'children="sampled"'),
         ({"min_draft_confidence": 0.1}, "min_draft_confidence"),
@@ -179,7 +178,7 @@ def test_what_a_dynamic_tree_refuses_and_turns_off():
         with pytest.raises(ValueError, match="DynamicTree"):
             DynamicTree(**bad)
     sd = specvlm.accelerate((target, draft), tree="dynamic")
-    assert sd.capture is False and sd.overlap is False  # "auto" of both: off
+    assert sd.capture == "auto" and sd.overlap is False  # overlap "auto": off
     inputs = tm.make_inputs("llava_onevision", target, seed=6)
     sd.generate(**inputs, max_new_tokens=4)
     assert not sd.last_stats.captured and not sd.last_stats.overlapped

@@ -76,10 +76,15 @@ def costs(target_s, draft_s, *, draft_by_context=None, target=None, draft=None):
 
 def cheap(target, draft, **kw):
     """A draft 20x cheaper than the target, both nearly flat in the tokens fed (as small models
-    on a CPU, or a big target on a GPU)."""
-    return AutoPolicy(
-        costs=costs(lambda n: 5e-3 + 2e-5 * n, lambda n: 2.5e-4, target=target, draft=draft, **kw)
-    )
+    on a CPU, or a big target on a GPU); the same costs on captured steps of every capacity.
+    Nothing is learned from the wall clock (``learn_timing=False``): the costs given decide,
+    on a loaded machine too."""
+    table = costs(lambda n: 5e-3 + 2e-5 * n, lambda n: 2.5e-4, target=target, draft=draft, **kw)
+    for (role, device, dtype), fc in list(table.items()):
+        for capacity in (256 << k for k in range(8)):  # the static caches' capacity buckets
+            captured = ForwardCosts(fc.forward, fc.prefill, bucketed=True)
+            table[f"{role}:captured:{capacity}", device, dtype] = captured
+    return AutoPolicy(costs=table, learn_timing=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,19 +118,54 @@ def test_record_step_counts_offers_and_hits_by_rank():
     stats.record_step(tree, [])  # the root's children both refused
     stats.record_step(tree, [1, 4])  # rank 1, then its only child
     assert stats.rank_offers == [6, 4] and stats.rank_hits == [3, 1]
+    # per depth of the children: the root's (2+2+2 offered; ranks 0 and 1 taken once each),
+    # depth 2's ([0] offers 2, [1] offers 1; [0, 0] and [1, 0] taken), depth 3's ([0, 0] offers 1)
+    assert stats.depth_rank_offers == [[3, 3], [2, 1], [1]]
+    assert stats.depth_rank_hits == [[1, 1], [2, 0], [0]]
 
 
 def test_rank_acceptance_blends_prior_and_forgets():
     acc = RankAcceptance()
-    assert acc.rates((0.6, 0.2), 3) == pytest.approx((0.6, 0.2, 0.2))
-    assert acc.rates((0.9, 0.2), 3) == pytest.approx((0.9, 0.1, 0.001))  # capped: sum <= 1
+    assert acc.rates((0.6, 0.2), 3) == pytest.approx([(0.6, 0.2, 0.2)])
+    assert acc.rates((0.9, 0.2), 3)[0] == pytest.approx((0.9, 0.1, 0.001))  # capped: sum <= 1
     acc.add([10, 10], [10, 0])
-    hi, lo = acc.rates((0.6, 0.2), 2)
+    ((hi, lo),) = acc.rates((0.6, 0.2), 2)  # no counts per depth: one row for every depth
     assert hi == pytest.approx((10 + pol.PRIOR_WEIGHT * 0.6) / (10 + pol.PRIOR_WEIGHT))
     assert lo == pytest.approx((0 + pol.PRIOR_WEIGHT * 0.2) / (10 + pol.PRIOR_WEIGHT))
     acc.add([10], [0])  # old counts weigh MEMORY
     assert acc.offers[0] == pytest.approx(10 * pol.MEMORY + 10)
     assert acc.hits[0] == pytest.approx(10 * pol.MEMORY)
+
+
+def test_acceptance_per_depth():
+    """Each depth's own counts pull its row away from the rates over all depths (worth
+    DEPTH_PRIOR_WEIGHT offers); a depth without counts keeps the overall row, and the tree
+    search and tau read each level's row."""
+    stats = GenerationStats()
+    stats.rank_offers, stats.rank_hits = [40, 40], [24, 8]
+    stats.depth_rank_offers, stats.depth_rank_hits = [[20, 20], [20, 20]], [[19, 1], [5, 7]]
+    acc = RankAcceptance()
+    acc.add_call(stats)
+    table = acc.rates((0.6, 0.2), 2)
+    overall = ((24 + 0.6) / 41, (8 + 0.2) / 41)
+    w = pol.DEPTH_PRIOR_WEIGHT
+    assert len(table) == 3 and table[2] == pytest.approx(overall)  # depth 3+: overall
+    assert table[0][0] == pytest.approx((19 + w * overall[0]) / (20 + w))
+    assert table[1][0] == pytest.approx((5 + w * overall[0]) / (20 + w))
+    assert table[1][1] == pytest.approx((7 + w * overall[1]) / (20 + w))
+    assert tree_tau(chain(3), table) == pytest.approx(
+        1 + table[0][0] * (1 + table[1][0] * (1 + table[2][0]))
+    )
+    # rank 1 is the better child at depth 2: the search takes it first there, not with one row
+    ranked = [p for p, _ in ranked_paths(pol._rounded(table), limit=3, max_depth=4)]
+    assert ranked == [(0,), (0, 1), (0, 0)]
+    flat = [p for p, _ in ranked_paths(pol._rounded(overall), limit=3, max_depth=4)]
+    assert flat == [(0,), (0, 0), (0, 0, 0)]
+    merged = acc.plus(stats)  # a running call's counts added, not decayed
+    assert merged.depth_offers[1] == [40, 40]
+    assert acc.depth_offers[1] == [20, 20]  # its own unchanged
+    acc.add_call(GenerationStats())  # a call without steps only forgets
+    assert acc.depth_hits[0] == pytest.approx([19 * pol.MEMORY, pol.MEMORY])
 
 
 def test_forward_costs_interpolate():
@@ -613,7 +653,6 @@ def test_dynamic_budget_arguments():
     assert policy.dynamic_budgets == (16, 32)
     for kwargs, what in (
         ({"children": "sampled"}, 'children="sampled"'),
-        ({"capture": True}, "capture=True"),
         ({"overlap": True}, "overlap=True"),
         ({"min_draft_confidence": 0.1}, "min_draft_confidence"),
     ):
@@ -621,19 +660,23 @@ def test_dynamic_budget_arguments():
             specvlm.accelerate((target, draft), policy=policy, **kwargs)
 
 
-def test_a_dynamic_call_is_not_captured():
-    """capture="auto" captures the draft's steps on a GPU; a call the policy gave a dynamic
-    tree drops its runners (back to their pools at the call's end) and runs eagerly."""
-    from types import SimpleNamespace
-
-    from specvlm.capture.call import CallRunners, PairCapture
+@pytest.mark.usefixtures("traced_capture")
+def test_a_dynamic_call_is_captured(family):
+    """With capture=True, a call the policy gave a dynamic tree runs on the captured steps
+    (its bucketed widths, tests/test_capture.py), with the target's tokens."""
     from specvlm.dynamic_tree import DynamicTree
 
-    found = CallRunners({"draft": object(), "target": None}, {"draft": "auto", "target": "x"})
-    run = SimpleNamespace(settings=SimpleNamespace(tree=DynamicTree()), adopt={})
-    PairCapture.attach(None, found, run)  # returns before it needs the pair's pools
-    assert found.runners == {"draft": None, "target": None} and run.adopt == {}
-    assert found.reasons["draft"] == "eager: a dynamic tree this call"
+    target, draft = pair(family)
+    inputs = tm.make_inputs(family, target, seed=17)
+    ref = reference(target, inputs).tolist()
+    policy = cheap(target, draft)
+    policy.drop_rates, policy.speculate, policy.dynamic_budgets = (0.5,), True, (8,)
+    policy._dynamic_seen = [(9.0, DynamicTree(budget=8))]
+    sd = specvlm.accelerate((target, draft), policy=policy, capture=True)
+    assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref
+    stats = sd.last_stats
+    assert stats.tree == DynamicTree(budget=8) and stats.captured and stats.target_captured
+    assert stats.calibration == 0.0  # chosen by the costs given, not by a measurement
 
 
 def test_a_dynamic_call_is_not_overlapped():

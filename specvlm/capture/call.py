@@ -90,14 +90,9 @@ class PairCapture:
         if all(runner is None for runner in found.runners.values()):
             return  # nothing captured this call
         tree = run.settings.tree
-        if isinstance(tree, DynamicTree):  # the policy's choice for this call: shaped per step
-            for role in ROLES:
-                if found.runners[role] is not None:
-                    found.runners[role] = None  # back to its pool when the call ends
-                    found.reasons[role] = "eager: a dynamic tree this call"
-            return
         top_k = not run.chooser.sampled_children and run.settings.min_draft_confidence == 0
-        if found.runners["draft"] is not None and top_k:
+        # a dynamic tree is read on the host level by level (its rerank): its own drafter
+        if found.runners["draft"] is not None and top_k and not isinstance(tree, DynamicTree):
             run.drafter = draft_tree_on_device
         widths = {
             "draft": draft_widths(tree) if tree is not None else (),

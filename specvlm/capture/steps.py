@@ -11,6 +11,7 @@ from specvlm.attention import BasePlan
 from specvlm.capture.buckets import width_bucket
 from specvlm.capture.runner import CapturedForward, CaptureFailed
 from specvlm.capture.side import StaticSide
+from specvlm.dynamic_tree import DynamicTree
 from specvlm.side import Side
 from specvlm.trees import Tree
 
@@ -19,16 +20,24 @@ from specvlm.trees import Tree
 _CHAIN_WIDTHS = (1, 2)
 
 
-def draft_widths(tree: Tree) -> tuple[int, ...]:
-    """The width buckets drafting ``tree`` runs: the chain's and each fed level's."""
-    levels = [len(tree.nodes_at_depth(d)) for d in range(1, tree.depth)]
+def draft_widths(tree: Tree | DynamicTree) -> tuple[int, ...]:
+    """The width buckets drafting ``tree`` runs: the chain's and each fed level's (a dynamic
+    tree's levels: any number of candidates up to its ``width``)."""
+    if isinstance(tree, DynamicTree):
+        levels = range(1, tree.width + 1) if tree.depth > 1 else ()
+    else:
+        levels = [len(tree.nodes_at_depth(d)) for d in range(1, tree.depth)]
     return tuple(sorted({width_bucket(n) for n in (*_CHAIN_WIDTHS, *levels)}))
 
 
-def verify_widths(tree: Tree) -> tuple[int, ...]:
+def verify_widths(tree: Tree | DynamicTree) -> tuple[int, ...]:
     """The width buckets the target runs: the root and the tree cut at each depth (drafting may
-    stop early), and one token (plain decoding after the policy gives up)."""
-    cuts = [tree.cut(d).size + 1 for d in range(1, tree.depth + 1)]
+    stop early; a dynamic tree: the root and any number of nodes up to its budget), and one
+    token (plain decoding after the policy gives up)."""
+    if isinstance(tree, DynamicTree):
+        cuts = range(2, tree.budget + 2)
+    else:
+        cuts = [tree.cut(d).size + 1 for d in range(1, tree.depth + 1)]
     return tuple(sorted({width_bucket(n) for n in (1, *cuts)}))
 
 

@@ -69,22 +69,29 @@ def _describe(options: dict, tree_size: int | None) -> str:
 def settings(args, target_dir: str, draft_dir: str, sampling, device) -> dict:
     """run.json: what makes two runs' samples comparable (a run resumes only with the same;
     ``--limit`` may change: a longer run extends a shorter one)."""
-    from specvlm.tools.common import hardware
-
     protocol = BENCHMARKS[args.benchmark].protocol
-    options = decoder_options(args)
     return {
         "benchmark": args.benchmark,
         "data": os.path.abspath(args.data) if args.data else None,
-        "target": os.path.abspath(target_dir),
-        "draft": os.path.abspath(draft_dir),
-        "seed": args.seed,
         "frames": args.frames or protocol.frames,
         "max_new_tokens": args.max_new_tokens or protocol.max_new_tokens,
         "answer_style": args.answer_style,
         "decoding": describe_sampling(sampling, args.seed),
         "sampling": sampling,
-        "specvlm": _describe(options, args.tree_size),
+        **decoder_settings(args, target_dir, draft_dir, device),
+    }
+
+
+def decoder_settings(args, target_dir: str, draft_dir: str, device) -> dict:
+    """The pair, SpecVLM's options and the hardware, as every run records them (``specvlm
+    eval``'s run.json, and the lmms-eval model's: :mod:`specvlm.eval.lmms_model`)."""
+    from specvlm.tools.common import hardware
+
+    return {
+        "target": os.path.abspath(target_dir),
+        "draft": os.path.abspath(draft_dir),
+        "seed": args.seed,
+        "specvlm": _describe(decoder_options(args), args.tree_size),
         "drop_rate": args.drop_rate,
         "selector": args.selector,
         "tree_size": args.tree_size,

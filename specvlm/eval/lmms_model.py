@@ -133,9 +133,9 @@ def _answering(target, draft, frames, drop_rate, selector, tree_size, capture, d
 
     from specvlm.eval import results
     from specvlm.eval.arguments import check_specvlm_options
-    from specvlm.eval.command import decoder_options
+    from specvlm.eval.command import decoder_options, decoder_settings
     from specvlm.eval.runner import Answering, EvalRun
-    from specvlm.tools.common import CAPTURE, checkpoint_pair, hardware
+    from specvlm.tools.common import CAPTURE, checkpoint_pair
 
     if capture not in CAPTURE:
         raise ValueError(f"specvlm: capture must be one of {', '.join(CAPTURE)}, not {capture}")
@@ -144,18 +144,14 @@ def _answering(target, draft, frames, drop_rate, selector, tree_size, capture, d
     args = SimpleNamespace(
         benchmark="micro", target=target, draft=draft, device=device, threads=threads,
         drop_rate=drop_rate, selector=selector, seed=seed, capture=capture, overlap="off",
-        tree_size=tree_size,
+        tree_size=tree_size, dtype=dtype,
     )  # fmt: skip
     target_dir, draft_dir, dev = checkpoint_pair(args)
     options = decoder_options(args)
     settings = {
         "benchmark": "lmms-eval",
-        "target": os.path.abspath(target_dir),
-        "draft": os.path.abspath(draft_dir),
         "frames": frames,
-        "specvlm": json.dumps({k: v for k, v in options.items() if k != "tree"}),
-        "tree_size": args.tree_size,
-        "hardware": hardware(dev),
+        **decoder_settings(args, target_dir, draft_dir, dev),
     }
     results.open_run(log_dir, settings, restart=True)  # this run's requests only
     run = EvalRun(
