@@ -25,22 +25,8 @@ import platform
 import torch
 
 import specvlm
-from specvlm.micro.data import held_out_clip
 from specvlm.policy import DEPTH_PRIOR_WEIGHT, MAX_RANKS, PRIOR, RankAcceptance, tree_tau
-from specvlm.tools.common import EMBEDDED, load_pair
-from specvlm.tools.video_input import VideoPrompter
-from specvlm.trees import chain, tree_of_size
-
-PROMPT = "describe the video ."
-
-
-def tree_shape(name: str):
-    """chainN (a chain of N) or treeN (the bench's N-node tree; tree48 is the default tree)."""
-    if name.startswith("chain") and name[5:].isdigit():
-        return chain(int(name[5:]))
-    if name.startswith("tree") and name[4:].isdigit():
-        return tree_of_size(int(name[4:]))
-    raise SystemExit(f"unknown tree {name!r}: chainN or treeN")
+from specvlm.tools.micro_bench import caption_prompts, embedded_pair_and_prompter, tree_by_name
 
 
 def decode(target, draft, prompts, expected, tree, drop_rate: float, max_new_tokens: int) -> list:
@@ -85,10 +71,9 @@ def main() -> None:
     parser.add_argument("--out", default="docs/bench/acceptance_by_depth.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    target, draft = load_pair(str(EMBEDDED / "target"), str(EMBEDDED / "draft"), "cpu")
-    prompter = VideoPrompter(EMBEDDED / "target", target.config)
-    prompts = [prompter(held_out_clip(n, frames=args.frames), PROMPT) for n in range(args.clips)]
-    trees = {name: tree_shape(name) for name in args.trees.split(",")}
+    target, draft, prompter = embedded_pair_and_prompter()
+    prompts = caption_prompts(prompter, args.clips, args.frames)
+    trees = {name: tree_by_name(name) for name in args.trees.split(",")}
     weights = [float(w) for w in args.weights.split(",")]
     half = args.clips // 2
     with torch.no_grad():

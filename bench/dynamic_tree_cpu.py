@@ -27,12 +27,9 @@ import torch
 
 import specvlm
 from specvlm.dynamic_tree import DynamicTree
-from specvlm.micro.data import held_out_clip
-from specvlm.tools.common import EMBEDDED, load_pair
-from specvlm.tools.video_input import VideoPrompter
+from specvlm.tools.micro_bench import caption_prompts, embedded_pair_and_prompter
 from specvlm.trees import tree_of_size
 
-PROMPT = "describe the video ."
 DYNAMIC_BUDGETS = (16, 32)  # the automatic policy's dynamic candidates (its second row)
 
 
@@ -125,9 +122,8 @@ def main() -> None:
     parser.add_argument("--out", default="docs/bench/dynamic_tree_cpu.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    target, draft = load_pair(str(EMBEDDED / "target"), str(EMBEDDED / "draft"), "cpu")
-    prompter = VideoPrompter(EMBEDDED / "target", target.config)
-    prompts = [prompter(held_out_clip(n, frames=args.frames), PROMPT) for n in range(args.clips)]
+    target, draft, prompter = embedded_pair_and_prompter()
+    prompts = caption_prompts(prompter, args.clips, args.frames)
     budgets = [int(b) for b in args.budgets.split(",") if b]  # "": the policy's rows only
     with torch.no_grad():
         rows = measure(

@@ -32,24 +32,8 @@ import numpy as np
 import torch
 
 import specvlm
-from specvlm.micro.data import held_out_clip
 from specvlm.names import SELECTORS
-from specvlm.tools.common import EMBEDDED, load_pair
-from specvlm.tools.video_input import VideoPrompter
-from specvlm.trees import chain, tree_of_size
-
-PROMPT = "describe the video ."
-
-
-def tree_shape(name: str):
-    """A tree of the study by name: chainN (a chain of N) or treeN (the N-node tree the bench
-    builds, ``tree_of_size``; tree48 is the default tree)."""
-    if name.startswith("chain") and name[5:].isdigit():
-        return chain(int(name[5:]))
-    if name.startswith("tree") and name[4:].isdigit():
-        return tree_of_size(int(name[4:]))
-    raise SystemExit(f"unknown tree {name!r}: chainN or treeN")
-
+from specvlm.tools.micro_bench import caption_prompts, embedded_pair_and_prompter, tree_by_name
 
 RANKS = 4  # acceptance by draft rank reported for ranks 0..RANKS-1
 
@@ -97,7 +81,7 @@ def run_clip(target, draft, inputs, expected, selector: str, tree, seed: int, ar
 
 
 def measure_length(target, draft, prompter, frames: int, args) -> list[dict]:
-    prompts = [prompter(held_out_clip(n, frames=frames), PROMPT) for n in range(args.clips)]
+    prompts = caption_prompts(prompter, args.clips, frames)
     expected = [
         target.generate(**p, do_sample=False, max_new_tokens=args.max_new_tokens) for p in prompts
     ]
@@ -106,7 +90,7 @@ def measure_length(target, draft, prompter, frames: int, args) -> list[dict]:
     for selector in args.selectors:
         cover = []
         for tree_name in args.trees:
-            tree = tree_shape(tree_name)
+            tree = tree_by_name(tree_name)
             per_clip, offers, hits = [], np.zeros(RANKS), np.zeros(RANKS)
             for n, (inputs, exp) in enumerate(zip(prompts, expected, strict=True)):
                 stats = run_clip(target, draft, inputs, exp, selector, tree, n, args)
@@ -220,13 +204,12 @@ def main() -> None:
     args.trees = args.trees.split(",")
     args.selectors = [s for s in args.selectors.split(",") if s]  # "": the policy's rows only
     for name in args.trees:
-        tree_shape(name)
+        tree_by_name(name)
     unknown = [s for s in args.selectors if s not in SELECTORS]
     if unknown:
         raise SystemExit(f"unknown selectors {unknown}; choose from {', '.join(SELECTORS)}")
     torch.set_num_threads(1)
-    target, draft = load_pair(str(EMBEDDED / "target"), str(EMBEDDED / "draft"), "cpu")
-    prompter = VideoPrompter(EMBEDDED / "target", target.config)
+    target, draft, prompter = embedded_pair_and_prompter()
     started = time.time()
     rows = []
     with torch.no_grad():

@@ -626,19 +626,27 @@ def test_dynamic_trees_are_weighed_with_a_gain_learned_from_their_calls():
     assert not fresh.acceptance  # a dynamic call's ranks are not a static tree's
 
 
-def test_dynamic_trees_chosen_in_the_loop_are_lossless_and_reported(family):
+@pytest.mark.parametrize("capture", [False, True], ids=["eager", "captured"])
+def test_dynamic_trees_chosen_in_the_loop_are_lossless_and_reported(family, capture, request):
+    """A call the policy gave a dynamic tree: the target's tokens, the tree reported, its tokens
+    per step learned; with capture=True it runs on the captured steps (their bucketed widths,
+    tests/test_capture.py)."""
     from specvlm.dynamic_tree import DynamicTree
 
+    if capture:
+        request.getfixturevalue("traced_capture")
     target, draft = pair(family)
     inputs = tm.make_inputs(family, target, seed=16)
     ref = reference(target, inputs).tolist()
     policy = cheap(target, draft)
     policy.drop_rates, policy.speculate, policy.dynamic_budgets = (0.5,), True, (8,)
     policy._dynamic_seen = [(9.0, DynamicTree(budget=8))]
-    sd = specvlm.accelerate((target, draft), policy=policy)
+    sd = specvlm.accelerate((target, draft), policy=policy, capture=capture)
     assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref
     stats = sd.last_stats
     assert stats.tree == DynamicTree(budget=8) and stats.tree_size == 8
+    assert stats.captured == stats.target_captured == capture
+    assert stats.calibration == 0.0  # chosen by the costs given, not by a measurement
     assert len(policy._dynamic_seen) == 2  # the call's own tokens per step learned
 
 
@@ -658,25 +666,6 @@ def test_dynamic_budget_arguments():
     ):
         with pytest.raises(ValueError, match=r"AutoPolicy\(dynamic_budgets=...\): .*" + what):
             specvlm.accelerate((target, draft), policy=policy, **kwargs)
-
-
-@pytest.mark.usefixtures("traced_capture")
-def test_a_dynamic_call_is_captured(family):
-    """With capture=True, a call the policy gave a dynamic tree runs on the captured steps
-    (its bucketed widths, tests/test_capture.py), with the target's tokens."""
-    from specvlm.dynamic_tree import DynamicTree
-
-    target, draft = pair(family)
-    inputs = tm.make_inputs(family, target, seed=17)
-    ref = reference(target, inputs).tolist()
-    policy = cheap(target, draft)
-    policy.drop_rates, policy.speculate, policy.dynamic_budgets = (0.5,), True, (8,)
-    policy._dynamic_seen = [(9.0, DynamicTree(budget=8))]
-    sd = specvlm.accelerate((target, draft), policy=policy, capture=True)
-    assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref
-    stats = sd.last_stats
-    assert stats.tree == DynamicTree(budget=8) and stats.captured and stats.target_captured
-    assert stats.calibration == 0.0  # chosen by the costs given, not by a measurement
 
 
 def test_a_dynamic_call_is_not_overlapped():
