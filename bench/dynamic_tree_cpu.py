@@ -58,6 +58,11 @@ def _row(name: str, runs: list) -> dict:
     }
 
 
+def _tau(row: dict) -> str:
+    """A row's tau as printed ("-" where no call speculated)."""
+    return "-" if row["tau"] is None else f"{row['tau']:.2f}"
+
+
 def measure(
     target,
     draft,
@@ -140,8 +145,7 @@ def main() -> None:
     print("| trees | tau | decode s | steps |")
     print("|---|---|---|---|")
     for r in rows:
-        tau = "-" if r["tau"] is None else f"{r['tau']:.2f}"  # None: no call speculated
-        print(f"| {r['method']} | {tau} | {r['decode_s']:.3f} | {r['steps']} |")
+        print(f"| {r['method']} | {_tau(r)} | {r['decode_s']:.3f} | {r['steps']} |")
     for b in budgets:
         s, d = by_name[f"static {b}"], by_name[f"dynamic {b}"]
         print(
@@ -151,7 +155,7 @@ def main() -> None:
     static, both = by_name["auto (static trees)"], by_name["auto (static and dynamic trees)"]
     print(
         f"the policy with dynamic candidates: {both['dynamic_calls']} of {args.clips} calls "
-        f"dynamic, tau {both['tau'] or 1:.2f} vs {static['tau'] or 1:.2f}, "
+        f"dynamic, tau {_tau(both)} vs {_tau(static)}, "
         f"decode {static['decode_s'] / both['decode_s']:.2f}x the policy's with static trees"
     )
     meta = {

@@ -53,14 +53,30 @@ class DynamicTree:
 
     @property
     def size(self) -> int:
-        """The most nodes a step verifies."""
+        """The verification budget (``last_stats.tree_size``; a step verifies at most
+        :attr:`most_verified` nodes)."""
         return self.budget
 
     @property
     def most_fed(self) -> int:
-        """The most candidates one step feeds the draft (``width`` at each level below the
-        deepest): with :attr:`size`, what a step may add to the draft's cache."""
-        return (self.depth - 1) * self.width
+        """The most candidates one step feeds the draft (at most ``width`` at each level above
+        the deepest, and the root's ``top_k`` at the first): what a step may add to the draft's
+        cache, where the target's takes at most :attr:`most_verified`."""
+        return sum(self.level_widths)
+
+    @property
+    def most_verified(self) -> int:
+        """The most nodes a step verifies: the budget, or every candidate drafted where there
+        are fewer (``top_k`` children for the root and for each expanded one)."""
+        return min(self.budget, self.top_k * (1 + sum(self.level_widths)))
+
+    @property
+    def level_widths(self) -> tuple[int, ...]:
+        """The most candidates each level above the deepest feeds (the first: at most the
+        root's ``top_k``)."""
+        return tuple(
+            min(self.width, self.top_k) if d == 1 else self.width for d in range(1, self.depth)
+        )
 
     def max_rank(self) -> int:
         """Largest top-k rank a node may have: the draft needs its top ``top_k``."""

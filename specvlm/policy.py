@@ -256,9 +256,10 @@ class TreeChoice:
 
 
 def best_tree(rates, target, draft, ctx_t: int, ctx_d: int, decode: float) -> TreeChoice:
-    """The fastest static tree for acceptance ``rates`` by rank: of every size in
-    :data:`TREE_SIZES` at every depth up to :data:`MAX_DEPTH`, the best tree of that size and
-    depth (``build_tree``), weighed by the predicted seconds of ``decode`` tokens. ``target`` and
+    """The fastest static tree for acceptance ``rates`` (by depth and rank,
+    :func:`rate_table`): of every size in :data:`TREE_SIZES` at every depth up to
+    :data:`MAX_DEPTH`, the best tree of that size and depth (its paths of highest chance,
+    :func:`ranked_paths`), weighed by the predicted seconds of ``decode`` tokens. ``target`` and
     ``draft`` give ``seconds(n, context)`` of a forward (:class:`ForwardCosts`); ``ctx_t`` /
     ``ctx_d`` are their caches' lengths."""
     ranked = ranked_paths(_rounded(rates))
@@ -615,13 +616,18 @@ class AutoPolicy:
                     best = (p, total, factor)
         return best
 
+    @property
+    def dynamic_trees(self) -> tuple[DynamicTree, ...]:
+        """The dynamic candidates: one per budget of ``dynamic_budgets``, the other limits
+        :class:`~specvlm.dynamic_tree.DynamicTree`'s defaults."""
+        return tuple(DynamicTree(budget=budget) for budget in self.dynamic_budgets)
+
     def _trees(self, rates, tgt, drf, ctx_t: int, ctx_d: int, decode: float):
         """The candidate trees at these rates: the best static one (or the pinned one), then a
         dynamic one per budget of ``dynamic_budgets``."""
         yield self._tree(rates, tgt, drf, ctx_t, ctx_d, decode)
         gain = self._gain(rates)
-        for budget in self.dynamic_budgets:
-            limits = DynamicTree(budget=budget)
+        for limits in self.dynamic_trees:
             yield dynamic_choice(limits, rates, tgt, drf, ctx_t, ctx_d, decode, gain)
 
     def _tree(self, rates, tgt, drf, ctx_t: int, ctx_d: int, decode: float) -> TreeChoice:

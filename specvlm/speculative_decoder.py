@@ -441,7 +441,7 @@ class SpeculativeDecoder:
             nodes = max(TREE_SIZES) if not trees else 0
         else:  # the policy's largest tree, the one it has pinned, its dynamic ones
             trees = [self.policy.tree] if self.policy.tree is not None else []
-            trees += [DynamicTree(budget=b) for b in self.policy.dynamic_budgets]
+            trees += list(self.policy.dynamic_trees)
             nodes = max(TREE_SIZES)
         for tree in trees:  # a dynamic tree's step also feeds the draft candidates it drops
             nodes = max(nodes, tree.size, tree.most_fed if isinstance(tree, DynamicTree) else 0)

@@ -306,6 +306,29 @@ def test_dynamic_tree_with_capture(family):
     assert draft_widths(DYNAMIC) == (1, 2, 4) and verify_widths(DYNAMIC) == (1, 2, 4, 8)
 
 
+@traced
+def test_dynamic_tree_cache_holds_every_candidate_fed():
+    """A step of a narrow, wide-fed dynamic tree feeds far more candidates than it verifies
+    (here 200 against 2): the draft's static cache is sized for them (DynamicTree.most_fed),
+    and the output is the target's."""
+    family = "llava_onevision"
+    target, _ = pair(family)
+    wide = DynamicTree(budget=2, depth=8, width=32, top_k=8)
+    assert wide.most_fed == 8 + 6 * 32 and wide.most_verified == 2
+    sd = specvlm.accelerate(
+        (target, tm.make_copy_draft(target)), drop_rate=0.0, tree=wide, capture=True
+    )
+    inputs = tm.make_inputs(family, target, seed=3)
+    with torch.no_grad():
+        ref = target.generate(**inputs, max_new_tokens=NEW, do_sample=False)
+    assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == ref.tolist()
+    stats = sd.last_stats
+    # every step fed its levels down to depth 8 (the pending chain, then 7 levels)
+    assert stats.captured and stats.draft_forwards > len(stats.accepted_lengths) * 7
+    (runner,) = [r for rs in sd._capture.pools["draft"]._free.values() for r in rs]
+    assert runner.capacity >= inputs["input_ids"].shape[1] + NEW + wide.most_fed
+
+
 def test_sampling_with_capture_matches_eager_draws():
     """With the same generator, captured and eager drafts draw the same sample here (their
     draft probabilities agree to rounding); the sampler's exactness is tested per step in

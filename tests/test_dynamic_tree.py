@@ -82,6 +82,24 @@ def test_a_copy_of_the_target_is_accepted_down_its_rank_0_chain(family, proposal
         assert accepted == chain + 1
 
 
+def test_the_most_a_step_feeds_and_verifies(proposals):
+    """most_fed / most_verified / level_widths bound what a step feeds the draft and verifies
+    (captured steps compile and size their caches by them): reached, never passed."""
+    assert DynamicTree().level_widths == (8,) * 5 and DynamicTree().most_fed == 40
+    assert DynamicTree().most_verified == 32
+    assert DynamicTree(budget=32, depth=1).most_fed == 0
+    assert DynamicTree(budget=32, depth=1).most_verified == 8
+    narrow = DynamicTree(budget=32, depth=2, width=8, top_k=2)  # 2 candidates, 2 children each
+    assert narrow.level_widths == (2,) and narrow.most_fed == 2 and narrow.most_verified == 6
+    target, _, copy = pair("llava_onevision")
+    inputs = tm.make_inputs("llava_onevision", target, seed=7)
+    sd = specvlm.accelerate((target, copy), tree=narrow, drop_rate=0.0)
+    assert sd.generate(**inputs, max_new_tokens=NEW).tolist() == reference(target, inputs).tolist()
+    sizes = [p.tree.size for p in proposals]
+    fed = [sum(slot is not None for slot in p.draft_slots) for p in proposals]
+    assert max(sizes) == narrow.most_verified and max(fed) == narrow.most_fed
+
+
 def test_the_drafted_tree_is_the_most_likely_candidates(proposals):
     """The verified tree: at most ``budget`` nodes, closed under parents, each node's token the
     draft's top-k token of its rank, chosen by path probability; the cache slots name the fed

@@ -22,9 +22,9 @@ _CHAIN_WIDTHS = (1, 2)
 
 def draft_widths(tree: Tree | DynamicTree) -> tuple[int, ...]:
     """The width buckets drafting ``tree`` runs: the chain's and each fed level's (a dynamic
-    tree's levels: any number of candidates up to its ``width``)."""
+    tree's levels: any number of candidates up to the most a level feeds)."""
     if isinstance(tree, DynamicTree):
-        levels = range(1, tree.width + 1) if tree.depth > 1 else ()
+        levels = range(1, max(tree.level_widths, default=0) + 1)
     else:
         levels = [len(tree.nodes_at_depth(d)) for d in range(1, tree.depth)]
     return tuple(sorted({width_bucket(n) for n in (*_CHAIN_WIDTHS, *levels)}))
@@ -32,10 +32,10 @@ def draft_widths(tree: Tree | DynamicTree) -> tuple[int, ...]:
 
 def verify_widths(tree: Tree | DynamicTree) -> tuple[int, ...]:
     """The width buckets the target runs: the root and the tree cut at each depth (drafting may
-    stop early; a dynamic tree: the root and any number of nodes up to its budget), and one
-    token (plain decoding after the policy gives up)."""
+    stop early; a dynamic tree: the root and any number of nodes up to the most it verifies),
+    and one token (plain decoding after the policy gives up)."""
     if isinstance(tree, DynamicTree):
-        cuts = range(2, tree.budget + 2)
+        cuts = range(2, tree.most_verified + 2)
     else:
         cuts = [tree.cut(d).size + 1 for d in range(1, tree.depth + 1)]
     return tuple(sorted({width_bucket(n) for n in (1, *cuts)}))

@@ -142,9 +142,8 @@ def spec_decoder(
         return auto_decoder(target, draft, capture=capture)
     if method == "naive_sd":
         return naive_decoder(target, draft, tree=tree, seed=random_seed, capture=capture)
-    if method == "dynamic":  # the same verification budget as the sweep's static tree;
-        tree = DynamicTree(budget=_as_size(tree))  # drafted eagerly, whatever ``capture``
-        capture = False
+    if method == "dynamic":  # the same verification budget as the sweep's static tree
+        tree = DynamicTree(budget=_as_size(tree))
     return specvlm.accelerate(
         (target, draft),
         drop_rate=drop_rate,
